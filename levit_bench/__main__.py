@@ -1,0 +1,3 @@
+from levit_bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,263 @@
+"""Checkpoint import: fetch, read safely, recognise the key layout, fit all-or-nothing.
+
+Reading never unpickles code: `.pth/.pt/.bin` go through `torch.load(weights_only=True)`,
+`.safetensors` through safetensors. A URL is downloaded into a cache; when its file name
+carries a hash prefix (`LeViT-192-92712e41.pth`), the download must match it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from levit_bench.errors import CheckpointError
+
+StateDict = dict[str, torch.Tensor]
+
+NATIVE_LAYOUT = "levit-bench"
+NATIVE_FORMAT = "levit-bench/1"
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+_CONTAINER_KEYS = ("state_dict", "model", "model_ema")
+_OPTIONAL_KEYS = ("num_batches_tracked",)  # BN bookkeeping; eval and fine-tuning do not need it
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """A foreign key layout: recognised by one key, converted to the native layout."""
+
+    name: str
+    marker: str
+    to_native: Callable[[Mapping[str, torch.Tensor], nn.Module], StateDict]
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    """What was loaded, for provenance: where it came from and exactly which bytes."""
+
+    source: str
+    path: Path
+    sha256: str
+    layout: str
+
+
+def default_cache_dir() -> Path:
+    if "LEVIT_BENCH_CACHE" in os.environ:
+        return Path(os.environ["LEVIT_BENCH_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "levit-bench" / "checkpoints"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def is_url(source: str) -> bool:
+    return urllib.parse.urlparse(source).scheme in ("http", "https")
+
+
+def resolve(source: str, cache_dir: Path | None = None) -> Path:
+    """A local path for `source`, downloading a URL into the cache first."""
+    if is_url(source):
+        return download(source, cache_dir or default_cache_dir())
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {source}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"weights file is not readable: {source}")
+    return path
+
+
+def download(url: str, cache_dir: Path) -> Path:
+    """Download `url` into `cache_dir` (atomically), verifying the hash prefix in its name."""
+    name = Path(urllib.parse.urlparse(url).path).name
+    if not name:
+        raise CheckpointError(f"cannot tell a file name from URL {url}")
+    match = _HASH_IN_NAME.search(name)
+    expected = match.group(1) if match else None
+    target = cache_dir / name
+    if target.is_file() and (expected is None or sha256_of(target).startswith(expected)):
+        return target
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create checkpoint cache {cache_dir}: {e.strerror}") from None
+    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
+        actual = digest.hexdigest()
+        if expected is not None and not actual.startswith(expected):
+            raise CheckpointError(
+                f"download of {url} is corrupt or not the named file: sha256 {actual[:len(expected)]}... "
+                f"does not start with {expected} as its name says"
+            )
+        os.replace(tmp, target)
+        return target
+    except urllib.error.HTTPError as e:
+        raise CheckpointError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        reason = getattr(e, "reason", e)
+        raise CheckpointError(
+            f"cannot download {url}: {reason} (offline? download it elsewhere and pass the file path)"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_state_dict(path: Path) -> tuple[StateDict, dict[str, str]]:
+    """Tensors and metadata from a checkpoint file, without running any code it may carry."""
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _unpickling_error(path, str(e)) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(e)}") from None
+    return _unwrap(obj, path)
+
+
+def _unpickling_error(path: Path, message: str) -> CheckpointError:
+    """Tell a pickle that refers to code apart from one that is merely not a checkpoint."""
+    code = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if code:
+        return CheckpointError(
+            f"refusing to load {path}: it holds Python objects beyond tensors and plain data "
+            f"(it calls {code.group(1)}), and only weights-only loading is allowed"
+        )
+    detail = re.search(r"WeightsUnpickler error:\s*(.+)", message)
+    reason = detail.group(1).strip() if detail else "unreadable pickle"
+    return CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint ({reason})")
+
+
+def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+            return {k: f.get_tensor(k) for k in f.keys()}, metadata
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read safetensors file {path}: {_one_line(e)}") from None
+
+
+def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, str]]:
+    """Find the state dict inside the usual containers ({"model": ...}, {"state_dict": ...})."""
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
+    metadata = {k: str(v) for k, v in obj.items() if k in ("format", "model_name", "num_classes")}
+    for key in _CONTAINER_KEYS:
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        keys = ", ".join(sorted(map(str, obj))[:8])
+        raise CheckpointError(f"{path} holds no tensors (top-level keys: {keys})")
+    if all(k.startswith("module.") for k in tensors):  # saved from DistributedDataParallel
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors, metadata
+
+
+def to_native(
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module, layouts: Iterable[CheckpointLayout]
+) -> tuple[StateDict, str]:
+    """Convert a foreign layout to the model's own keys; anything else is taken as native."""
+    for layout in layouts:
+        if layout.marker in state_dict:
+            return layout.to_native(state_dict, model), layout.name
+    return dict(state_dict), NATIVE_LAYOUT
+
+
+def check_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor], layout: str) -> None:
+    """Raise one error naming every missing, unexpected and wrongly-shaped key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith(_OPTIONAL_KEYS)]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and state_dict[k].shape != v.shape
+    ]
+    if not (missing or unexpected or wrong_shape):
+        return
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            parts.append(f"{len(keys)} {label} [{_abbreviate(keys)}]")
+    raise CheckpointError(
+        f"checkpoint ({layout} layout) does not fit {type(model).__name__}: " + "; ".join(parts)
+    )
+
+
+def load_weights(
+    model: nn.Module,
+    source: str,
+    layouts: Iterable[CheckpointLayout] = (),
+    model_name: str | None = None,
+    cache_dir: Path | None = None,
+) -> LoadedWeights:
+    """Load `source` (path or URL) into `model`, all or nothing."""
+    path = resolve(source, cache_dir)
+    state_dict, metadata = read_state_dict(path)
+    declared = metadata.get("model_name")
+    if model_name and declared and declared != model_name:
+        raise CheckpointError(f"{source} holds weights for {declared}, not {model_name}")
+    native, layout = to_native(state_dict, model, layouts)
+    check_fit(model, native, layout)
+    model.load_state_dict(native, strict=False)  # strictness checked above, with a better message
+    return LoadedWeights(source=source, path=path, sha256=sha256_of(path), layout=layout)
+
+
+def save_weights(model: nn.Module, path: Path, model_name: str) -> None:
+    """Write the model's weights in the native layout, atomically (.safetensors or .pth)."""
+    path = Path(path)
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    num_classes = str(getattr(model, "num_classes", ""))
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            metadata = {"format": NATIVE_FORMAT, "model_name": model_name, "num_classes": num_classes}
+            save_file(state_dict, tmp_name, metadata=metadata)
+        else:
+            torch.save(
+                {"format": NATIVE_FORMAT, "model_name": model_name, "num_classes": num_classes,
+                 "state_dict": state_dict},
+                tmp_name,
+            )
+        os.replace(tmp_name, path)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+
+
+def _abbreviate(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,77 @@
+"""Small named layers shared by the model families.
+
+Each Conv/Linear that feeds a BatchNorm (or is fed by one) is one module, so the inference
+transform can fold the pair into a single layer without knowing the architecture around it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvNorm(nn.Module):
+    """A bias-free Conv2d followed by BatchNorm2d."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bn_weight_init: float = 1.0,
+    ):
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+        nn.init.zeros_(self.bn.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(x))
+
+
+class LinearNorm(nn.Module):
+    """A bias-free Linear on (B, N, C) tokens followed by a BatchNorm over all B*N tokens."""
+
+    def __init__(self, in_features: int, out_features: int, bn_weight_init: float = 1.0):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features, bias=False)
+        self.bn = nn.BatchNorm1d(out_features)
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+        nn.init.zeros_(self.bn.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x)
+        return self.bn(y.flatten(0, 1)).reshape_as(y)
+
+
+class NormLinear(nn.Module):
+    """BatchNorm1d followed by a Linear: the classification heads."""
+
+    def __init__(self, in_features: int, out_features: int, std: float = 0.02):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(in_features)
+        self.linear = nn.Linear(in_features, out_features)
+        nn.init.trunc_normal_(self.linear.weight, std=std, a=-2 * std, b=2 * std)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.bn(x))
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero a residual branch for a random subset of samples.
+
+    Kept samples are scaled by 1/(1-p) so the expectation matches eval mode, where this is
+    the identity.
+    """
+    if not training or p == 0.0:
+        return x
+    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    keep = torch.rand(shape, device=x.device, dtype=x.dtype) >= p
+    return x * keep.to(x.dtype) / (1.0 - p)

@@ -1,0 +1,146 @@
+"""One table of every model: builder, family, input size, preprocessing, published figures.
+
+Published figures are reference data, never measurements: each carries its source, and
+anything derived from them is labelled `reported`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from torch import nn
+
+from levit_bench.errors import UnknownModelError
+from levit_bench.models import checkpoints, levit
+from levit_bench.models.levit_layouts import LEVIT_LAYOUTS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+LEVIT_PAPER = "Graham et al., LeViT, ICCV 2021 (arXiv:2104.01136)"
+LEVIT_TABLE3 = f"{LEVIT_PAPER}, Table 3"
+# The paper's three platforms, named as levit-bench names them (Table 3 columns, Section 5.1).
+PAPER_PLATFORMS = MappingProxyType(
+    {
+        "gpu": "one 16GB NVIDIA Volta GPU, largest power-of-two batch, PyTorch",
+        "xeon": "Intel Xeon 6138 at 2.0GHz, one thread, PyTorch",
+        "arm": "ARM Graviton2 (AWS c6g), one thread, PyTorch",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Eval transform: resize the short side, centre-crop, normalise."""
+
+    resize: int
+    crop: int
+    interpolation: str
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Reported:
+    """Figures published for a model, with where they were published."""
+
+    params_m: float
+    macs_m: float
+    top1: float | None
+    source: str
+    images_per_s: Mapping[str, float] = field(default_factory=dict)  # platform -> im/s
+    extra_top1: Mapping[str, float] = field(default_factory=dict)  # e.g. ImageNet-Real
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    builder: Callable[..., nn.Module]
+    resolution: int
+    preprocessing: Preprocessing
+    reported: Reported
+    weights_url: str | None = None  # the publicly released checkpoint, if any
+    checkpoint_layouts: tuple[checkpoints.CheckpointLayout, ...] = ()  # foreign layouts it reads
+
+    def build(self, num_classes: int = 1000, **kwargs) -> nn.Module:
+        """A randomly initialised model (train mode, as nn.Module leaves it)."""
+        return self.builder(num_classes=num_classes, **kwargs)
+
+    def load_weights(self, model: nn.Module, source: str) -> checkpoints.LoadedWeights:
+        """Load a checkpoint in any layout this model knows into `model`, all or nothing."""
+        return checkpoints.load_weights(model, source, self.checkpoint_layouts, model_name=self.name)
+
+
+# Official eval transform of the LeViT repository (DeiT's): resize to 256/224 of the crop,
+# bicubic, centre crop 224, ImageNet mean/std.
+_LEVIT_PREPROCESSING = Preprocessing(
+    resize=256,
+    crop=224,
+    interpolation="bicubic",
+    source="facebookresearch/LeViT datasets.py (DeiT eval transform)",
+)
+_LEVIT_WEIGHTS = "https://dl.fbaipublicfiles.com/LeViT/LeViT-{}.pth"
+
+
+def _levit(name: str, weights: str, params_m: float, macs_m: float, top1: float,
+           gpu: float, xeon: float, arm: float, real: float, v2: float) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family="levit",
+        builder=functools.partial(levit.build_levit, name),
+        resolution=224,
+        preprocessing=_LEVIT_PREPROCESSING,
+        reported=Reported(
+            params_m=params_m,
+            macs_m=macs_m,
+            top1=top1,
+            source=LEVIT_TABLE3,
+            images_per_s=MappingProxyType({"gpu": gpu, "xeon": xeon, "arm": arm}),
+            extra_top1=MappingProxyType({"imagenet_real": real, "imagenet_v2": v2}),
+        ),
+        weights_url=_LEVIT_WEIGHTS.format(weights),
+        checkpoint_layouts=LEVIT_LAYOUTS,
+    )
+
+
+_SPECS: tuple[ModelSpec, ...] = (
+    #      name          weights         params  MACs  top1  GPU    Intel  ARM   Real  V2
+    _levit("levit_128s", "128S-96703c44", 7.8, 305, 76.6, 12880, 131.1, 39.1, 83.1, 64.3),
+    _levit("levit_128", "128-b88c2750", 9.2, 406, 78.6, 9266, 94.0, 30.8, 84.7, 66.6),
+    _levit("levit_192", "192-92712e41", 10.9, 658, 80.0, 8601, 65.0, 24.2, 85.7, 68.0),
+    _levit("levit_256", "256-13b5763e", 18.9, 1120, 81.6, 6582, 42.5, 16.4, 86.8, 70.0),
+    _levit("levit_384", "384-9bdaf2e2", 39.1, 2353, 82.6, 4165, 23.1, 9.4, 87.6, 71.3),
+)
+
+REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
+
+
+def normalise_name(name: str) -> str:
+    """`LeViT-192`, `levit_192` and `LEVIT-192` all name the same model."""
+    return name.strip().lower().replace("-", "_")
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[normalise_name(name)]
+    except KeyError:
+        raise UnknownModelError(name, REGISTRY) from None
+
+
+def model_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def create_model(
+    name: str, weights: str | None = None, num_classes: int = 1000
+) -> tuple[nn.Module, checkpoints.LoadedWeights | None]:
+    """The named model in eval mode, with `weights` (path or URL) loaded when given."""
+    spec = get_spec(name)
+    model = spec.build(num_classes=num_classes)
+    loaded = spec.load_weights(model, weights) if weights else None
+    return model.eval(), loaded
