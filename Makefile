@@ -18,6 +18,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/levit-bench models
 	$(BIN)/levit-bench info
+	$(BIN)/levit-bench export --model levit_128s
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

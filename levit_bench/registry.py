@@ -139,8 +139,14 @@ def model_names() -> list[str]:
 def create_model(
     name: str, weights: str | None = None, num_classes: int = 1000
 ) -> tuple[nn.Module, checkpoints.LoadedWeights | None]:
-    """The named model in eval mode, with `weights` (path or URL) loaded when given."""
+    """The named model in eval mode, with `weights` (path or URL) loaded when given.
+
+    A levit-bench checkpoint records its number of classes, which then wins over `num_classes`.
+    """
     spec = get_spec(name)
-    model = spec.build(num_classes=num_classes)
-    loaded = spec.load_weights(model, weights) if weights else None
+    if not weights:
+        return spec.build(num_classes=num_classes).eval(), None
+    checkpoint = checkpoints.read_checkpoint(weights)
+    model = spec.build(num_classes=checkpoint.num_classes or num_classes)
+    loaded = checkpoints.fit(model, checkpoint, spec.checkpoint_layouts, model_name=spec.name)
     return model.eval(), loaded

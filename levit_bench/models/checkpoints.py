@@ -11,7 +11,6 @@ import hashlib
 import os
 import pickle
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from levit_bench.errors import CheckpointError
+from levit_bench.workdir import atomic_path
 
 StateDict = dict[str, torch.Tensor]
 
@@ -97,22 +97,19 @@ def download(url: str, cache_dir: Path) -> Path:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CheckpointError(f"cannot create checkpoint cache {cache_dir}: {e.strerror}") from None
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}.", suffix=".part")
-    tmp = Path(tmp_name)
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        actual = digest.hexdigest()
-        if expected is not None and not actual.startswith(expected):
-            raise CheckpointError(
-                f"download of {url} is corrupt or not the named file: sha256 {actual[:len(expected)]}... "
-                f"does not start with {expected} as its name says"
-            )
-        os.replace(tmp, target)
-        return target
+        with atomic_path(target) as tmp:
+            digest = hashlib.sha256()
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            actual = digest.hexdigest()
+            if expected is not None and not actual.startswith(expected):
+                raise CheckpointError(
+                    f"download of {url} is corrupt or not the named file: sha256 {actual[:len(expected)]}... "
+                    f"does not start with {expected} as its name says"
+                )
     except urllib.error.HTTPError as e:
         raise CheckpointError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
@@ -120,8 +117,7 @@ def download(url: str, cache_dir: Path) -> Path:
         raise CheckpointError(
             f"cannot download {url}: {reason} (offline? download it elsewhere and pass the file path)"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    return target
 
 
 def read_state_dict(path: Path) -> tuple[StateDict, dict[str, str]]:
@@ -210,6 +206,44 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor], layout: 
     )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint read from disk (or the cache), not yet fitted to a model."""
+
+    source: str
+    path: Path
+    sha256: str
+    state_dict: StateDict
+    metadata: dict[str, str]
+
+    @property
+    def num_classes(self) -> int | None:
+        value = self.metadata.get("num_classes", "")
+        return int(value) if value.isdigit() else None
+
+
+def read_checkpoint(source: str, cache_dir: Path | None = None) -> Checkpoint:
+    path = resolve(source, cache_dir)
+    state_dict, metadata = read_state_dict(path)
+    return Checkpoint(source, path, sha256_of(path), state_dict, metadata)
+
+
+def fit(
+    model: nn.Module,
+    checkpoint: Checkpoint,
+    layouts: Iterable[CheckpointLayout] = (),
+    model_name: str | None = None,
+) -> LoadedWeights:
+    """Load `checkpoint` into `model`, all or nothing."""
+    declared = checkpoint.metadata.get("model_name")
+    if model_name and declared and declared != model_name:
+        raise CheckpointError(f"{checkpoint.source} holds weights for {declared}, not {model_name}")
+    native, layout = to_native(checkpoint.state_dict, model, layouts)
+    check_fit(model, native, layout)
+    model.load_state_dict(native, strict=False)  # strictness checked above, with a better message
+    return LoadedWeights(source=checkpoint.source, path=checkpoint.path, sha256=checkpoint.sha256, layout=layout)
+
+
 def load_weights(
     model: nn.Module,
     source: str,
@@ -218,15 +252,7 @@ def load_weights(
     cache_dir: Path | None = None,
 ) -> LoadedWeights:
     """Load `source` (path or URL) into `model`, all or nothing."""
-    path = resolve(source, cache_dir)
-    state_dict, metadata = read_state_dict(path)
-    declared = metadata.get("model_name")
-    if model_name and declared and declared != model_name:
-        raise CheckpointError(f"{source} holds weights for {declared}, not {model_name}")
-    native, layout = to_native(state_dict, model, layouts)
-    check_fit(model, native, layout)
-    model.load_state_dict(native, strict=False)  # strictness checked above, with a better message
-    return LoadedWeights(source=source, path=path, sha256=sha256_of(path), layout=layout)
+    return fit(model, read_checkpoint(source, cache_dir), layouts, model_name)
 
 
 def save_weights(model: nn.Module, path: Path, model_name: str) -> None:
@@ -234,23 +260,18 @@ def save_weights(model: nn.Module, path: Path, model_name: str) -> None:
     path = Path(path)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     num_classes = str(getattr(model, "num_classes", ""))
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
 
             metadata = {"format": NATIVE_FORMAT, "model_name": model_name, "num_classes": num_classes}
-            save_file(state_dict, tmp_name, metadata=metadata)
+            save_file(state_dict, str(tmp), metadata=metadata)
         else:
             torch.save(
                 {"format": NATIVE_FORMAT, "model_name": model_name, "num_classes": num_classes,
                  "state_dict": state_dict},
-                tmp_name,
+                tmp,
             )
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
 
 
 def _abbreviate(keys: list[str], limit: int = 6) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 
 class ConvNorm(nn.Module):
@@ -34,6 +35,10 @@ class ConvNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
 
+    def fuse(self) -> nn.Conv2d:
+        """One Conv2d with the BatchNorm's statistics folded into its weight and bias."""
+        return fuse_conv_bn_eval(self.conv.eval(), self.bn.eval())
+
 
 class LinearNorm(nn.Module):
     """A bias-free Linear on (B, N, C) tokens followed by a BatchNorm over all B*N tokens."""
@@ -49,6 +54,10 @@ class LinearNorm(nn.Module):
         y = self.linear(x)
         return self.bn(y.flatten(0, 1)).reshape_as(y)
 
+    def fuse(self) -> nn.Linear:
+        """One Linear: the BN normalises each output channel, whichever token it belongs to."""
+        return fuse_linear_bn_eval(self.linear.eval(), self.bn.eval())
+
 
 class NormLinear(nn.Module):
     """BatchNorm1d followed by a Linear: the classification heads."""
@@ -62,6 +71,18 @@ class NormLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.bn(x))
+
+    @torch.no_grad()
+    def fuse(self) -> nn.Linear:
+        """One Linear. torch's fusion helpers only fold a BN that follows a layer; this one
+        precedes it: W' = W diag(s), b' = b + W (beta - mean s), s = gamma / sqrt(var + eps)."""
+        bn, linear = self.bn, self.linear
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias - bn.running_mean * scale
+        fused = nn.Linear(linear.in_features, linear.out_features)
+        fused.weight.copy_(linear.weight * scale[None, :])
+        fused.bias.copy_(linear.bias + linear.weight @ shift)
+        return fused
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

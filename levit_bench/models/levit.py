@@ -67,6 +67,21 @@ class AttentionBias(nn.Module):
         """The (heads, Nq, Nk) bias."""
         return self.table[:, self.row_offsets, self.col_offsets]
 
+    @torch.no_grad()
+    def fuse(self) -> "FixedAttentionBias":
+        return FixedAttentionBias(self())
+
+
+class FixedAttentionBias(nn.Module):
+    """The bias looked up once: a constant (heads, Nq, Nk) tensor, no gather at run time."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.register_buffer("bias", bias.detach().clone())
+
+    def forward(self) -> torch.Tensor:
+        return self.bias
+
 
 class Attention(nn.Module):
     """Multi-head attention with small keys (D), values of attn_ratio*D and Hardswish before
@@ -78,16 +93,18 @@ class Attention(nn.Module):
         self.key_dim = key_dim
         self.value_dim = attn_ratio * key_dim
         self.scale = key_dim**-0.5
+        self.tokens = resolution * resolution
         self.qkv = LinearNorm(dim, num_heads * (2 * key_dim + self.value_dim))
         self.proj = LinearNorm(num_heads * self.value_dim, dim, bn_weight_init=0.0)
         self.attention_bias = AttentionBias(num_heads, resolution, resolution)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, _ = x.shape
-        qkv = self.qkv(x).view(batch, tokens, self.num_heads, -1)
+        # Only the batch axis is left to -1, so an export with a symbolic batch has constant
+        # shapes everywhere else and needs no shape arithmetic.
+        qkv = self.qkv(x).view(-1, self.tokens, self.num_heads, 2 * self.key_dim + self.value_dim)
         q, k, v = (t.transpose(1, 2) for t in qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=3))
         logits = (q @ k.transpose(-2, -1)) * self.scale + self.attention_bias()
-        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, tokens, -1)
+        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(-1, self.tokens, self.num_heads * self.value_dim)
         return self.proj(F.hardswish(out))
 
 
@@ -105,6 +122,7 @@ class ShrinkingAttention(nn.Module):
         self.key_dim = key_dim
         self.value_dim = attn_ratio * key_dim
         self.scale = key_dim**-0.5
+        self.in_dim = in_dim
         self.resolution = resolution
         self.out_resolution = (resolution - 1) // 2 + 1
         self.kv = LinearNorm(in_dim, num_heads * (key_dim + self.value_dim))
@@ -113,16 +131,13 @@ class ShrinkingAttention(nn.Module):
         self.attention_bias = AttentionBias(num_heads, self.out_resolution, resolution, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, tokens, channels = x.shape
-        k, v = (
-            t.transpose(1, 2)
-            for t in self.kv(x).view(batch, tokens, self.num_heads, -1).split([self.key_dim, self.value_dim], dim=3)
-        )
-        grid = x.view(batch, self.resolution, self.resolution, channels)
-        subsampled = grid[:, ::2, ::2].reshape(batch, -1, channels)
-        q = self.q(subsampled).view(batch, -1, self.num_heads, self.key_dim).transpose(1, 2)
+        res, out_tokens = self.resolution, self.out_resolution**2
+        kv = self.kv(x).view(-1, res * res, self.num_heads, self.key_dim + self.value_dim)
+        k, v = (t.transpose(1, 2) for t in kv.split([self.key_dim, self.value_dim], dim=3))
+        subsampled = x.view(-1, res, res, self.in_dim)[:, ::2, ::2].reshape(-1, out_tokens, self.in_dim)
+        q = self.q(subsampled).view(-1, out_tokens, self.num_heads, self.key_dim).transpose(1, 2)
         logits = (q @ k.transpose(-2, -1)) * self.scale + self.attention_bias()
-        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(batch, subsampled.shape[1], -1)
+        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(-1, out_tokens, self.num_heads * self.value_dim)
         return self.proj(F.hardswish(out))
 
 
@@ -151,6 +166,10 @@ class Block(nn.Module):
         x = x + drop_path(self.attn(x), self.drop_path, self.training)
         return x + drop_path(self.mlp(x), self.drop_path, self.training)
 
+    def fuse(self) -> "Block":
+        self.drop_path = 0.0
+        return self
+
 
 class ShrinkBlock(nn.Module):
     """Shrinking attention between two stages, then a residual MLP at the new resolution."""
@@ -166,6 +185,10 @@ class ShrinkBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.attn(x)
         return x + drop_path(self.mlp(x), self.drop_path, self.training)
+
+    def fuse(self) -> "ShrinkBlock":
+        self.drop_path = 0.0
+        return self
 
 
 class Stage(nn.Module):
@@ -205,6 +228,7 @@ class LeViT(nn.Module):
 
         self.patch_conv = patch_conv(dims[0])
         resolution = config.img_size // STEM_STRIDE
+        self.stem_tokens = resolution * resolution
         stages = []
         for i, depth in enumerate(config.depths):
             shrink = None
@@ -214,20 +238,33 @@ class LeViT(nn.Module):
             blocks = [Block(dims[i], config, heads[i], resolution, p) for _ in range(depth)]
             stages.append(Stage(shrink, blocks))
         self.stages = nn.Sequential(*stages)
-        self.head = NormLinear(dims[-1], num_classes)
-        self.head_dist = NormLinear(dims[-1], num_classes)
+        self.head: nn.Module = NormLinear(dims[-1], num_classes)
+        self.head_dist: nn.Module | None = NormLinear(dims[-1], num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> pooled embedding (B, C)."""
-        x = self.patch_conv(x).flatten(2).transpose(1, 2)
+        x = self.patch_conv(x).reshape(-1, self.config.embed_dims[0], self.stem_tokens).transpose(1, 2)
         return self.stages(x).mean(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         features = self.forward_features(x)
+        if self.head_dist is None:  # fused for inference: one head, already the average
+            return self.head(features)
         logits, logits_dist = self.head(features), self.head_dist(features)
         if self.training:
             return logits, logits_dist
         return (logits + logits_dist) / 2
+
+    @torch.no_grad()
+    def fuse(self) -> "LeViT":
+        """Merge the two heads (each already folded into a Linear) into their average."""
+        if self.head_dist is not None:
+            head, dist = self.head, self.head_dist
+            merged = nn.Linear(head.in_features, head.out_features)
+            merged.weight.copy_((head.weight + dist.weight) / 2)
+            merged.bias.copy_((head.bias + dist.bias) / 2)
+            self.head, self.head_dist = merged, None
+        return self
 
 
 def build_levit(name: str, num_classes: int = 1000, drop_path: float | None = None) -> LeViT:

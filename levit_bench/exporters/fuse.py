@@ -1,0 +1,28 @@
+"""The inference transform: the model as it should run, not as it was trained.
+
+Every layer that knows how to fold itself has a `fuse()` method returning its replacement
+(Conv+BN -> Conv, Linear+BN -> Linear, BN+Linear -> Linear, a bias table -> a constant, two
+heads -> one). The walk here only visits children before parents, so a parent sees its
+children already folded.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """A folded copy of `model` in eval mode, without gradients; `model` is left as it was."""
+    fused = _fuse_tree(copy.deepcopy(model).eval())
+    return fused.requires_grad_(False).eval()
+
+
+def _fuse_tree(module: nn.Module) -> nn.Module:
+    for name, child in list(module.named_children()):
+        setattr(module, name, _fuse_tree(child))
+    if isinstance(module, nn.Dropout):
+        return nn.Identity()
+    fuse = getattr(module, "fuse", None)
+    return fuse() if callable(fuse) else module

@@ -1,0 +1,88 @@
+"""Does the exported file compute what the PyTorch model computes? Checked in ONNX Runtime."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+PARITY_INPUTS = 64
+PARITY_SEED = 0
+RELATIVE_TOLERANCE = 1e-4  # of max(1, max |logit|)
+
+
+@dataclass(frozen=True)
+class Parity:
+    reference: str
+    runtime: str
+    inputs: int
+    seed: int
+    max_abs_diff: float
+    max_abs_logit: float
+    tolerance: float
+    top1_agreement: float  # fraction of inputs whose argmax agrees
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance and self.top1_agreement == 1.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def seeded_images(count: int, resolution: int, seed: int = PARITY_SEED) -> torch.Tensor:
+    """Normalised-image-like inputs, identical for every runtime that asks for the same seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(count, 3, resolution, resolution, generator=generator)
+
+
+@torch.no_grad()
+def _torch_logits(model: nn.Module, images: torch.Tensor, chunk: int = 16) -> np.ndarray:
+    return torch.cat([model(part) for part in images.split(chunk)]).numpy()
+
+
+def _onnxruntime_logits(onnx_bytes: bytes, images: np.ndarray, batch: int) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
+
+
+def check_parity(
+    onnx_bytes: bytes, reference: nn.Module, resolution: int, batch: int | None,
+    inputs: int = PARITY_INPUTS, seed: int = PARITY_SEED,
+) -> Parity:
+    """Compare ONNX Runtime's logits with `reference` (the unfused eval model) on seeded inputs.
+
+    A static batch runs the inputs in whole batches (rounded up to a multiple of it); a
+    symbolic batch runs them in batches of 16.
+    """
+    run_batch = batch or 16
+    count = math.ceil(inputs / run_batch) * run_batch
+    images = seeded_images(count, resolution, seed)
+    expected = _torch_logits(reference.eval(), images)
+    actual = _onnxruntime_logits(onnx_bytes, images.numpy(), run_batch)
+    max_abs_logit = float(np.abs(expected).max())
+    return Parity(
+        reference="unfused PyTorch eval model",
+        runtime="onnxruntime CPUExecutionProvider",
+        inputs=count,
+        seed=seed,
+        max_abs_diff=float(np.abs(actual - expected).max()),
+        max_abs_logit=max_abs_logit,
+        tolerance=RELATIVE_TOLERANCE * max(1.0, max_abs_logit),
+        top1_agreement=float((actual.argmax(1) == expected.argmax(1)).mean()),
+    )
+
+
+@torch.no_grad()
+def fused_difference(fused: nn.Module, reference: nn.Module, resolution: int, seed: int = PARITY_SEED) -> dict:
+    """How far the fused PyTorch model is from the unfused one (max |diff|, and relative)."""
+    images = seeded_images(16, resolution, seed)
+    a, b = reference.eval()(images), fused(images)
+    diff = float((a - b).abs().max())
+    return {"max_abs_diff": diff, "relative": diff / max(float(a.abs().max()), 1e-12)}
