@@ -19,6 +19,8 @@ demo: $(STAMP)
 	$(BIN)/levit-bench models
 	$(BIN)/levit-bench info
 	$(BIN)/levit-bench export --model levit_128s
+	$(BIN)/levit-bench sweep --platform xeon --models levit_128s --runtimes torch onnxruntime openvino
+	$(BIN)/levit-bench results --platform xeon --model levit_128s
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from levit_bench.console import stdout_console
+from levit_bench.console import stderr_console, stdout_console
 
 
 def _millions(n: int, decimals: int) -> str:
@@ -91,3 +91,40 @@ def print_export(sidecar: dict, onnx_path: str, console: Console | None = None) 
     ):
         table.add_row(key, value)
     console.print(table)
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_records(records: list[dict], title: str = "Measurements", console: Console | None = None) -> None:
+    """One row per stored measurement; the CPU is named as it is (an EPYC run as xeon stays EPYC)."""
+    console = console or stdout_console()
+    if not records:
+        console.print(f"{title}: nothing to show")
+        return
+    table = Table(title=title)
+    for column, justify in (("created (UTC)", "left"), ("model", "left"), ("runtime", "left"),
+                            ("platform", "left"), ("prec.", "left"), ("batch", "right"), ("thr.", "right"),
+                            ("status", "left"), ("images/s", "right"), ("median ms", "right"),
+                            ("p90 ms", "right"), ("CV", "right"), ("max|diff|", "right"), ("host", "left")):
+        table.add_column(column, justify=justify, no_wrap=column in ("created (UTC)", "model", "runtime", "host"))
+    for r in records:
+        runtime = r["runtime"] + (f":{r['mode']}" if r.get("mode") else "")
+        status = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
+        table.add_row(
+            r["created_at"].replace("+00:00", "").replace("T", " "), r["model"], runtime, r["platform"],
+            r.get("precision") or "-", _fmt(r.get("batch"), "d"), _fmt(r.get("threads"), "d"), status,
+            _fmt(r.get("images_per_s"), ".1f"), _fmt(r.get("median_ms"), ".2f"), _fmt(r.get("p90_ms"), ".2f"),
+            _fmt(r.get("cv"), ".1%"), _fmt(r.get("max_abs_diff"), ".1e"),
+            f"{r.get('cpu_model', '?')} ({r['host']})",
+        )
+    console.print(table)
+
+
+def print_error(message: str) -> None:
+    stderr_console().print(f"[red]error:[/red] {message}", highlight=False, markup=True)
+
+
+def print_note(message: str) -> None:
+    stderr_console().print(message, highlight=False)

@@ -17,3 +17,31 @@ def _isolated_dirs(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def exported_128s(tmp_path_factory):
+    """A work directory holding levit_128s exported (batch 16) from randomised weights.
+
+    Tests copy it (`workdir_with_artifact`) instead of exporting again.
+    """
+    from levit_reference import randomise
+
+    from levit_bench.exporters.pipeline import ExportOptions, export_model
+    from levit_bench.models.checkpoints import save_weights
+    from levit_bench.registry import get_spec
+
+    root = tmp_path_factory.mktemp("template")
+    weights = root / "levit_128s-random.safetensors"
+    save_weights(randomise(get_spec("levit_128s").build(), seed=11), weights, "levit_128s")
+    export_model(ExportOptions(model="levit_128s", out_dir=root / "work" / "models", weights=str(weights)))
+    return root / "work"
+
+
+@pytest.fixture()
+def workdir_with_artifact(exported_128s, tmp_path):
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(exported_128s, work, dirs_exist_ok=True)
+    return work

@@ -64,16 +64,31 @@ class _Timer:
         self.seconds[name] = round(time.perf_counter() - start, 3)
 
 
-def _build(spec: registry.ModelSpec, options: ExportOptions):
-    if options.weights:
-        model, loaded = registry.create_model(spec.name, weights=options.weights)
-        weights = {"source": options.weights, "path": str(loaded.path), "sha256": loaded.sha256,
-                   "layout": loaded.layout}
-        return model, weights
+def load_model(name: str, weights: str | None, seed: int = 0):
+    """The unfused eval model and the record of its weights (a checkpoint, or a seeded init)."""
+    if weights:
+        model, loaded = registry.create_model(name, weights=weights)
+        record = {"source": weights, "path": str(loaded.path.resolve()), "sha256": loaded.sha256,
+                  "layout": loaded.layout}
+        return model, record
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)
-        model, _ = registry.create_model(spec.name)
-    return model, {"source": "random-init", "seed": options.seed}
+        torch.manual_seed(seed)
+        model, _ = registry.create_model(name)
+    return model, {"source": "random-init", "seed": seed}
+
+
+def model_from_sidecar(sidecar: dict):
+    """Rebuild the exact unfused model an export was made from (its checkpoint, or its seed)."""
+    weights = sidecar["weights"]
+    if weights["source"] == "random-init":
+        return load_model(sidecar["model"], None, weights["seed"])[0]
+    model, record = load_model(sidecar["model"], weights["path"])
+    if record["sha256"] != weights["sha256"]:
+        raise LevitBenchError(
+            f"{weights['path']} changed since {sidecar['model']} was exported from it "
+            f"(sha256 {record['sha256'][:12]}, was {weights['sha256'][:12]}); export again"
+        )
+    return model
 
 
 def export_model(options: ExportOptions, on_step: Callable[[str], None] = lambda step: None) -> ExportResult:
@@ -86,7 +101,7 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] = lambda
     start = time.perf_counter()
 
     with timer.step("load"):
-        model, weights = _build(spec, options)
+        model, weights = load_model(spec.name, options.weights, options.seed)
     with timer.step("fuse"):
         fused = fuse_for_inference(model)
         fused_vs_unfused = fused_difference(fused, model, spec.resolution)

@@ -1,0 +1,134 @@
+"""`levit-bench run` and `levit-bench sweep`."""
+
+from __future__ import annotations
+
+import argparse
+
+from levit_bench.commands.common import print_json, workdir
+
+
+def _request_options(parser: argparse.ArgumentParser) -> None:
+    from levit_bench.runners.measure import PROTOCOLS
+
+    parser.add_argument("--platform", required=True,
+                        help="xeon (x86-64, 1 thread, batch 16), arm / graviton (aarch64 NEON, 1 thread, "
+                        "batch 16) or gpu (CUDA, mixed precision, largest power-of-two batch)")
+    parser.add_argument("--batch", type=int, metavar="N", help="batch size (default: the platform's)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "mixed"),
+                        help="default: the platform's (fp32 on CPUs, mixed on gpu); recorded either way")
+    parser.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
+                        help="default: >=3 warm-up calls and 1 s, then >=10 calls and 3 s; paper: 10 s "
+                        "warm-up and 60 s of measurement as the official speed_test; smoke: a functional check")
+    parser.add_argument("--weights", metavar="PATH|URL", help="measure these weights (exported if needed)")
+    parser.add_argument("--run-id", help="group rows under this id (default: a new one)")
+    parser.add_argument("--json", action="store_true", help="print the stored records as JSON")
+
+
+def _models(names: list[str] | None) -> list[str]:
+    from levit_bench.registry import get_spec, model_names
+
+    return [get_spec(n).name for n in names] if names else model_names()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from levit_bench import views
+    from levit_bench.console import stderr_console
+    from levit_bench.reports.store import open_store
+    from levit_bench.runners.session import RunRequest, new_run_id, run_cell
+
+    models = _models(args.model)
+    run_id = args.run_id or new_run_id()
+    store = open_store(workdir(args))
+    records = []
+    with stderr_console().status("starting") as status:
+        for name in models:
+            request = RunRequest(name, args.runtime, args.platform, batch=args.batch, precision=args.precision,
+                                 mode=args.mode, protocol=args.protocol, weights=args.weights, run_id=run_id)
+            records.append(run_cell(request, workdir(args), store,
+                                    on_step=lambda step, name=name: status.update(f"{name} on {args.runtime}: {step}")))
+    if args.json:
+        print_json(records)
+    else:
+        views.print_records(records)
+    failed = [r for r in records if r["status"] != "ok"]
+    for record in failed:
+        views.print_error(f"{record['model']} on {record['runtime']} failed: {record['error']}")
+    return 1 if failed else 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from levit_bench import views
+    from levit_bench.console import stderr_console
+    from levit_bench.reports.store import open_store
+    from levit_bench.runners.session import new_run_id
+    from levit_bench.runners.sweep import plan, run_sweep
+
+    cells = plan(_models(args.models), args.runtimes)
+    run_id = args.run_id or new_run_id()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr_console(), transient=False) as progress:
+        task = progress.add_task("sweep", total=len(cells))
+
+        def on_cell(cell, state):
+            if state == "running":
+                progress.update(task, description=f"{cell.label}")
+            else:
+                progress.advance(task)
+
+        outcomes = run_sweep(cells, args.platform, workdir(args), open_store(workdir(args)), run_id,
+                             batch=args.batch, precision=args.precision, protocol=args.protocol,
+                             weights=args.weights, force=args.force, cell_timeout_s=args.cell_timeout,
+                             on_cell=on_cell)
+        progress.update(task, description="sweep done")
+    records = [o.record for o in outcomes if o.record]
+    skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
+    if args.json:
+        print_json(records)
+    else:
+        views.print_records(records, title=f"Sweep {run_id} on {args.platform}")
+        if skipped:
+            views.print_note(f"{len(skipped)} cells already measured, skipped (--force to redo): {', '.join(skipped)}")
+    failed = [o for o in outcomes if o.status == "failed"]
+    for outcome in failed:
+        views.print_error(f"{outcome.cell.label} failed: {outcome.error}")
+    return 1 if failed else 0
+
+
+def register(commands) -> None:
+    from levit_bench.runners import RUNTIMES, TORCH_MODES
+    from levit_bench.runners.sweep import DEFAULT_CELL_TIMEOUT_S
+
+    run = commands.add_parser(
+        "run",
+        help="measure models on one runtime and platform, store and print the results",
+        description="Measure each model (default: all) on one runtime and platform: export the "
+        "artifact if it is missing, load it (timed), time the first call, warm up, measure under "
+        "the protocol, compare the output with the unfused PyTorch model, and store the record "
+        "in <workdir>/results.db. A failure is stored too, with its reason.",
+    )
+    run.add_argument("--runtime", required=True, choices=list(RUNTIMES))
+    run.add_argument("--model", nargs="+", metavar="NAME", help="models to measure (default: all)")
+    run.add_argument("--mode", choices=TORCH_MODES,
+                     help="torch only: traced fused model (default, as the paper), eager fused, or the "
+                     "eager unfused model (the paper's baseline)")
+    _request_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="measure the whole models x runtimes matrix, resumably",
+        description="Measure every model x runtime cell on one platform. Each cell runs in its own "
+        "process: a crash, an unsupported op or a timeout is stored as a failed row and the sweep "
+        "goes on. Cells already measured with the same artifact, runtime version, protocol and "
+        "host are skipped unless --force.",
+    )
+    sweep.add_argument("--models", nargs="+", metavar="NAME", help="default: every registered model")
+    sweep.add_argument("--runtimes", nargs="+", metavar="RUNTIME", default=list(RUNTIMES),
+                       help=f"default: {' '.join(RUNTIMES)}; torch:eager and torch:unfused select torch modes")
+    sweep.add_argument("--force", action="store_true", help="measure cells that are already stored")
+    sweep.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT_S, metavar="S",
+                       help=f"seconds before a cell is stopped and stored as failed (default {DEFAULT_CELL_TIMEOUT_S:g})")
+    _request_options(sweep)
+    sweep.set_defaults(handler=cmd_sweep)

@@ -1,0 +1,62 @@
+"""`levit-bench results` (list, filter, export CSV) and `levit-bench results merge`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from levit_bench.commands.common import print_json, workdir
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from levit_bench import views
+    from levit_bench.reports.store import open_store
+    from levit_bench.reports.tables import write_csv
+
+    store = open_store(workdir(args))
+    records = store.records(model=args.model, runtime=args.runtime, platform=args.platform,
+                            status=args.status, host=args.host, run_id=args.run_id)
+    if args.csv:
+        write_csv(records, Path(args.csv))
+        views.print_note(f"{len(records)} records written to {args.csv}")
+    elif args.json:
+        print_json(records)
+    else:
+        views.print_records(records, title=f"{len(records)} stored measurements ({store.path})")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from levit_bench import views
+    from levit_bench.reports.store import open_store
+
+    store = open_store(workdir(args))
+    imported, present = store.merge(Path(args.other))
+    views.print_note(f"merged {args.other} into {store.path}: {imported} new rows, {present} already present")
+    return 0
+
+
+def register(commands) -> None:
+    from levit_bench.registry import normalise_name
+
+    results = commands.add_parser(
+        "results",
+        help="list, filter and export stored measurements; merge another store",
+        description="List the measurements stored in <workdir>/results.db (filtered), print them "
+        "as JSON, or write them as CSV. `results merge OTHER.db` imports another machine's store "
+        "without duplicating rows.",
+    )
+    results.add_argument("--model", type=normalise_name)
+    results.add_argument("--runtime")
+    results.add_argument("--platform")
+    results.add_argument("--status", choices=("ok", "failed"))
+    results.add_argument("--host", help="a host fingerprint (see `levit-bench info`)")
+    results.add_argument("--run-id")
+    results.add_argument("--csv", metavar="FILE", help="write the records as CSV (pandas) instead of a table")
+    results.add_argument("--json", action="store_true", help="print the records as JSON")
+    results.set_defaults(handler=cmd_results)
+    actions = results.add_subparsers(dest="results_action", metavar="merge")
+    merge = actions.add_parser("merge", help="import another results.db",
+                               description="Import every row of OTHER.db that this store lacks.")
+    merge.add_argument("other", metavar="OTHER.db")
+    merge.set_defaults(handler=cmd_merge)

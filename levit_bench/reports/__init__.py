@@ -1,0 +1,1 @@
+"""The results store and what is made from it: tables, figures, HTML."""

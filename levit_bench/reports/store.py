@@ -1,0 +1,185 @@
+"""The results store: SQLite at `<workdir>/results.db`, one row per measurement.
+
+Safe for several writers: WAL journal, a busy timeout and retries, one short transaction per
+row (a killed process loses nothing already committed). Every row carries a `uid`, so merging
+another machine's store never duplicates a row. The schema is versioned in `meta`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from levit_bench.errors import LevitBenchError
+
+SCHEMA_VERSION = 1
+DB_NAME = "results.db"
+
+# Scalar columns, for filtering and sorting; the whole record is kept as JSON beside them.
+COLUMNS = {
+    "uid": "TEXT NOT NULL UNIQUE",
+    "run_id": "TEXT NOT NULL",
+    "created_at": "TEXT NOT NULL",
+    "model": "TEXT NOT NULL",
+    "runtime": "TEXT NOT NULL",
+    "runtime_version": "TEXT",
+    "mode": "TEXT",
+    "platform": "TEXT NOT NULL",
+    "precision": "TEXT",
+    "batch": "INTEGER",
+    "threads": "INTEGER",
+    "host": "TEXT NOT NULL",
+    "cpu_model": "TEXT",
+    "artifact_sha256": "TEXT",
+    "protocol": "TEXT",
+    "status": "TEXT NOT NULL",
+    "error": "TEXT",
+    "images_per_s": "REAL",
+    "median_ms": "REAL",
+    "p90_ms": "REAL",
+    "cv": "REAL",
+    "max_abs_diff": "REAL",
+}
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS measurements (id INTEGER PRIMARY KEY, "
+    + ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+    + ", record_json TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS measurements_cell ON measurements "
+    "(model, runtime, platform, batch, status)",
+]
+FILTERS = ("model", "runtime", "platform", "status", "host", "run_id", "precision")
+RESUME_KEY = ("model", "runtime", "runtime_version", "mode", "platform", "precision", "batch",
+              "host", "artifact_sha256", "protocol")
+
+
+class StoreError(LevitBenchError):
+    pass
+
+
+class ResultsStore:
+    def __init__(self, path: Path, retries: int = 20):
+        self.path = Path(path)
+        self.retries = retries
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create {self.path.parent}: {e.strerror}") from None
+        with self._transaction() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema {row[0]}, newer than this levit-bench's {SCHEMA_VERSION}; upgrade"
+                )
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"cannot open results store {self.path}: {e}") from None
+        return db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, retried with jittered back-off while another writer holds the lock."""
+        for attempt in range(self.retries):
+            db = self._connect()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                db.close()
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise StoreError(f"results store {self.path}: {e}") from None
+                time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
+                continue
+            try:
+                yield db
+                db.execute("COMMIT")
+                return
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            finally:
+                db.close()
+        raise StoreError(f"results store {self.path} stayed locked after {self.retries} attempts")
+
+    def insert(self, record: Mapping) -> None:
+        values = [record.get(name) for name in COLUMNS]
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO measurements ({', '.join(COLUMNS)}, record_json) "
+                f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
+                [*values, json.dumps(record, sort_keys=True)],
+            )
+
+    def records(self, **filters) -> list[dict]:
+        """Stored records, oldest first, where every given filter column equals its value."""
+        unknown = set(filters) - set(FILTERS)
+        if unknown:
+            raise StoreError(f"cannot filter on {', '.join(sorted(unknown))}")
+        clauses = [(k, v) for k, v in filters.items() if v is not None]
+        where = " AND ".join(f"{k} = ?" for k, _ in clauses) or "1"
+        db = self._connect()
+        try:
+            rows = db.execute(
+                f"SELECT record_json FROM measurements WHERE {where} ORDER BY created_at, id",
+                [v for _, v in clauses],
+            ).fetchall()
+        finally:
+            db.close()
+        return [json.loads(row[0]) for row in rows]
+
+    def has_ok(self, key: Mapping) -> bool:
+        """Is there a successful row for this cell (same artifact, runtime version, protocol, host)?"""
+        where = " AND ".join(f"{k} IS ?" for k in RESUME_KEY)
+        db = self._connect()
+        try:
+            row = db.execute(
+                f"SELECT 1 FROM measurements WHERE status = 'ok' AND {where} LIMIT 1",
+                [key.get(k) for k in RESUME_KEY],
+            ).fetchone()
+        finally:
+            db.close()
+        return row is not None
+
+    def merge(self, other: Path) -> tuple[int, int]:
+        """Import every row of another store that this one lacks; (imported, already here)."""
+        other = Path(other)
+        if not other.is_file():
+            raise StoreError(f"no results store at {other}")
+        try:
+            source = sqlite3.connect(f"file:{other}?mode=ro", uri=True)
+            rows = source.execute("SELECT record_json FROM measurements").fetchall()
+            version = source.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            source.close()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{other} is not a levit-bench results store: {e}") from None
+        if version is None or int(version[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{other} has an unknown schema version {version and version[0]}")
+        imported = 0
+        with self._transaction() as db:
+            for (text,) in rows:
+                record = json.loads(text)
+                cursor = db.execute(
+                    f"INSERT OR IGNORE INTO measurements ({', '.join(COLUMNS)}, record_json) "
+                    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
+                    [*(record.get(name) for name in COLUMNS), text],
+                )
+                imported += cursor.rowcount
+        return imported, len(rows) - imported
+
+
+def open_store(workdir: Path) -> ResultsStore:
+    return ResultsStore(Path(workdir) / DB_NAME)

@@ -1,0 +1,108 @@
+"""The exported file a run measures: found in the work directory, or exported on demand.
+
+`<workdir>/models/NAME.onnx` (what `levit-bench export` writes by default) is used when its
+batch matches the run's (or is symbolic); otherwise a run keeps its own export per batch in
+`<workdir>/models/batch-<N>/` (`batch-dynamic/` for the GPU's searched batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from levit_bench.exporters.pipeline import ExportOptions, export_model
+from levit_bench.models.checkpoints import read_checkpoint
+
+
+@dataclass(frozen=True)
+class Artifact:
+    model: str
+    onnx_path: Path
+    sidecar: dict
+
+    @property
+    def sha256(self) -> str:
+        return self.sidecar["onnx_sha256"]
+
+    @property
+    def batch(self) -> int | None:
+        """The static batch, or None for a symbolic batch axis."""
+        first = self.sidecar["input_shape"][0]
+        return first if isinstance(first, int) else None
+
+    @property
+    def resolution(self) -> int:
+        return self.sidecar["input_shape"][-1]
+
+    @property
+    def weights(self) -> dict:
+        return self.sidecar["weights"]
+
+
+def _load(onnx_path: Path) -> Artifact | None:
+    """The artifact at `onnx_path` if its sidecar exists and vouches for the file's bytes."""
+    sidecar_path = onnx_path.with_suffix(".json")
+    if not (onnx_path.is_file() and sidecar_path.is_file()):
+        return None
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+        expected = sidecar["onnx_sha256"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if hashlib.sha256(onnx_path.read_bytes()).hexdigest() != expected:
+        return None
+    return Artifact(sidecar["model"], onnx_path, sidecar)
+
+
+def _batch_dir(models_dir: Path, batch: int | None) -> Path:
+    return models_dir / (f"batch-{batch}" if batch else "batch-dynamic")
+
+
+def _fits(artifact: Artifact | None, batch: int | None, weights_sha256: str | None) -> bool:
+    if artifact is None:
+        return False
+    batch_ok = artifact.batch is None if batch is None else artifact.batch in (batch, None)
+    weights_ok = weights_sha256 is None or artifact.weights.get("sha256") == weights_sha256
+    return batch_ok and weights_ok
+
+
+def find_artifact(workdir: Path, model: str, batch: int | None, weights_sha256: str | None = None) -> Artifact | None:
+    models_dir = workdir / "models"
+    for candidate in (models_dir / f"{model}.onnx", _batch_dir(models_dir, batch) / f"{model}.onnx"):
+        artifact = _load(candidate)
+        if _fits(artifact, batch, weights_sha256):
+            return artifact
+    return None
+
+
+def ensure_artifact(
+    workdir: Path, model: str, batch: int | None, weights: str | None = None,
+    on_step: Callable[[str], None] = lambda step: None,
+) -> Artifact:
+    """An artifact for `model` at `batch` (None: symbolic), exporting it if there is none.
+
+    With `weights`, an artifact made from other weights does not count. Without, a new export
+    takes the weights of the default artifact when there is one, so every batch of a model
+    measures the same network.
+    """
+    weights_sha256 = read_checkpoint(weights).sha256 if weights else None
+    found = find_artifact(workdir, model, batch, weights_sha256)
+    if found is not None:
+        return found
+    models_dir = workdir / "models"
+    default_path = models_dir / f"{model}.onnx"
+    default = _load(default_path)
+    seed = 0
+    if weights is None and default is not None:
+        if default.weights["source"] == "random-init":
+            seed = default.weights["seed"]
+        else:
+            weights = default.weights["path"]
+    out_dir = models_dir if not default_path.exists() else _batch_dir(models_dir, batch)
+    options = ExportOptions(model=model, out_dir=out_dir, weights=weights, batch=batch or 1,
+                            dynamic_batch=batch is None, seed=seed)
+    result = export_model(options, on_step=lambda step: on_step(f"export {step}"))
+    return Artifact(model, result.onnx_path, result.sidecar)

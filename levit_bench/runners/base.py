@@ -1,0 +1,67 @@
+"""One interface for every runtime: load (timed by the caller), call, describe.
+
+A runner is built for one platform and precision, loads one artifact, and then is called on
+inputs it has already placed where it computes (`to_input`), so that the timed call is the
+inference alone, as in the paper's speed_test.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from levit_bench.errors import LevitBenchError
+from levit_bench.runners.artifacts import Artifact
+from levit_bench.runners.platforms import Platform
+
+
+class RunnerError(LevitBenchError):
+    pass
+
+
+@dataclass(frozen=True)
+class RuntimeDescription:
+    runtime: str
+    version: str
+    device: str  # e.g. "CPUExecutionProvider", "CPU", "cpu", "cuda:0 (NVIDIA H100)"
+    precision: str  # what was actually asked of (and, where it says, confirmed by) the runtime
+    threads: int | None
+    mode: str | None = None  # torch: traced | eager | unfused
+    details: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Runner(ABC):
+    runtime: str
+
+    def __init__(self, platform: Platform, precision: str | None = None, mode: str | None = None):
+        self.platform = platform
+        self.precision = precision or platform.default_precision
+        self.mode = mode
+
+    @abstractmethod
+    def load(self, artifact: Artifact, batch: int) -> None:
+        """Load or compile `artifact` for batches of `batch`; the caller times this."""
+
+    def to_input(self, images: np.ndarray) -> Any:
+        """Place a batch where the runtime computes (the default: as it is)."""
+        return images
+
+    @abstractmethod
+    def __call__(self, inputs: Any) -> Any:
+        """One inference, finished (synchronised) when it returns."""
+
+    def to_numpy(self, outputs: Any) -> np.ndarray:
+        return np.asarray(outputs)
+
+    def close(self) -> None:
+        """Undo any process-wide setting made in `load` (thread counts)."""
+
+    @abstractmethod
+    def describe(self) -> RuntimeDescription:
+        ...

@@ -1,0 +1,176 @@
+"""One measurement: model x runtime x platform -> a stored record, ok or failed.
+
+Order of work: check the platform, find or export the artifact, compute the unfused PyTorch
+reference on the seeded inputs (all cores, before pinning), then pin, load (timed), first
+call (timed), warm up and measure, compare the runtime's output with the reference, store.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from levit_bench import environment
+from levit_bench.errors import LevitBenchError
+from levit_bench.exporters.parity import seeded_images
+from levit_bench.exporters.pipeline import model_from_sidecar
+from levit_bench.registry import get_spec
+from levit_bench.runners import runner_class
+from levit_bench.runners.artifacts import Artifact, ensure_artifact
+from levit_bench.runners.measure import get_protocol, measure, summarise
+from levit_bench.runners.platforms import GPU_MAX_BATCH, get_platform
+from levit_bench.reports.store import ResultsStore
+
+PARITY_IMAGES = 64  # at most this many of the batch are compared with the reference
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    model: str
+    runtime: str
+    platform: str
+    batch: int | None = None  # None: the platform's batch
+    precision: str | None = None  # None: the platform's precision
+    mode: str | None = None  # torch only: traced (default), eager, unfused
+    protocol: str = "default"
+    weights: str | None = None
+    run_id: str | None = None
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text and not isinstance(e, LevitBenchError) else (
+        text[0] if text else type(e).__name__)
+
+
+@torch.no_grad()
+def _reference_logits(artifact: Artifact, images: np.ndarray) -> np.ndarray:
+    model = model_from_sidecar(artifact.sidecar)
+    batch = torch.from_numpy(images[:PARITY_IMAGES])
+    return torch.cat([model(part) for part in batch.split(16)]).numpy()
+
+
+def _is_out_of_memory(e: BaseException) -> bool:
+    return "out of memory" in str(e).lower() or "failed to allocate" in str(e).lower()
+
+
+def _largest_fitting_batch(runner, artifact: Artifact) -> int:
+    """The GPU protocol: the largest power-of-two batch (at most 2048) that runs."""
+    batch = GPU_MAX_BATCH
+    while batch >= 1:
+        try:
+            runner.load(artifact, batch)
+            runner(runner.to_input(seeded_images(batch, artifact.resolution).numpy()))
+            return batch
+        except Exception as e:  # noqa: BLE001 - each runtime has its own OOM type
+            if not _is_out_of_memory(e):
+                raise
+            torch.cuda.empty_cache()
+            batch //= 2
+    raise LevitBenchError("not even a batch of 1 fits on the GPU")
+
+
+def new_record(request: RunRequest, host: environment.HostInfo | None = None) -> dict:
+    """A record with everything known before measuring, marked failed until it succeeds."""
+    spec = get_spec(request.model)
+    platform = get_platform(request.platform)
+    protocol = get_protocol(request.protocol)
+    host = host or environment.host_info()
+    versions = environment.package_versions()
+    return {
+        "uid": uuid.uuid4().hex,
+        "run_id": request.run_id or new_run_id(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": spec.name,
+        "runtime": request.runtime,
+        "runtime_version": versions.get(request.runtime),
+        "mode": (request.mode or "traced") if request.runtime == "torch" else None,
+        "platform": platform.name,
+        "precision": request.precision or platform.default_precision,
+        "batch": request.batch or platform.default_batch,
+        "threads": platform.threads,
+        "host": host.fingerprint,
+        "cpu_model": host.cpu_model,
+        "host_info": host.as_dict(),
+        "versions": versions,
+        "protocol": protocol.name,
+        "protocol_params": protocol.as_dict(),
+        "status": "failed",
+        "error": None,
+    }
+
+
+def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
+             on_step: Callable[[str], None] = lambda step: None) -> dict:
+    """Measure one cell and store its record, ok or failed (with the reason).
+
+    Only a request that cannot be a cell at all (unknown model, platform or protocol, or a
+    host the platform refuses) raises instead, and stores nothing.
+    """
+    spec = get_spec(request.model)
+    platform = get_platform(request.platform)
+    protocol = get_protocol(request.protocol)
+    host = environment.host_info()
+    platform.check_host(host, request.runtime)
+    record = new_record(request, host)
+    batch = record["batch"]
+    runner = None
+    try:
+        runner = runner_class(request.runtime)(platform, request.precision, request.mode)
+        on_step("artifact")
+        artifact = ensure_artifact(workdir, spec.name, batch, request.weights, on_step)
+        record.update(artifact_sha256=artifact.sha256, artifact=str(artifact.onnx_path), weights=artifact.weights)
+        with platform.pinned() as cores:
+            record["pinned_cores"] = cores
+            on_step("load")
+            t0 = time.perf_counter()
+            if batch is None:
+                batch = _largest_fitting_batch(runner, artifact)
+                record["batch"] = batch
+            else:
+                runner.load(artifact, batch)
+            record["load_s"] = time.perf_counter() - t0
+            images = seeded_images(batch, spec.resolution).numpy()
+            inputs = runner.to_input(images)
+            on_step("measure")
+            timings = measure(lambda: runner(inputs), protocol)
+            outputs = runner.to_numpy(runner(inputs))
+        description = runner.describe()
+        record.update(precision=description.precision, threads=description.threads, runtime_info=description.as_dict())
+        on_step("parity")
+        reference = _reference_logits(artifact, images)
+        compared = outputs[: len(reference)]
+        record.update(
+            first_inference_s=timings.first_call_s,
+            warmup_calls=timings.warmup_calls,
+            samples_ms=[s * 1e3 for s in timings.samples_s],
+            max_abs_diff=float(np.abs(compared - reference).max()),
+            max_abs_logit=float(np.abs(reference).max()),
+            top1_agreement=float((compared.argmax(1) == reference.argmax(1)).mean()),
+            parity_images=len(reference),
+            **summarise(timings.samples_s, batch),
+        )
+        if not np.isfinite(outputs).all():
+            raise LevitBenchError(f"{request.runtime} returned non-finite logits")
+        record["status"] = "ok"
+    except Exception as e:  # noqa: BLE001 - any failure of the runtime is this cell's result
+        record["error"] = _one_line(e)
+        if not isinstance(e, LevitBenchError):
+            record["traceback"] = traceback.format_exc(limit=8)
+    finally:
+        if runner is not None:
+            runner.close()
+    store.insert(record)
+    return record

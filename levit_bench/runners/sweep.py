@@ -1,0 +1,147 @@
+"""The whole matrix, one isolated cell at a time, resumable.
+
+Each cell runs as its own `levit-bench run` process: a crash (even a segfault in a runtime),
+an unsupported op or a timeout ends that process only, and is stored as a failed row. A cell
+already measured successfully with the same artifact, runtime version, protocol and host is
+skipped unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from levit_bench import environment
+from levit_bench.errors import LevitBenchError
+from levit_bench.registry import get_spec
+from levit_bench.reports.store import ResultsStore
+from levit_bench.runners import RUNTIMES, TORCH_MODES
+from levit_bench.runners.artifacts import find_artifact
+from levit_bench.runners.platforms import get_platform
+from levit_bench.runners.session import RunRequest, new_record
+
+DEFAULT_CELL_TIMEOUT_S = 900.0
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    runtime: str
+    mode: str | None = None
+
+    @property
+    def label(self) -> str:
+        runtime = f"{self.runtime}:{self.mode}" if self.mode else self.runtime
+        return f"{self.model} / {runtime}"
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str  # ok | failed | skipped
+    record: dict | None = None
+    error: str | None = None
+
+
+def parse_runtime(entry: str) -> tuple[str, str | None]:
+    """`torch`, `torch:eager`, `onnxruntime`, ... -> (runtime, mode)."""
+    runtime, _, mode = entry.partition(":")
+    if runtime not in RUNTIMES:
+        raise LevitBenchError(f"unknown runtime {runtime!r}; known runtimes: {', '.join(RUNTIMES)}")
+    if mode and (runtime != "torch" or mode not in TORCH_MODES):
+        raise LevitBenchError(f"unknown runtime variant {entry!r}; torch takes :{', :'.join(TORCH_MODES)}")
+    return runtime, mode or None
+
+
+def plan(models: Iterable[str], runtimes: Iterable[str]) -> list[Cell]:
+    names = [get_spec(m).name for m in models]
+    variants = [parse_runtime(r) for r in runtimes]
+    return [Cell(m, r, mode) for m in names for r, mode in variants]
+
+
+def _resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | None:
+    """The stored columns a finished twin of this cell would have; None if its artifact is missing."""
+    platform = get_platform(request.platform)
+    batch = request.batch or platform.default_batch
+    artifact = find_artifact(workdir, cell.model, batch)
+    if artifact is None:
+        return None
+    return {
+        "model": cell.model, "runtime": cell.runtime,
+        "runtime_version": environment.package_versions().get(cell.runtime),
+        "mode": (cell.mode or "traced") if cell.runtime == "torch" else None,
+        "platform": platform.name, "precision": request.precision or platform.default_precision,
+        "batch": batch, "host": host.fingerprint, "artifact_sha256": artifact.sha256,
+        "protocol": request.protocol,
+    }
+
+
+def _command(request: RunRequest, workdir: Path) -> list[str]:
+    args = [sys.executable, "-m", "levit_bench", "--workdir", str(workdir), "run",
+            "--runtime", request.runtime, "--platform", request.platform, "--model", request.model,
+            "--protocol", request.protocol, "--run-id", request.run_id, "--json"]
+    for flag, value in (("--batch", request.batch), ("--precision", request.precision),
+                        ("--mode", request.mode), ("--weights", request.weights)):
+        if value is not None:
+            args += [flag, str(value)]
+    return args
+
+
+def _run_isolated(request: RunRequest, workdir: Path, timeout_s: float) -> tuple[dict | None, str | None]:
+    """(the record the child stored, or None with the reason it stored none)."""
+    process = subprocess.Popen(_command(request, workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return None, f"timed out after {timeout_s:g} s"
+    except BaseException:  # Ctrl-C: take the child down with us
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    try:
+        records = json.loads(stdout)
+        return records[0], None
+    except (ValueError, IndexError, KeyError, TypeError):
+        pass
+    if process.returncode < 0:
+        return None, f"crashed with {signal.Signals(-process.returncode).name}"
+    last = (stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
+    return None, last
+
+
+def run_sweep(
+    cells: list[Cell], platform: str, workdir: Path, store: ResultsStore, run_id: str,
+    batch: int | None = None, precision: str | None = None, protocol: str = "default",
+    weights: str | None = None, force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
+    on_cell: Callable[[Cell, str], None] = lambda cell, state: None,
+) -> list[CellOutcome]:
+    host = environment.host_info()
+    for runtime in {c.runtime for c in cells}:
+        get_platform(platform).check_host(host, runtime)
+    outcomes = []
+    for cell in cells:
+        request = RunRequest(cell.model, cell.runtime, platform, batch=batch, precision=precision,
+                             mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id)
+        key = _resume_key(cell, request, workdir, host)
+        if not force and weights is None and key is not None and store.has_ok(key):
+            outcomes.append(CellOutcome(cell, "skipped"))
+            on_cell(cell, "skipped")
+            continue
+        on_cell(cell, "running")
+        record, error = _run_isolated(request, workdir, cell_timeout_s)
+        if record is None:
+            record = new_record(request, host)
+            record.update(error=error, artifact_sha256=key and key["artifact_sha256"])
+            store.insert(record)
+        outcomes.append(CellOutcome(cell, record["status"], record, record.get("error")))
+        on_cell(cell, record["status"])
+    return outcomes

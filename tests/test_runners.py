@@ -1,0 +1,144 @@
+"""Runners against the PyTorch reference; platforms; precision recorded as it ran."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from levit_bench.environment import host_info
+from levit_bench.exporters.parity import seeded_images
+from levit_bench.exporters.pipeline import model_from_sidecar
+from levit_bench.reports.store import open_store
+from levit_bench.runners import runner_class
+from levit_bench.runners.artifacts import find_artifact
+from levit_bench.runners.base import RunnerError
+from levit_bench.runners.platforms import PlatformError, get_platform
+from levit_bench.runners.session import RunRequest, run_cell
+
+CASES = [("torch", "traced"), ("torch", "eager"), ("torch", "unfused"), ("onnxruntime", None), ("openvino", None)]
+
+
+def _run(workdir, runtime, mode=None, precision=None, platform="xeon"):
+    request = RunRequest("levit_128s", runtime, platform, mode=mode, precision=precision, protocol="smoke")
+    return run_cell(request, workdir, open_store(workdir))
+
+
+@pytest.mark.parametrize("runtime,mode", CASES)
+def test_runner_output_matches_the_unfused_reference(workdir_with_artifact, runtime, mode):
+    artifact = find_artifact(workdir_with_artifact, "levit_128s", 16)
+    runner = runner_class(runtime)(get_platform("xeon"), None, mode)
+    images = seeded_images(16, 224, seed=3).numpy()
+    with get_platform("xeon").pinned():
+        runner.load(artifact, 16)
+        outputs = runner.to_numpy(runner(runner.to_input(images)))
+    runner.close()
+    with torch.no_grad():
+        expected = model_from_sidecar(artifact.sidecar)(torch.from_numpy(images)).numpy()
+    assert outputs.shape == (16, 1000)
+    assert np.abs(outputs - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+    assert (outputs.argmax(1) == expected.argmax(1)).all()
+    description = runner.describe()
+    assert description.runtime == runtime and description.precision == "fp32" and description.threads == 1
+    assert description.version
+
+
+@pytest.mark.parametrize("runtime,mode", CASES)
+def test_run_records_everything(workdir_with_artifact, runtime, mode):
+    record = _run(workdir_with_artifact, runtime, mode)
+    assert record["status"] == "ok", record.get("error")
+    assert record["precision"] == "fp32" and record["threads"] == 1 and record["batch"] == 16
+    assert record["mode"] == mode
+    assert len(record["pinned_cores"]) == 1 and record["pinned_cores"][0] in os.sched_getaffinity(0)
+    assert record["max_abs_diff"] <= 1e-4 * max(1.0, record["max_abs_logit"])
+    assert record["top1_agreement"] == 1.0 and record["parity_images"] == 16
+    assert len(record["samples_ms"]) == record["n_samples"] >= 3
+    assert record["images_per_s"] == pytest.approx(16 / (record["median_ms"] / 1e3))
+    assert record["load_s"] > 0 and record["first_inference_s"] > 0
+    assert record["cpu_model"] == host_info().cpu_model  # the real CPU, whatever the platform's name
+    assert record["artifact_sha256"] == find_artifact(workdir_with_artifact, "levit_128s", 16).sha256
+    assert record["versions"][runtime] == record["runtime_version"]
+    stored = open_store(workdir_with_artifact).records()
+    assert [r["uid"] for r in stored] == [record["uid"]]
+
+
+def _capabilities():
+    import openvino as ov
+
+    return ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+@pytest.mark.parametrize("precision,capability", [("bf16", "BF16"), ("fp16", "FP16")])
+def test_openvino_lower_precision_is_recorded_as_it_ran_or_refused(workdir_with_artifact, precision, capability):
+    record = _run(workdir_with_artifact, "openvino", precision=precision)
+    if capability in _capabilities():
+        assert record["status"] == "ok" and record["precision"] == precision
+        assert record["runtime_info"]["details"]["INFERENCE_PRECISION_HINT"] in ("bf16", "f16")
+        f32 = _run(workdir_with_artifact, "openvino")
+        assert record["max_abs_diff"] > 10 * f32["max_abs_diff"]  # it really ran in lower precision
+    else:  # OpenVINO would quietly run something else: refused and recorded as failed
+        assert record["status"] == "failed" and record["precision"] == precision
+        assert f"cannot run openvino in {precision}" in record["error"]
+
+
+def test_openvino_default_is_f32_not_the_cpu_default(workdir_with_artifact):
+    record = _run(workdir_with_artifact, "openvino")
+    assert record["precision"] == "fp32"
+    assert record["runtime_info"]["details"]["INFERENCE_PRECISION_HINT"] == "f32"
+
+
+def test_runtimes_refuse_precisions_they_do_not_run(workdir_with_artifact):
+    for runtime in ("onnxruntime", "torch"):
+        record = _run(workdir_with_artifact, runtime, precision="bf16")
+        assert record["status"] == "failed" and "bf16" in record["error"]
+
+
+def test_arm_is_refused_on_x86_and_stores_nothing(workdir_with_artifact):
+    native_arm = host_info().architecture in ("aarch64", "arm64")
+    for runtime in ("torch", "onnxruntime", "openvino"):
+        if native_arm:
+            assert _run(workdir_with_artifact, runtime, platform="arm")["status"] == "ok"
+        else:
+            with pytest.raises(PlatformError, match=r"platform arm needs an aarch64 CPU with NEON to run"):
+                _run(workdir_with_artifact, runtime, platform="graviton")
+    if not native_arm:
+        assert open_store(workdir_with_artifact).records() == []
+
+
+def test_platform_checks_against_other_hosts():
+    host = host_info()
+    arm_host = dataclasses.replace(host, architecture="aarch64", isa=("neon", "asimd"), gpu=None)
+    x86_host = dataclasses.replace(host, architecture="x86_64", isa=("avx2",), gpu=None)
+    get_platform("arm").check_host(arm_host, "onnxruntime")
+    get_platform("xeon").check_host(x86_host, "onnxruntime")
+    with pytest.raises(PlatformError, match="platform xeon needs an x86-64 CPU; this host is aarch64"):
+        get_platform("xeon").check_host(arm_host, "torch")
+    with pytest.raises(PlatformError, match="needs a CUDA GPU"):
+        get_platform("gpu").check_host(x86_host, "torch")
+    no_neon = dataclasses.replace(arm_host, isa=())
+    with pytest.raises(PlatformError, match="NEON"):
+        get_platform("arm").check_host(no_neon, "openvino")
+
+
+def test_gpu_is_refused_without_cuda(workdir_with_artifact):
+    if torch.cuda.is_available():
+        assert _run(workdir_with_artifact, "torch", platform="gpu")["status"] == "ok"
+    else:
+        with pytest.raises(PlatformError, match="platform gpu needs a CUDA GPU; torch sees none"):
+            _run(workdir_with_artifact, "torch", platform="gpu")
+
+
+def test_openvino_is_cpu_only_and_unknown_names():
+    with pytest.raises(RunnerError, match="openvino is measured on the CPU platforms"):
+        runner_class("openvino")(get_platform("gpu"))
+    with pytest.raises(PlatformError, match="unknown platform 'tpu'; known platforms: xeon, arm, gpu"):
+        get_platform("tpu")
+    assert get_platform("graviton") is get_platform("arm")
+
+
+def test_pinning_restores_the_affinity():
+    before = os.sched_getaffinity(0)
+    with get_platform("xeon").pinned() as cores:
+        assert os.sched_getaffinity(0) == set(cores) and len(cores) == 1
+    assert os.sched_getaffinity(0) == before

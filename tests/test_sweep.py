@@ -1,0 +1,106 @@
+"""Sweeps: isolated cells (crash, timeout), resuming after a kill; the run command."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from levit_bench.reports.store import open_store
+from levit_bench.runners.session import new_run_id
+from levit_bench.runners.sweep import plan, run_sweep
+
+RUNTIMES = ["openvino", "onnxruntime"]
+
+
+def _sweep(workdir, runtimes, **kwargs):
+    cells = plan(["levit_128s"], runtimes)
+    return run_sweep(cells, "xeon", workdir, open_store(workdir), new_run_id(), protocol="smoke", **kwargs)
+
+
+def test_a_crashing_runtime_is_a_failed_row_and_the_sweep_goes_on(workdir_with_artifact, tmp_path, monkeypatch):
+    shadow = tmp_path / "shadow" / "openvino"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "shadow"))  # the cells' processes see a broken openvino
+    outcomes = _sweep(workdir_with_artifact, RUNTIMES)
+    assert [o.status for o in outcomes] == ["failed", "ok"]
+    assert outcomes[0].error == "crashed with SIGSEGV"
+    stored = {r["runtime"]: r for r in open_store(workdir_with_artifact).records()}
+    assert stored["openvino"]["status"] == "failed" and stored["openvino"]["error"] == "crashed with SIGSEGV"
+    assert stored["openvino"]["artifact_sha256"] == stored["onnxruntime"]["artifact_sha256"]
+    assert stored["onnxruntime"]["status"] == "ok" and stored["onnxruntime"]["images_per_s"] > 0
+
+
+def test_a_timeout_is_a_failed_row(workdir_with_artifact):
+    outcomes = _sweep(workdir_with_artifact, RUNTIMES, cell_timeout_s=0.5)
+    assert [o.status for o in outcomes] == ["failed", "failed"]
+    records = open_store(workdir_with_artifact).records()
+    assert [r["error"] for r in records] == ["timed out after 0.5 s"] * 2
+    assert {r["runtime"] for r in records} == set(RUNTIMES)
+
+
+def test_resume_skips_what_is_stored_unless_forced(workdir_with_artifact):
+    assert [o.status for o in _sweep(workdir_with_artifact, ["onnxruntime"])] == ["ok"]
+    assert [o.status for o in _sweep(workdir_with_artifact, ["onnxruntime"])] == ["skipped"]
+    assert [o.status for o in _sweep(workdir_with_artifact, ["onnxruntime"], force=True)] == ["ok"]
+    assert len(open_store(workdir_with_artifact).records(status="ok")) == 2
+
+
+def _cli(workdir, *args, **popen):
+    command = [sys.executable, "-m", "levit_bench", "--workdir", str(workdir), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_a_sweep_killed_midway_loses_nothing_and_resumes(workdir_with_artifact):
+    args = ("sweep", "--platform", "xeon", "--models", "levit_128s", "--runtimes", "torch", "onnxruntime",
+            "openvino", "--protocol", "smoke")
+    sweep = _cli(workdir_with_artifact, *args, start_new_session=True)
+    store = open_store(workdir_with_artifact)
+    deadline = time.monotonic() + 300
+    while not store.records(status="ok"):
+        assert sweep.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and the cell it was running
+    sweep.communicate()
+    finished = {r["uid"]: r["runtime"] for r in store.records(status="ok")}
+    assert 1 <= len(finished) < 3
+
+    resumed = _cli(workdir_with_artifact, *args)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err
+    ok = store.records(status="ok")
+    assert sorted(r["runtime"] for r in ok) == ["onnxruntime", "openvino", "torch"]  # one each
+    assert set(finished) <= {r["uid"] for r in ok}  # the finished cells were kept, not redone
+    assert f"{len(finished)} cells already measured, skipped" in err
+
+
+def test_run_command_json_and_table(workdir_with_artifact):
+    process = _cli(workdir_with_artifact, "run", "--runtime", "onnxruntime", "--platform", "xeon",
+                   "--model", "levit_128s", "--protocol", "smoke", "--json")
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    [record] = json.loads(out)
+    for key in ("model", "runtime", "platform", "precision", "batch", "threads", "status", "images_per_s",
+                "median_ms", "p90_ms", "cv", "max_abs_diff", "host", "created_at"):
+        assert key in record, key
+    assert record["status"] == "ok" and record["platform"] == "xeon"
+    process = _cli(workdir_with_artifact, "results")
+    out, _ = process.communicate(timeout=120)
+    assert "levit_128s" in out and "onnxruntime" in out and record["host"] in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (("run", "--runtime", "onnxruntime", "--platform", "moon", "--model", "levit_128s"), "unknown platform 'moon'"),
+    (("run", "--runtime", "onnxruntime", "--platform", "xeon", "--model", "levit_9"), "unknown model 'levit_9'"),
+    (("sweep", "--platform", "xeon", "--runtimes", "torch:fast"), "unknown runtime variant 'torch:fast'"),
+])
+def test_bad_requests_are_one_line_errors(workdir_with_artifact, args, message):
+    process = _cli(workdir_with_artifact, *args)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert len(err.strip().splitlines()) == 1 and message in err
+    assert open_store(workdir_with_artifact).records() == []
