@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-_LOG_WIDTH = 160
+_LOG_WIDTH = 200
 
 
 def _log_width() -> int:

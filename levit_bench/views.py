@@ -108,12 +108,12 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
                             ("platform", "left"), ("prec.", "left"), ("batch", "right"), ("thr.", "right"),
                             ("status", "left"), ("images/s", "right"), ("median ms", "right"),
                             ("p90 ms", "right"), ("CV", "right"), ("max|diff|", "right"), ("host", "left")):
-        table.add_column(column, justify=justify, no_wrap=column in ("created (UTC)", "model", "runtime", "host"))
+        table.add_column(column, justify=justify, no_wrap=True)
     for r in records:
         runtime = r["runtime"] + (f":{r['mode']}" if r.get("mode") else "")
         status = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
         table.add_row(
-            r["created_at"].replace("+00:00", "").replace("T", " "), r["model"], runtime, r["platform"],
+            r["created_at"][:16].replace("T", " "), r["model"], runtime, r["platform"],
             r.get("precision") or "-", _fmt(r.get("batch"), "d"), _fmt(r.get("threads"), "d"), status,
             _fmt(r.get("images_per_s"), ".1f"), _fmt(r.get("median_ms"), ".2f"), _fmt(r.get("p90_ms"), ".2f"),
             _fmt(r.get("cv"), ".1%"), _fmt(r.get("max_abs_diff"), ".1e"),
