@@ -12,7 +12,7 @@ def measured_counts(spec: registry.ModelSpec) -> tuple[int, int]:
     """(parameters, multiply-adds at the model's resolution), from the code as it is now."""
     with torch.device("meta"):
         model = spec.build()
-    return count_parameters(model), count_macs(model, spec.resolution, device="meta")
+    return count_parameters(model), count_macs(model, spec.resolution)
 
 
 def model_rows(names: list[str] | None = None) -> list[dict]:
@@ -33,7 +33,7 @@ def model_rows(names: list[str] | None = None) -> list[dict]:
                 "top1_source": "reported" if reported.top1 is not None else None,
                 "reported": {
                     "params": round(reported.params_m * 1e6),
-                    "macs": round(reported.macs_m * 1e6),
+                    "macs": None if reported.macs_m is None else round(reported.macs_m * 1e6),
                     "top1": reported.top1,
                     "images_per_s": dict(reported.images_per_s),
                     "extra_top1": dict(reported.extra_top1),

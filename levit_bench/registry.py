@@ -14,7 +14,8 @@ from types import MappingProxyType
 from torch import nn
 
 from levit_bench.errors import UnknownModelError
-from levit_bench.models import checkpoints, levit
+from levit_bench.models import checkpoints, deit, efficientnet, levit, mobilevit
+from levit_bench.models.baseline_layouts import DEIT_LAYOUTS, EFFICIENTNET_LAYOUTS, MOBILEVIT_LAYOUTS
 from levit_bench.models.levit_layouts import LEVIT_LAYOUTS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,7 +50,7 @@ class Reported:
     """Figures published for a model, with where they were published."""
 
     params_m: float
-    macs_m: float
+    macs_m: float | None  # None where the source publishes no multiply-add count
     top1: float | None
     source: str
     images_per_s: Mapping[str, float] = field(default_factory=dict)  # platform -> im/s
@@ -108,6 +109,63 @@ def _levit(name: str, weights: str, params_m: float, macs_m: float, top1: float,
     )
 
 
+def _table3_baseline(name: str, family: str, builder, resolution: int, preprocessing: Preprocessing,
+                     layouts, params_m: float, macs_m: float, top1: float, gpu: float, xeon: float,
+                     arm: float, real: float, v2: float) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family=family,
+        builder=functools.partial(builder, name),
+        resolution=resolution,
+        preprocessing=preprocessing,
+        reported=Reported(
+            params_m=params_m, macs_m=macs_m, top1=top1, source=LEVIT_TABLE3,
+            images_per_s=MappingProxyType({"gpu": gpu, "xeon": xeon, "arm": arm}),
+            extra_top1=MappingProxyType({"imagenet_real": real, "imagenet_v2": v2}),
+        ),
+        checkpoint_layouts=layouts,
+    )
+
+
+def _efficientnet(name: str, *figures: float) -> ModelSpec:
+    resolution = efficientnet.EFFICIENTNET_CONFIGS[name].resolution
+    # The reference EfficientNet eval: centre crop of resolution / (resolution + 32), bicubic.
+    preprocessing = Preprocessing(
+        resize=resolution + 32, crop=resolution, interpolation="bicubic",
+        source="EfficientNet reference eval transform (crop padding 32), as timm's tf_efficientnet configs",
+    )
+    return _table3_baseline(name, "efficientnet", efficientnet.build_efficientnet, resolution, preprocessing,
+                            EFFICIENTNET_LAYOUTS, *figures)
+
+
+_DEIT_PREPROCESSING = Preprocessing(
+    resize=256, crop=224, interpolation="bicubic", source="facebookresearch/deit datasets.py eval transform"
+)
+
+
+def _deit(name: str, *figures: float) -> ModelSpec:
+    return _table3_baseline(name, "deit", deit.build_deit, 224, _DEIT_PREPROCESSING, DEIT_LAYOUTS, *figures)
+
+
+MOBILEVIT_PAPER = "Mehta & Rastegari, MobileViT, ICLR 2022 (arXiv:2110.02178), ImageNet-1k results"
+_MOBILEVIT_PREPROCESSING = Preprocessing(
+    resize=284, crop=256, interpolation="bicubic", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+    source="timm mobilevit default_cfg (crop_pct 0.9, inputs in [0, 1], no mean/std)",
+)
+
+
+def _mobilevit(name: str, params_m: float, top1: float) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        family="mobilevit",
+        builder=functools.partial(mobilevit.build_mobilevit, name),
+        resolution=256,
+        preprocessing=_MOBILEVIT_PREPROCESSING,
+        reported=Reported(params_m=params_m, macs_m=None, top1=top1, source=MOBILEVIT_PAPER),
+        checkpoint_layouts=MOBILEVIT_LAYOUTS,
+    )
+
+
 _SPECS: tuple[ModelSpec, ...] = (
     #      name          weights         params  MACs  top1  GPU    Intel  ARM   Real  V2
     _levit("levit_128s", "128S-96703c44", 7.8, 305, 76.6, 12880, 131.1, 39.1, 83.1, 64.3),
@@ -115,6 +173,18 @@ _SPECS: tuple[ModelSpec, ...] = (
     _levit("levit_192", "192-92712e41", 10.9, 658, 80.0, 8601, 65.0, 24.2, 85.7, 68.0),
     _levit("levit_256", "256-13b5763e", 18.9, 1120, 81.6, 6582, 42.5, 16.4, 86.8, 70.0),
     _levit("levit_384", "384-9bdaf2e2", 39.1, 2353, 82.6, 4165, 23.1, 9.4, 87.6, 71.3),
+    #             name               params MACs  top1  GPU   Intel ARM  Real  V2
+    _efficientnet("efficientnet_b0", 5.3, 390, 77.1, 4754, 30.1, 3.5, 83.5, 64.3),
+    _efficientnet("efficientnet_b1", 7.8, 700, 79.1, 2882, 20.0, 2.3, 84.9, 66.9),
+    _efficientnet("efficientnet_b2", 9.2, 1000, 80.1, 2149, 13.1, 1.3, 85.9, 68.8),
+    _efficientnet("efficientnet_b3", 12, 1800, 81.6, 1272, 5.9, 0.8, 86.8, 70.6),
+    _efficientnet("efficientnet_b4", 19, 4200, 82.9, 606, 2.5, 0.5, 88.0, 72.3),
+    _deit("deit_tiny", 5.9, 1220, 76.6, 3973, 39.1, 16.8, 83.9, 65.4),
+    _deit("deit_small", 22.5, 4522, 82.6, 1931, 13.7, 7.6, 87.8, 71.7),
+    #          name             params top1
+    _mobilevit("mobilevit_xxs", 1.3, 69.0),
+    _mobilevit("mobilevit_xs", 2.3, 74.8),
+    _mobilevit("mobilevit_s", 5.6, 78.4),
 )
 
 REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})

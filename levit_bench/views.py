@@ -12,6 +12,10 @@ def _millions(n: int, decimals: int) -> str:
     return f"{n / 1e6:.{decimals}f}M"
 
 
+def _published(count: int | None) -> str:
+    return "-" if count is None else f"{count / 1e6:g}M"
+
+
 def print_models(rows: list[dict], console: Console | None = None) -> None:
     console = console or stdout_console()
     table = Table(title="Registered models: params and MACs measured (paper's figure in brackets)")
@@ -24,8 +28,8 @@ def print_models(rows: list[dict], console: Console | None = None) -> None:
         speeds = rep["images_per_s"]
         table.add_row(
             row["name"], row["family"],
-            f"{_millions(row['params'], 2)} ({rep['params'] / 1e6:g}M)",
-            f"{_millions(row['macs'], 1)} ({rep['macs'] / 1e6:g}M)",
+            f"{_millions(row['params'], 2)} ({_published(rep['params'])})",
+            f"{_millions(row['macs'], 1)} ({_published(rep['macs'])})",
             str(row["resolution"]),
             "-" if row["top1"] is None else f"{row['top1']:.1f}",
             *(str(speeds.get(p, "-")) for p in ("gpu", "xeon", "arm")),

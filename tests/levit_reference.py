@@ -31,9 +31,9 @@ def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for name, t in itertools.chain(model.named_parameters(), model.named_buffers()):
             if not t.is_floating_point():
                 continue
-            if name.endswith("bn.weight"):
+            if name.endswith(("bn.weight", "norm.weight", "norm1.weight", "norm2.weight")):
                 t.copy_(1 + 0.2 * torch.randn(t.shape, generator=g))
-            elif name.endswith(("bn.bias", "running_mean")):
+            elif name.endswith(("bn.bias", "running_mean", "norm.bias", "norm1.bias", "norm2.bias")):
                 t.copy_(0.1 * torch.randn(t.shape, generator=g))
             elif name.endswith("running_var"):
                 t.copy_(0.5 + torch.rand(t.shape, generator=g))

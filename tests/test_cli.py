@@ -14,12 +14,16 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_models_json_lists_the_five_levit_models_with_measured_counts():
+def test_models_json_lists_every_model_with_measured_counts():
     result = run("models", "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert [r["name"] for r in rows] == ["levit_128s", "levit_128", "levit_192", "levit_256", "levit_384"]
-    for row in rows:
+    assert len(rows) == 15
+    assert [r["name"] for r in rows[:5]] == ["levit_128s", "levit_128", "levit_192", "levit_256", "levit_384"]
+    assert {r["family"] for r in rows} == {"levit", "efficientnet", "deit", "mobilevit"}
+    assert [r["resolution"] for r in rows if r["family"] == "efficientnet"] == [224, 240, 260, 300, 380]
+    assert {r["resolution"] for r in rows if r["family"] == "mobilevit"} == {256}
+    for row in rows[:5]:
         assert row["family"] == "levit" and row["resolution"] == 224
         assert isinstance(row["params"], int) and isinstance(row["macs"], int)
         assert row["top1_source"] == "reported" and isinstance(row["top1"], float)

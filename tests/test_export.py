@@ -114,7 +114,7 @@ def test_random_init_is_seeded(tmp_path):
     first = export_model(ExportOptions(model="levit_128s", out_dir=tmp_path / "a", seed=5))
     second = export_model(ExportOptions(model="levit_128s", out_dir=tmp_path / "b", seed=5))
     third = export_model(ExportOptions(model="levit_128s", out_dir=tmp_path / "c", seed=6))
-    assert first.sidecar["weights"] == {"source": "random-init", "seed": 5}
+    assert first.sidecar["weights"] == {"source": "random-init", "seed": 5, "init": "representative"}
     assert first.sidecar["onnx_sha256"] == second.sidecar["onnx_sha256"] != third.sidecar["onnx_sha256"]
 
 
@@ -208,3 +208,17 @@ def test_batch_and_dynamic_batch_are_exclusive(capsys):
         cli.main(["export", "--model", "levit_128s", "--batch", "4", "--dynamic-batch"])
     assert raised.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_random_init_has_no_constant_tensors_a_trained_network_lacks():
+    from levit_bench.exporters.pipeline import load_model
+
+    model, record = load_model("levit_128s", None, seed=3)
+    assert record == {"source": "random-init", "seed": 3, "init": "representative"}
+    residual_bn = model.stages[0].blocks[0].attn.proj.bn.weight
+    assert residual_bn.abs().min() > 0  # built as zeros (the paper's init), perturbed for speed work
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and tensor.numel() > 1:
+            assert tensor.unique().numel() > 1, name
+    again, _ = load_model("levit_128s", None, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))

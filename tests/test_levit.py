@@ -44,7 +44,7 @@ def test_architecture_follows_table_2(name):
             assert attn.qkv.linear.in_features == c and attn.qkv.linear.out_features == n * 4 * d
             assert attn.proj.linear.out_features == c
             assert block.mlp.expand.linear.out_features == 2 * c  # expansion 2
-            assert block.drop_path == row["p"]
+            assert block.drop_path.p == row["p"]
         resolutions.append(blocks[0].attn.attention_bias.table.shape[-1])
         if stage:
             shrink = model.stages[stage].shrink.attn

@@ -22,6 +22,7 @@ from levit_bench.errors import LevitBenchError
 from levit_bench.exporters import onnx_graph
 from levit_bench.exporters.fuse import fuse_for_inference
 from levit_bench.exporters.parity import check_parity, fused_difference, seeded_images
+from levit_bench.models.init import representative_init
 from levit_bench.workdir import ensure_writable_dir, write_atomic
 
 DEFAULT_BATCH = 16  # the paper's CPU batch
@@ -74,7 +75,8 @@ def load_model(name: str, weights: str | None, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model, _ = registry.create_model(name)
-    return model, {"source": "random-init", "seed": seed}
+    representative_init(model, seed)
+    return model, {"source": "random-init", "seed": seed, "init": "representative"}
 
 
 def model_from_sidecar(sidecar: dict):

@@ -176,9 +176,12 @@ def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, str]]:
 
 
 def to_native(
-    state_dict: Mapping[str, torch.Tensor], model: nn.Module, layouts: Iterable[CheckpointLayout]
+    state_dict: Mapping[str, torch.Tensor], model: nn.Module, layouts: Iterable[CheckpointLayout],
+    metadata: Mapping[str, str] | None = None,
 ) -> tuple[StateDict, str]:
     """Convert a foreign layout to the model's own keys; anything else is taken as native."""
+    if (metadata or {}).get("format") == NATIVE_FORMAT:
+        return dict(state_dict), NATIVE_LAYOUT
     for layout in layouts:
         if layout.marker in state_dict:
             return layout.to_native(state_dict, model), layout.name
@@ -238,7 +241,7 @@ def fit(
     declared = checkpoint.metadata.get("model_name")
     if model_name and declared and declared != model_name:
         raise CheckpointError(f"{checkpoint.source} holds weights for {declared}, not {model_name}")
-    native, layout = to_native(checkpoint.state_dict, model, layouts)
+    native, layout = to_native(checkpoint.state_dict, model, layouts, checkpoint.metadata)
     check_fit(model, native, layout)
     model.load_state_dict(native, strict=False)  # strictness checked above, with a better message
     return LoadedWeights(source=checkpoint.source, path=checkpoint.path, sha256=checkpoint.sha256, layout=layout)
@@ -272,6 +275,52 @@ def save_weights(model: nn.Module, path: Path, model_name: str) -> None:
                  "state_dict": state_dict},
                 tmp,
             )
+
+
+DROP = None  # a leaf rule target: derived data the native model rebuilds itself
+
+
+def rename_modules(
+    state_dict: Mapping[str, torch.Tensor],
+    modules: dict[str, tuple[str, str]],
+    rules: dict[str, list[tuple[str, str | None]]],
+    model: nn.Module,
+) -> StateDict:
+    """Rename a foreign state dict module by module.
+
+    `modules` maps a foreign module name to (native module name, kind); `rules[kind]` maps a
+    foreign leaf prefix to the native one (or DROP). Keys it does not recognise are kept as
+    they are, to be reported as unexpected.
+    """
+    targets = model.state_dict()
+    out: StateDict = {}
+    for key, value in state_dict.items():
+        new_key = key
+        module, _, leaf = key.rpartition(".")
+        while module and module not in modules:  # walk up to the longest known module name
+            module, _, head = module.rpartition(".")
+            leaf = f"{head}.{leaf}"
+        if module:
+            native, kind = modules[module]
+            for old, new in rules[kind]:
+                if leaf.startswith(old):
+                    if new is DROP:
+                        new_key = None
+                    else:
+                        new_key = f"{native}.{new}{leaf[len(old):]}"
+                    break
+        if new_key is not None:
+            out[new_key] = _adapt(value, targets.get(new_key))
+    return out
+
+
+def _adapt(value: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Reshape a flat bias table, or a 1x1 conv weight (timm's conv mode) into a linear one."""
+    if target is None or value.shape == target.shape or value.numel() != target.numel():
+        return value
+    flat_bias = value.dim() == 2 and target.dim() == 3
+    pointwise_conv = value.dim() == 4 and value.shape[2:] == (1, 1) and target.dim() == 2
+    return value.reshape(target.shape) if flat_bias or pointwise_conv else value
 
 
 def _abbreviate(keys: list[str], limit: int = 6) -> str:

@@ -12,7 +12,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 
 class ConvNorm(nn.Module):
-    """A bias-free Conv2d followed by BatchNorm2d."""
+    """A bias-free Conv2d followed by BatchNorm2d (padding defaults to "same" for odd kernels)."""
 
     def __init__(
         self,
@@ -20,11 +20,12 @@ class ConvNorm(nn.Module):
         out_channels: int,
         kernel_size: int = 1,
         stride: int = 1,
-        padding: int = 0,
+        padding: int | None = None,
         groups: int = 1,
         bn_weight_init: float = 1.0,
     ):
         super().__init__()
+        padding = kernel_size // 2 if padding is None else padding
         self.conv = nn.Conv2d(
             in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False
         )
@@ -38,6 +39,20 @@ class ConvNorm(nn.Module):
     def fuse(self) -> nn.Conv2d:
         """One Conv2d with the BatchNorm's statistics folded into its weight and bias."""
         return fuse_conv_bn_eval(self.conv.eval(), self.bn.eval())
+
+
+class ConvNormAct(ConvNorm):
+    """ConvNorm followed by an activation (SiLU unless told otherwise)."""
+
+    def __init__(self, *args, act: type[nn.Module] = nn.SiLU, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+    def fuse(self) -> nn.Sequential:
+        return nn.Sequential(super().fuse(), self.act)
 
 
 class LinearNorm(nn.Module):
@@ -85,14 +100,26 @@ class NormLinear(nn.Module):
         return fused
 
 
-def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero a residual branch for a random subset of samples.
+class DropPath(nn.Module):
+    """Stochastic depth: zero a residual branch for a random subset of samples in training.
 
     Kept samples are scaled by 1/(1-p) so the expectation matches eval mode, where this is
-    the identity.
+    the identity; folded for inference it disappears.
     """
-    if not training or p == 0.0:
-        return x
-    shape = (x.shape[0],) + (1,) * (x.dim() - 1)
-    keep = torch.rand(shape, device=x.device, dtype=x.dtype) >= p
-    return x * keep.to(x.dtype) / (1.0 - p)
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        keep = torch.rand(shape, device=x.device, dtype=x.dtype) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+    def fuse(self) -> nn.Identity:
+        return nn.Identity()
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

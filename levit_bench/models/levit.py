@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from levit_bench.models.layers import ConvNorm, LinearNorm, NormLinear, drop_path
+from levit_bench.models.layers import ConvNorm, DropPath, LinearNorm, NormLinear
 
 
 @dataclass(frozen=True)
@@ -160,15 +160,11 @@ class Block(nn.Module):
         super().__init__()
         self.attn = Attention(dim, config.key_dim, num_heads, config.attn_ratio, resolution)
         self.mlp = Mlp(dim, config.mlp_ratio)
-        self.drop_path = drop_path
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + drop_path(self.attn(x), self.drop_path, self.training)
-        return x + drop_path(self.mlp(x), self.drop_path, self.training)
-
-    def fuse(self) -> "Block":
-        self.drop_path = 0.0
-        return self
+        x = x + self.drop_path(self.attn(x))
+        return x + self.drop_path(self.mlp(x))
 
 
 class ShrinkBlock(nn.Module):
@@ -180,15 +176,11 @@ class ShrinkBlock(nn.Module):
             in_dim, out_dim, config.key_dim, in_dim // config.key_dim, config.shrink_attn_ratio, resolution
         )
         self.mlp = Mlp(out_dim, config.shrink_mlp_ratio)
-        self.drop_path = drop_path
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.attn(x)
-        return x + drop_path(self.mlp(x), self.drop_path, self.training)
-
-    def fuse(self) -> "ShrinkBlock":
-        self.drop_path = 0.0
-        return self
+        return x + self.drop_path(self.mlp(x))
 
 
 class Stage(nn.Module):

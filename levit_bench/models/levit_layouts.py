@@ -13,10 +13,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from levit_bench.models.checkpoints import CheckpointLayout, StateDict
+from levit_bench.models.checkpoints import DROP, CheckpointLayout, StateDict, rename_modules
 from levit_bench.models.levit import LeViTConfig
-
-DROP = None  # a leaf rule target: derived data the native model rebuilds itself
 
 # leaf rules per module kind: (foreign leaf prefix, native leaf prefix or DROP)
 _OFFICIAL_RULES = {
@@ -82,50 +80,12 @@ def _timm_modules(config: LeViTConfig) -> dict[str, tuple[str, str]]:
     return modules
 
 
-def _rename(
-    state_dict: Mapping[str, torch.Tensor],
-    modules: dict[str, tuple[str, str]],
-    rules: dict[str, list[tuple[str, str | None]]],
-    model: nn.Module,
-) -> StateDict:
-    """Rename every key it recognises; keep the rest as they are, to be reported as unexpected."""
-    targets = model.state_dict()
-    out: StateDict = {}
-    for key, value in state_dict.items():
-        new_key = key
-        module, _, leaf = key.rpartition(".")
-        while module and module not in modules:  # walk up to the longest known module name
-            module, _, head = module.rpartition(".")
-            leaf = f"{head}.{leaf}"
-        if module:
-            native, kind = modules[module]
-            for old, new in rules[kind]:
-                if leaf.startswith(old):
-                    if new is DROP:
-                        new_key = None
-                    else:
-                        new_key = f"{native}.{new}{leaf[len(old):]}"
-                    break
-        if new_key is not None:
-            out[new_key] = _adapt(value, targets.get(new_key))
-    return out
-
-
-def _adapt(value: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-    """Reshape a flat bias table, or a 1x1 conv weight (timm's conv mode) into a linear one."""
-    if target is None or value.shape == target.shape or value.numel() != target.numel():
-        return value
-    flat_bias = value.dim() == 2 and target.dim() == 3
-    pointwise_conv = value.dim() == 4 and value.shape[2:] == (1, 1) and target.dim() == 2
-    return value.reshape(target.shape) if flat_bias or pointwise_conv else value
-
-
 def _official_to_native(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> StateDict:
-    return _rename(state_dict, _official_modules(model.config), _OFFICIAL_RULES, model)
+    return rename_modules(state_dict, _official_modules(model.config), _OFFICIAL_RULES, model)
 
 
 def _timm_to_native(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> StateDict:
-    return _rename(state_dict, _timm_modules(model.config), _TIMM_RULES, model)
+    return rename_modules(state_dict, _timm_modules(model.config), _TIMM_RULES, model)
 
 
 LEVIT_LAYOUTS = (
