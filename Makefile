@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv browser clean
+
+# Debian packages the tests need: headless Chromium renders the HTML report.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # constraints.txt pins torch==2.13.0 (the local CPU wheel) and the runtime versions tested
 # together; without the pin pip would fetch a CUDA build of torch.
@@ -15,15 +18,21 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+
 demo: $(STAMP)
 	$(BIN)/levit-bench models
 	$(BIN)/levit-bench info
 	$(BIN)/levit-bench export --model levit_128s
 	$(BIN)/levit-bench sweep --platform xeon --models levit_128s --runtimes torch onnxruntime openvino
 	$(BIN)/levit-bench results --platform xeon --model levit_128s
+	$(BIN)/levit-bench report --platform xeon
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# The browser test saves its screenshot under test-artifacts/.
+test: $(STAMP) browser
+	LEVIT_BENCH_ARTIFACTS=test-artifacts $(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) levit-bench-out .pytest_cache *.egg-info
+	rm -rf $(VENV) levit-bench-out test-artifacts .pytest_cache *.egg-info

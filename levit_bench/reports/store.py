@@ -46,11 +46,27 @@ COLUMNS = {
     "max_abs_diff": "REAL",
 }
 
+# Top-1 measured by `levit-bench eval` for given weights (the report's `measured` accuracy).
+ACCURACY_COLUMNS = {
+    "uid": "TEXT NOT NULL UNIQUE",
+    "created_at": "TEXT NOT NULL",
+    "model": "TEXT NOT NULL",
+    "weights_id": "TEXT NOT NULL",
+    "runtime": "TEXT",
+    "precision": "TEXT",
+    "dataset": "TEXT",
+    "top1": "REAL NOT NULL",
+    "top5": "REAL",
+    "images": "INTEGER",
+    "host": "TEXT",
+}
+TABLES = {"measurements": COLUMNS, "accuracy": ACCURACY_COLUMNS}
+
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS measurements (id INTEGER PRIMARY KEY, "
-    + ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
-    + ", record_json TEXT NOT NULL)",
+    *(f"CREATE TABLE IF NOT EXISTS {table} (id INTEGER PRIMARY KEY, "
+      + ", ".join(f"{name} {kind}" for name, kind in columns.items())
+      + ", record_json TEXT NOT NULL)" for table, columns in TABLES.items()),
     "CREATE INDEX IF NOT EXISTS measurements_cell ON measurements "
     "(model, runtime, platform, batch, status)",
 ]
@@ -115,14 +131,27 @@ class ResultsStore:
                 db.close()
         raise StoreError(f"results store {self.path} stayed locked after {self.retries} attempts")
 
-    def insert(self, record: Mapping) -> None:
-        values = [record.get(name) for name in COLUMNS]
+    def insert(self, record: Mapping, table: str = "measurements") -> None:
+        columns = TABLES[table]
         with self._transaction() as db:
             db.execute(
-                f"INSERT INTO measurements ({', '.join(COLUMNS)}, record_json) "
-                f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
-                [*values, json.dumps(record, sort_keys=True)],
+                f"INSERT INTO {table} ({', '.join(columns)}, record_json) "
+                f"VALUES ({', '.join('?' * (len(columns) + 1))})",
+                [*(record.get(name) for name in columns), json.dumps(record, sort_keys=True)],
             )
+
+    def insert_accuracy(self, record: Mapping) -> None:
+        self.insert(record, table="accuracy")
+
+    def accuracy_records(self, model: str | None = None) -> list[dict]:
+        db = self._connect()
+        try:
+            rows = db.execute(
+                "SELECT record_json FROM accuracy WHERE ? IS NULL OR model = ? ORDER BY created_at, id", (model, model)
+            ).fetchall()
+        finally:
+            db.close()
+        return [json.loads(row[0]) for row in rows]
 
     def records(self, **filters) -> list[dict]:
         """Stored records, oldest first, where every given filter column equals its value."""
@@ -161,24 +190,26 @@ class ResultsStore:
             raise StoreError(f"no results store at {other}")
         try:
             source = sqlite3.connect(f"file:{other}?mode=ro", uri=True)
-            rows = source.execute("SELECT record_json FROM measurements").fetchall()
             version = source.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            rows = {table: source.execute(f"SELECT record_json FROM {table}").fetchall() for table in TABLES}
             source.close()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{other} is not a levit-bench results store: {e}") from None
         if version is None or int(version[0]) > SCHEMA_VERSION:
             raise StoreError(f"{other} has an unknown schema version {version and version[0]}")
-        imported = 0
+        imported = total = 0
         with self._transaction() as db:
-            for (text,) in rows:
-                record = json.loads(text)
-                cursor = db.execute(
-                    f"INSERT OR IGNORE INTO measurements ({', '.join(COLUMNS)}, record_json) "
-                    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})",
-                    [*(record.get(name) for name in COLUMNS), text],
-                )
-                imported += cursor.rowcount
-        return imported, len(rows) - imported
+            for table, columns in TABLES.items():
+                for (text,) in rows[table]:
+                    record = json.loads(text)
+                    cursor = db.execute(
+                        f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}, record_json) "
+                        f"VALUES ({', '.join('?' * (len(columns) + 1))})",
+                        [*(record.get(name) for name in columns), text],
+                    )
+                    imported += cursor.rowcount
+                    total += 1
+        return imported, total - imported
 
 
 def open_store(workdir: Path) -> ResultsStore:

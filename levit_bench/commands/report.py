@@ -1,0 +1,37 @@
+"""`levit-bench report`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from levit_bench.commands.common import workdir
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from levit_bench import views
+    from levit_bench.console import stderr_console
+    from levit_bench.reports.report import build_report
+    from levit_bench.reports.store import open_store
+
+    out = Path(args.out) if args.out else workdir(args) / "reports"
+    with stderr_console().status("report") as status:
+        result = build_report(open_store(workdir(args)), out, args.platform, args.runtime,
+                              on_step=lambda step: status.update(f"report: {step}"))
+    views.print_note(f"{result.points} measured points, {len(result.figures)} figures, {result.csv.name}")
+    print(result.index.resolve())
+    return 0
+
+
+def register(commands) -> None:
+    report = commands.add_parser(
+        "report",
+        help="speed-accuracy plots, Table 3 remade, runtime comparison, as HTML, PNG and CSV",
+        description="Read the results store and write DIR/index.html (self-contained), "
+        "DIR/tradeoff-<platform>.png and DIR/tradeoff-<platform>-<runtime>.png (Figure 1 remade from "
+        "the measurements), and DIR/results.csv. Prints the path of index.html.",
+    )
+    report.add_argument("--out", metavar="DIR", help="output directory (default: <workdir>/reports)")
+    report.add_argument("--platform", nargs="+", metavar="P", help="only these platforms")
+    report.add_argument("--runtime", nargs="+", metavar="R", help="only these runtimes")
+    report.set_defaults(handler=cmd_report)

@@ -1,0 +1,119 @@
+"""From stored rows to report points: the latest successful measurement per cell, with its
+accuracy (`measured` by `levit-bench eval` on the same weights, else `reported`).
+
+A cell is (host, platform, model, variant). The host is part of it, so results from two
+machines are never merged into one point or one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from levit_bench.registry import REGISTRY
+from levit_bench.runners.platforms import PLATFORMS
+
+PYTORCH_REFERENCE = "torch"  # the traced fused model, as the paper's speed_test
+
+
+def weights_id(weights: dict | None) -> str | None:
+    """The identity of a set of weights: a checkpoint's sha256, or the seed of a random init."""
+    if not weights:
+        return None
+    return weights.get("sha256") or f"random-init:{weights.get('seed')}"
+
+
+def variant(record: dict) -> str:
+    """The runtime as measured: `openvino`, `openvino bf16`, `torch:unfused`, `onnxruntime b1`..."""
+    label = record["runtime"]
+    if record["runtime"] == "torch" and record.get("mode") not in (None, "traced"):
+        label += f":{record['mode']}"
+    platform = PLATFORMS.get(record["platform"])
+    precision = record.get("precision")
+    if platform and precision not in (None, platform.default_precision):
+        label += f" {precision}"
+    if platform and platform.default_batch and record.get("batch") not in (None, platform.default_batch):
+        label += f" b{record['batch']}"
+    return label
+
+
+_RUNTIME_ORDER = ("torch", "onnxruntime", "openvino", "tvm")
+
+
+def variant_order(label: str) -> tuple:
+    """The PyTorch reference first, then the runtimes in their usual order, variants after each."""
+    runtime = label.split()[0].split(":")[0]
+    rank = _RUNTIME_ORDER.index(runtime) if runtime in _RUNTIME_ORDER else len(_RUNTIME_ORDER)
+    return rank, label != runtime, label
+
+
+def host_label(record: dict) -> str:
+    return f"{record.get('cpu_model') or 'unknown CPU'} ({record['host'][:6]})"
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    top1: float | None
+    source: str | None  # "measured", "reported" or None (unknown)
+    detail: str
+
+
+def accuracy_for(model: str, weights: str | None, runtime: str, precision: str | None,
+                 evaluations: list[dict]) -> Accuracy:
+    """Measured top-1 of these weights if the store has one (the same runtime and precision
+    preferred), else the registry's reported figure."""
+    same_weights = [e for e in evaluations if e["model"] == model and weights and e["weights_id"] == weights]
+    if same_weights:
+        matching = [e for e in same_weights if e.get("runtime") == runtime and e.get("precision") == precision]
+        chosen = (matching or same_weights)[-1]
+        return Accuracy(chosen["top1"], "measured",
+                        f"levit-bench eval on {chosen.get('dataset')} ({chosen.get('runtime')}, "
+                        f"{chosen.get('images')} images)")
+    spec = REGISTRY.get(model)
+    if spec is not None and spec.reported.top1 is not None:
+        return Accuracy(spec.reported.top1, "reported", spec.reported.source)
+    return Accuracy(None, None, "no accuracy known")
+
+
+def report_points(records: list[dict], evaluations: list[dict], platforms: list[str] | None = None,
+                  runtimes: list[str] | None = None) -> list[dict]:
+    """One point per (host, platform, model, variant): its latest successful measurement."""
+    latest: dict[tuple, dict] = {}
+    for record in records:  # oldest first, so later rows win
+        if record.get("status") != "ok":
+            continue
+        if platforms and record["platform"] not in platforms:
+            continue
+        if runtimes and record["runtime"] not in runtimes:
+            continue
+        latest[(record["host"], record["platform"], record["model"], variant(record))] = record
+    points = []
+    for (host, platform, model, label), record in latest.items():
+        spec = REGISTRY.get(model)
+        wid = weights_id(record.get("weights"))
+        accuracy = accuracy_for(model, wid, record["runtime"], record.get("precision"), evaluations)
+        points.append({
+            "model": model,
+            "family": spec.family if spec else "unknown",
+            "variant": label,
+            "runtime": record["runtime"],
+            "platform": platform,
+            "host": host,
+            "host_label": host_label(record),
+            "images_per_s": record["images_per_s"],
+            "median_ms": record["median_ms"],
+            "cv": record["cv"],
+            "max_abs_diff": record.get("max_abs_diff"),
+            "batch": record.get("batch"),
+            "precision": record.get("precision"),
+            "protocol": record.get("protocol"),
+            "created_at": record["created_at"],
+            "weights_id": wid,
+            "top1": accuracy.top1,
+            "top1_source": accuracy.source,
+            "top1_detail": accuracy.detail,
+            "record": record,
+        })
+    order = {name: i for i, name in enumerate(REGISTRY)}
+    points.sort(key=lambda p: (p["platform"], p["host"], order.get(p["model"], len(order)), p["model"],
+                               variant_order(p["variant"])))
+    return points

@@ -1,0 +1,91 @@
+"""report: the results store -> DIR/index.html, DIR/tradeoff-<platform>[-<runtime>].png, DIR/results.csv."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from levit_bench import __version__
+from levit_bench.errors import LevitBenchError
+from levit_bench.overview import measured_counts
+from levit_bench.registry import REGISTRY
+from levit_bench.reports import figures, html, tables
+from levit_bench.reports.dataset import report_points
+from levit_bench.reports.store import ResultsStore
+from levit_bench.workdir import ensure_writable_dir, write_atomic
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    index: Path
+    figures: list[Path]
+    csv: Path
+    points: int
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+
+
+def _title(points: list[dict], platform: str) -> str:
+    hosts = ", ".join(dict.fromkeys(p["host_label"] for p in points))
+    batches = ", ".join(str(b) for b in sorted({p["batch"] for p in points if p["batch"]}))
+    dates = sorted(p["created_at"][:10] for p in points)
+    return f"{platform} on {hosts} — batch {batches}; measured {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
+
+
+def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None = None,
+                 runtimes: list[str] | None = None,
+                 on_step: Callable[[str], None] = lambda step: None) -> ReportResult:
+    records = store.records()
+    if not records:
+        raise LevitBenchError(f"{store.path} holds no measurements; run `levit-bench run` or `levit-bench sweep` first")
+    in_scope = [r for r in records if (not platforms or r["platform"] in platforms)
+                and (not runtimes or r["runtime"] in runtimes)]
+    points = report_points(in_scope, store.accuracy_records())
+    if not points:
+        raise LevitBenchError("no successful measurement matches the chosen platforms and runtimes")
+    out_dir = ensure_writable_dir(Path(out_dir))
+
+    on_step("figures")
+    written, figure_blocks = [], []
+    for platform in dict.fromkeys(p["platform"] for p in points):
+        on_platform = [p for p in points if p["platform"] == platform]
+        path = out_dir / f"tradeoff-{platform}.png"
+        figures.tradeoff_figure(on_platform, platform, _title(on_platform, platform), path)
+        written.append(path)
+        block = html.embed(path, f"{platform}: every runtime")
+        block["per_runtime"] = []
+        for variant in dict.fromkeys(p["variant"] for p in on_platform):
+            subset = [p for p in on_platform if p["variant"] == variant]
+            path = out_dir / f"tradeoff-{platform}-{_slug(variant)}.png"
+            figures.tradeoff_figure(subset, platform, f"{variant} — " + _title(subset, platform), path)
+            written.append(path)
+            block["per_runtime"].append(html.embed(path, f"{platform}: {variant}"))
+        figure_blocks.append(block)
+
+    on_step("tables")
+    counts = {m: measured_counts(REGISTRY[m]) for m in dict.fromkeys(p["model"] for p in points) if m in REGISTRY}
+    csv_path = out_dir / "results.csv"
+    tables.write_csv(in_scope, csv_path)
+    filters = "; ".join(f"{name}: {', '.join(values)}" for name, values in (("platforms", platforms), ("runtimes", runtimes)) if values)
+    page = html.render({
+        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "version": __version__,
+        "store": str(store.path),
+        "filters": filters,
+        "n_points": len(points),
+        "provenance": tables.provenance(points),
+        "figures": figure_blocks,
+        "table3": tables.table3(points, counts),
+        "speedups": tables.speedups(points),
+        "claims": tables.headline_claims(points),
+        "points": points,
+        "failed": sum(r["status"] != "ok" for r in in_scope),
+    })
+    index = out_dir / "index.html"
+    write_atomic(index, page.encode())
+    return ReportResult(index, written, csv_path, len(points))

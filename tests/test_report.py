@@ -1,0 +1,185 @@
+"""Reports from a store filled by real (small) runs: figures, tables, accuracy labels,
+escaping, and the page rendered in headless Chromium."""
+
+import copy
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from levit_bench import cli
+from levit_bench.reports.dataset import report_points, weights_id
+from levit_bench.reports.figures import pareto_front
+from levit_bench.reports.html import png_size
+from levit_bench.reports.report import build_report
+from levit_bench.reports.store import open_store
+from levit_bench.reports.tables import headline_claims
+from levit_bench.runners.session import RunRequest, run_cell
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+
+
+@pytest.fixture(scope="module")
+def measured_store(exported_128s, tmp_path_factory):
+    """levit_128s measured on three runtimes plus efficientnet_b0 on one, all for real."""
+    work = tmp_path_factory.mktemp("report") / "work"
+    shutil.copytree(exported_128s, work)
+    store = open_store(work)
+    for runtime in RUNTIMES:
+        record = run_cell(RunRequest("levit_128s", runtime, "xeon", protocol="smoke"), work, store)
+        assert record["status"] == "ok", record["error"]
+    record = run_cell(RunRequest("efficientnet_b0", "onnxruntime", "xeon", protocol="smoke"), work, store)
+    assert record["status"] == "ok", record["error"]
+    return work
+
+
+def _copy_store(measured_store, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(measured_store, work)
+    return work
+
+
+def test_report_files_figures_and_tables(measured_store, tmp_path):
+    work = _copy_store(measured_store, tmp_path)
+    result = build_report(open_store(work), tmp_path / "out")
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["index.html", "results.csv", "tradeoff-xeon-onnxruntime.png", "tradeoff-xeon-openvino.png",
+                     "tradeoff-xeon-torch.png", "tradeoff-xeon.png"]
+    for figure in result.figures:
+        width, height = png_size(figure.read_bytes())
+        assert (width, height) == (1500, 975)
+    assert len(pd.read_csv(result.csv)) == 4
+    page = result.index.read_text()
+    for section in ("Where and how", "Figure 1, remade", "Table 3, remade", "speed-up over the PyTorch reference",
+                    "headline claims", "Every measurement"):
+        assert section in page
+    assert page.count("data:image/png;base64,") == 4  # self-contained: every figure embedded
+    assert "http://" not in page and "https://" not in page  # no CDN, nothing fetched
+
+
+def test_table3_flags_the_best_runtime_and_shows_the_paper(measured_store):
+    from levit_bench.overview import measured_counts
+    from levit_bench.registry import get_spec
+    from levit_bench.reports.tables import table3
+
+    store = open_store(measured_store)
+    points = report_points(store.records(), store.accuracy_records())
+    table = table3(points, {"levit_128s": measured_counts(get_spec("levit_128s"))})
+    variants = [c["variant"] for c in table["columns"]]
+    assert variants == ["torch", "onnxruntime", "openvino", "paper"]
+    row = next(r for r in table["rows"] if r["model"] == "levit_128s")
+    measured = [c for c in row["cells"] if c["kind"] == "measured"]
+    best = max(measured, key=lambda c: c["value"])
+    assert best["best"] and sum(c["best"] for c in row["cells"]) == 1
+    assert row["cells"][-1] == {"value": 131.1, "best": False, "kind": "paper"}
+    assert row["params"] == 7_777_058 and row["top1"] == 76.6 and row["top1_source"] == "reported"
+
+
+def test_accuracy_is_measured_for_the_same_weights_else_reported(measured_store, tmp_path):
+    work = _copy_store(measured_store, tmp_path)
+    store = open_store(work)
+    record = store.records(model="levit_128s")[0]
+    store.insert_accuracy({"uid": uuid.uuid4().hex, "created_at": "2026-11-21T12:00:00+00:00", "model": "levit_128s",
+                           "weights_id": weights_id(record["weights"]), "runtime": "torch", "precision": "fp32",
+                           "dataset": "synthetic/val", "top1": 91.25, "top5": 99.0, "images": 500})
+    store.insert_accuracy({"uid": uuid.uuid4().hex, "created_at": "2026-11-21T12:00:00+00:00",
+                           "model": "efficientnet_b0", "weights_id": "some-other-weights", "runtime": "torch",
+                           "precision": "fp32", "dataset": "synthetic/val", "top1": 12.0, "images": 500})
+    points = report_points(store.records(), store.accuracy_records())
+    by_model = {(p["model"], p["variant"]): p for p in points}
+    assert by_model[("levit_128s", "torch")]["top1"] == 91.25
+    assert by_model[("levit_128s", "torch")]["top1_source"] == "measured"
+    assert "synthetic/val" in by_model[("levit_128s", "torch")]["top1_detail"]
+    other = by_model[("efficientnet_b0", "onnxruntime")]  # an eval of other weights does not count
+    assert (other["top1"], other["top1_source"]) == (77.1, "reported")
+    page = build_report(store, tmp_path / "out").index.read_text()
+    assert '<td class="source-measured"' in page and '<td class="source-reported"' in page
+
+
+def test_hostile_names_are_escaped_and_hosts_kept_apart(measured_store, tmp_path):
+    work = _copy_store(measured_store, tmp_path)
+    store = open_store(work)
+    original = store.records(model="levit_128s", runtime="onnxruntime")[0]
+    hostile = copy.deepcopy(original)
+    hostile.update(uid=uuid.uuid4().hex, host="feedfacecafe", cpu_model="<script>alert('cpu')</script>",
+                   model="<img src=x onerror=alert(1)>")
+    store.insert(hostile)
+    points = report_points(store.records(), [])
+    assert len({p["host"] for p in points}) == 2  # the other host is its own series, not merged
+    page = build_report(store, tmp_path / "out").index.read_text()
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&#39;cpu&#39;)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_headline_claims_and_pareto_front():
+    def point(model, ips, variant="onnxruntime"):
+        return {"platform": "xeon", "host": "h", "host_label": "CPU (h)", "variant": variant, "model": model,
+                "images_per_s": ips}
+
+    points = [point("levit_192", 60.0), point("efficientnet_b2", 30.0), point("levit_256", 40.0),
+              point("efficientnet_b3", 10.0), point("levit_192", 50.0, "torch")]
+    claims = headline_claims(points)
+    assert [(c["variant"], c["pair"], c["measured"], c["claimed"]) for c in claims] == [
+        ("onnxruntime", "levit_192 : efficientnet_b2", 2.0, 5.0),
+        ("onnxruntime", "levit_256 : efficientnet_b3", 4.0, 7.0),
+    ]
+    assert claims[0]["paper_table3"] == pytest.approx(65.0 / 13.1)
+    assert pareto_front([(100, 70), (50, 80), (60, 75), (40, 79), (10, 82)]) == [(100, 70), (60, 75), (50, 80), (10, 82)]
+
+
+def test_report_command_and_errors(measured_store, tmp_path, capsys):
+    work = _copy_store(measured_store, tmp_path)
+    assert cli.main(["--workdir", str(work), "report", "--runtime", "onnxruntime"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == str((work / "reports" / "index.html").resolve())
+    assert sorted(p.name for p in (work / "reports").glob("*.png")) == ["tradeoff-xeon-onnxruntime.png",
+                                                                      "tradeoff-xeon.png"]
+    assert cli.main(["--workdir", str(tmp_path / "empty"), "report"]) == 1
+    assert "holds no measurements" in capsys.readouterr().err
+    assert cli.main(["--workdir", str(work), "report", "--platform", "gpu"]) == 1
+    assert "no successful measurement matches" in capsys.readouterr().err
+
+
+def _chromium() -> str:
+    path = os.environ.get("LEVIT_BENCH_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "headless Chromium is needed for this test: `make test` installs Debian's chromium"
+    return path
+
+
+def test_report_renders_in_a_real_browser(measured_store, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    work = _copy_store(measured_store, tmp_path)
+    index = build_report(open_store(work), tmp_path / "out").index
+    artifacts = Path(os.environ.get("LEVIT_BENCH_ARTIFACTS") or tmp_path)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    screenshot = artifacts / "report-screenshot.png"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=_chromium(), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--no-first-run", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.goto(index.as_uri())
+            page.wait_for_load_state("load")
+            images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+            assert len(images) == 4 and all(complete and width > 0 for complete, width in images)
+            assert page.locator("table").count() == 5
+            assert page.locator("#table3 tbody tr").count() == 2
+            assert page.locator("#measurements tbody tr").count() == 4
+            # the sortable tables sort without a framework: by images/s, both ways
+            header = page.locator("#measurements th", has_text="images/s")
+            cells = "Array.from(document.querySelectorAll('#measurements tbody tr td:nth-child(8)')).map(c => parseFloat(c.textContent))"
+            header.click()
+            ascending = page.evaluate(cells)
+            header.click()
+            descending = page.evaluate(cells)
+            assert ascending == sorted(ascending) and descending == sorted(ascending, reverse=True)
+            page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    assert png_size(screenshot.read_bytes())[0] == 1440
