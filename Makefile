@@ -4,10 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv browser clean
+.PHONY: demo test venv system-packages clean
 
-# Debian packages the tests need: headless Chromium renders the HTML report.
+# Debian packages the tests need: headless Chromium renders the HTML report; the aarch64
+# cross compiler, QEMU user mode and debootstrap build and run ARM libraries without a board.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SYSTEM_COMMANDS := chromium aarch64-linux-gnu-gcc qemu-aarch64-static debootstrap
+SYSTEM_PACKAGES := chromium gcc-aarch64-linux-gnu qemu-user-static debootstrap
 
 # constraints.txt pins torch==2.13.0 (the local CPU wheel) and the runtime versions tested
 # together; without the pin pip would fetch a CUDA build of torch.
@@ -18,9 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-browser:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+system-packages:
+	@missing=; for c in $(SYSTEM_COMMANDS); do PATH="$$PATH:/usr/sbin:/sbin" command -v $$c >/dev/null || missing=1; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 
 demo: $(STAMP)
 	$(BIN)/levit-bench models
@@ -31,7 +35,7 @@ demo: $(STAMP)
 	$(BIN)/levit-bench report --platform xeon
 
 # The browser test saves its screenshot under test-artifacts/.
-test: $(STAMP) browser
+test: $(STAMP) system-packages
 	LEVIT_BENCH_ARTIFACTS=test-artifacts $(BIN)/python -m pytest
 
 clean:

@@ -199,6 +199,33 @@ def host_info() -> HostInfo:
     return dataclasses.replace(host, fingerprint=fingerprint(host))
 
 
+def host_info_from_texts(architecture: str, cpuinfo: str, meminfo: str, os_release: str,
+                         fallback_cpu: str) -> HostInfo:
+    """A remote device described by its /proc/cpuinfo, /proc/meminfo and /etc/os-release.
+
+    Used for devices reached over TVM RPC, where files are all there is to read (and TVM's
+    RPC cannot read /proc, whose files have no size); `fallback_cpu` (what the user said of
+    the device, and its address) names the CPU when cpuinfo is empty, so that two unknown
+    devices never share a fingerprint.
+    """
+    blocks = _cpuinfo_fields(cpuinfo)
+    distribution = next((line.split("=", 1)[1].strip().strip('"') for line in os_release.splitlines()
+                         if line.startswith("PRETTY_NAME=")), "")
+    memory = next((int(line.split()[1]) * 1024 for line in meminfo.splitlines()
+                   if line.startswith("MemTotal:")), 0)
+    processors = len([b for b in blocks if "processor" in b]) or 1
+    first = blocks[0] if blocks else {}
+    part = (first.get("CPU implementer", ""), first.get("CPU part", ""))
+    cpu = first.get("model name") or _ARM_PARTS.get(part) or fallback_cpu
+    host = HostInfo(
+        cpu_model=cpu, architecture=architecture, logical_cores=processors,
+        physical_cores=_physical_cores(blocks), usable_cores=processors, isa=_isa(blocks, architecture),
+        memory_bytes=memory, os=_with_distribution("Linux", distribution),
+        os_family=_with_distribution("Linux", distribution), gpu=None,
+    )
+    return dataclasses.replace(host, fingerprint=fingerprint(host))
+
+
 def package_versions() -> dict[str, str | None]:
     """Versions of python, levit-bench and each runtime package (None: not installed)."""
     versions: dict[str, str | None] = {

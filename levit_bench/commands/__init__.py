@@ -1,5 +1,5 @@
 """One module per command: each `register`s its parser and handler with the CLI."""
 
-from levit_bench.commands import catalogue, export, measurements, report, results
+from levit_bench.commands import arm_emulator, catalogue, export, measurements, report, results, tune
 
-MODULES = (catalogue, export, measurements, results, report)
+MODULES = (catalogue, export, measurements, results, report, tune, arm_emulator)

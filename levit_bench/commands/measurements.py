@@ -24,6 +24,26 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the stored records as JSON")
 
 
+def _tvm_options(parser: argparse.ArgumentParser) -> None:
+    rpc = parser.add_mutually_exclusive_group()
+    rpc.add_argument("--rpc", metavar="HOST:PORT",
+                     help="tvm: run on the device whose TVM rpc_server listens there (start it with "
+                     "TVM_NUM_THREADS=1); `emulator` is levit-bench's QEMU ARM emulator (outputs "
+                     "checked, timings not stored)")
+    rpc.add_argument("--rpc-tracker", metavar="HOST:PORT", help="tvm: a TVM RPC tracker; with --rpc-key")
+    parser.add_argument("--rpc-key", metavar="KEY", help="tvm: the device key registered with the tracker")
+    parser.add_argument("--mcpu", metavar="CPU",
+                        help="tvm: the LLVM CPU to compile for (e.g. neoverse-n1 for Graviton2; default: "
+                        "this host's CPU on xeon, generic aarch64+NEON on arm)")
+
+
+def _check_rpc(args: argparse.Namespace) -> None:
+    from levit_bench.errors import LevitBenchError
+
+    if bool(args.rpc_tracker) != bool(args.rpc_key):
+        raise LevitBenchError("--rpc-tracker HOST:PORT and --rpc-key KEY go together")
+
+
 def _models(names: list[str] | None) -> list[str]:
     from levit_bench.registry import get_spec, model_names
 
@@ -36,6 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from levit_bench.reports.store import open_store
     from levit_bench.runners.session import RunRequest, new_run_id, run_cell
 
+    _check_rpc(args)
     models = _models(args.model)
     run_id = args.run_id or new_run_id()
     store = open_store(workdir(args))
@@ -43,14 +64,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     with stderr_console().status("starting") as status:
         for name in models:
             request = RunRequest(name, args.runtime, args.platform, batch=args.batch, precision=args.precision,
-                                 mode=args.mode, protocol=args.protocol, weights=args.weights, run_id=run_id)
+                                 mode=args.mode, protocol=args.protocol, weights=args.weights, run_id=run_id,
+                                 rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key, mcpu=args.mcpu)
             records.append(run_cell(request, workdir(args), store,
                                     on_step=lambda step, name=name: status.update(f"{name} on {args.runtime}: {step}")))
     if args.json:
         print_json(records)
     else:
         views.print_records(records)
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r["status"] == "failed"]
+    for record in records:
+        if record["status"] == "emulated":
+            views.print_note(f"{record['model']}: emulated, so only its outputs were checked "
+                             f"(max |diff| {record['max_abs_diff']:.2e} from PyTorch); no speed stored")
     for record in failed:
         views.print_error(f"{record['model']} on {record['runtime']} failed: {record['error']}")
     return 1 if failed else 0
@@ -65,7 +91,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from levit_bench.runners.session import new_run_id
     from levit_bench.runners.sweep import plan, run_sweep
 
-    cells = plan(_models(args.models), args.runtimes)
+    _check_rpc(args)
+    cells = plan(_models(args.models), args.runtimes, workdir(args))
     run_id = args.run_id or new_run_id()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr_console(), transient=False) as progress:
@@ -80,7 +107,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         outcomes = run_sweep(cells, args.platform, workdir(args), open_store(workdir(args)), run_id,
                              batch=args.batch, precision=args.precision, protocol=args.protocol,
                              weights=args.weights, force=args.force, cell_timeout_s=args.cell_timeout,
-                             on_cell=on_cell)
+                             on_cell=on_cell, rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key,
+                             mcpu=args.mcpu)
         progress.update(task, description="sweep done")
     records = [o.record for o in outcomes if o.record]
     skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
@@ -97,7 +125,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
-    from levit_bench.runners import RUNTIMES, TORCH_MODES
+    from levit_bench.runners import RUNTIMES, TORCH_MODES, TVM_MODES
     from levit_bench.runners.sweep import DEFAULT_CELL_TIMEOUT_S
 
     run = commands.add_parser(
@@ -110,10 +138,12 @@ def register(commands) -> None:
     )
     run.add_argument("--runtime", required=True, choices=list(RUNTIMES))
     run.add_argument("--model", nargs="+", metavar="NAME", help="models to measure (default: all)")
-    run.add_argument("--mode", choices=TORCH_MODES,
-                     help="torch only: traced fused model (default, as the paper), eager fused, or the "
-                     "eager unfused model (the paper's baseline)")
+    run.add_argument("--mode", choices=[*TORCH_MODES, *TVM_MODES],
+                     help="torch: traced fused model (default, as the paper), eager fused, or the "
+                     "eager unfused model (the paper's baseline); tvm: tuned (the work directory's "
+                     "MetaSchedule database; the default when there is one) or untuned (TVM's default schedules)")
     _request_options(run)
+    _tvm_options(run)
     run.set_defaults(handler=cmd_run)
 
     sweep = commands.add_parser(
@@ -126,9 +156,12 @@ def register(commands) -> None:
     )
     sweep.add_argument("--models", nargs="+", metavar="NAME", help="default: every registered model")
     sweep.add_argument("--runtimes", nargs="+", metavar="RUNTIME", default=list(RUNTIMES),
-                       help=f"default: {' '.join(RUNTIMES)}; torch:eager and torch:unfused select torch modes")
+                       help=f"default: {' '.join(RUNTIMES)}; torch:eager and torch:unfused select torch "
+                       "modes; tvm is untuned, plus tuned where `levit-bench tune` left a database "
+                       "(tvm:tuned, tvm:untuned select one)")
     sweep.add_argument("--force", action="store_true", help="measure cells that are already stored")
     sweep.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT_S, metavar="S",
                        help=f"seconds before a cell is stopped and stored as failed (default {DEFAULT_CELL_TIMEOUT_S:g})")
     _request_options(sweep)
+    _tvm_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)

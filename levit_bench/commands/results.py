@@ -49,7 +49,7 @@ def register(commands) -> None:
     results.add_argument("--model", type=normalise_name)
     results.add_argument("--runtime")
     results.add_argument("--platform")
-    results.add_argument("--status", choices=("ok", "failed"))
+    results.add_argument("--status", choices=("ok", "failed", "emulated"))
     results.add_argument("--host", help="a host fingerprint (see `levit-bench info`)")
     results.add_argument("--run-id")
     results.add_argument("--csv", metavar="FILE", help="write the records as CSV (pandas) instead of a table")

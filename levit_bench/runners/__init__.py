@@ -14,8 +14,11 @@ RUNTIMES = {
     "torch": ("levit_bench.runners.torch_runner", "TorchRunner"),
     "onnxruntime": ("levit_bench.runners.onnxruntime_runner", "OnnxRuntimeRunner"),
     "openvino": ("levit_bench.runners.openvino_runner", "OpenVinoRunner"),
+    "tvm": ("levit_bench.runners.tvm_runner", "TvmRunner"),
 }
 TORCH_MODES = ("traced", "eager", "unfused")
+TVM_MODES = ("tuned", "untuned")
+MODES = {"torch": TORCH_MODES, "tvm": TVM_MODES}
 
 
 def runner_class(runtime: str):

@@ -15,6 +15,7 @@ import numpy as np
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.runners.artifacts import Artifact
+from levit_bench.runners.measure import Protocol, Timings, measure
 from levit_bench.runners.platforms import Platform
 
 
@@ -58,6 +59,10 @@ class Runner(ABC):
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return np.asarray(outputs)
+
+    def measure(self, inputs: Any, protocol: Protocol) -> Timings:
+        """Time calls on `inputs` under `protocol` (wall clock here, by default)."""
+        return measure(lambda: self(inputs), protocol)
 
     def close(self) -> None:
         """Undo any process-wide setting made in `load` (thread counts)."""

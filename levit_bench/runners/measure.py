@@ -54,21 +54,27 @@ class Timings:
 def measure(call: Callable[[], object], protocol: Protocol,
             clock: Callable[[], float] = time.perf_counter) -> Timings:
     """Time `call` (which must include any device synchronisation) under `protocol`."""
-    start = clock()
-    call()
-    first = clock() - start
 
-    warmup_calls, warmup_start = 1, start  # the first call counts towards the warm-up
-    while warmup_calls < protocol.warmup_calls or clock() - warmup_start < protocol.warmup_s:
+    def timed_call() -> float:
+        t0 = clock()
         call()
+        return clock() - t0
+
+    return measure_timed(timed_call, protocol)
+
+
+def measure_timed(timed_call: Callable[[], float], protocol: Protocol) -> Timings:
+    """The protocol over calls that time themselves (e.g. on a remote device), in seconds."""
+    first = timed_call()
+    warmup_calls, warmup_total = 1, first  # the first call counts towards the warm-up
+    while warmup_calls < protocol.warmup_calls or warmup_total < protocol.warmup_s:
+        warmup_total += timed_call()
         warmup_calls += 1
 
     samples: list[float] = []
     total = 0.0
     while len(samples) < protocol.min_calls or total < protocol.min_s:
-        t0 = clock()
-        call()
-        elapsed = clock() - t0
+        elapsed = timed_call()
         samples.append(elapsed)
         total += elapsed
     return Timings(first_call_s=first, warmup_calls=warmup_calls, samples_s=samples)

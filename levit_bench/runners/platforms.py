@@ -38,7 +38,8 @@ class Platform:
         if self.name == "xeon" and host.architecture not in X86:
             raise PlatformError(f"platform xeon needs an x86-64 CPU; this host is {host.architecture}")
         if self.name == "arm" and (host.architecture not in ARM or "neon" not in host.isa):
-            hint = " (`--runtime tvm` cross-compiles for ARM and runs it over RPC)" if runtime != "tvm" else ""
+            hint = (" (`--runtime tvm` cross-compiles for ARM and runs it over RPC)" if runtime != "tvm"
+                    else " (give --rpc HOST:PORT of a device's TVM rpc_server, or --rpc emulator)")
             raise PlatformError(
                 f"platform arm needs an aarch64 CPU with NEON to run {runtime}; "
                 f"this host is {host.architecture} ({host.cpu_model}){hint}"

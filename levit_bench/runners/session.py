@@ -25,7 +25,7 @@ from levit_bench.exporters.pipeline import model_from_sidecar
 from levit_bench.registry import get_spec
 from levit_bench.runners import runner_class
 from levit_bench.runners.artifacts import Artifact, ensure_artifact
-from levit_bench.runners.measure import get_protocol, measure, summarise
+from levit_bench.runners.measure import get_protocol, summarise
 from levit_bench.runners.platforms import GPU_MAX_BATCH, get_platform
 from levit_bench.reports.store import ResultsStore
 
@@ -43,6 +43,9 @@ class RunRequest:
     protocol: str = "default"
     weights: str | None = None
     run_id: str | None = None
+    rpc: str | None = None  # tvm: a device's RPC server HOST:PORT, a tracker's with rpc_key, or "emulator"
+    rpc_key: str | None = None
+    mcpu: str | None = None  # tvm: the LLVM CPU to compile for (default: this host's; generic aarch64)
 
 
 def new_run_id() -> str:
@@ -82,6 +85,35 @@ def _largest_fitting_batch(runner, artifact: Artifact) -> int:
     raise LevitBenchError("not even a batch of 1 fits on the GPU")
 
 
+def _runner(request: RunRequest, platform, workdir: Path):
+    """The request's runner; tvm also takes the work directory, the device and the CPU."""
+    cls = runner_class(request.runtime)
+    if request.runtime != "tvm":
+        if request.rpc or request.mcpu:
+            raise LevitBenchError("--rpc, --rpc-tracker and --mcpu apply to --runtime tvm only")
+        return cls(platform, request.precision, request.mode)
+    return cls(platform, request.precision, request.mode, workdir=workdir,
+               rpc=resolve_rpc(request.rpc, request.rpc_key), mcpu=request.mcpu)
+
+
+def resolve_rpc(rpc: str | None, key: str | None):
+    """`HOST:PORT`, a tracker's `HOST:PORT` with a key, or `emulator` (the running QEMU one)."""
+    if rpc is None:
+        if key:
+            raise LevitBenchError("--rpc-key needs --rpc-tracker HOST:PORT")
+        return None
+    from levit_bench.runners.tvm_backend import RpcAddress
+
+    if rpc == "emulator":
+        from levit_bench.runners import arm_emulator
+
+        state = arm_emulator.status()
+        if state is None:
+            raise LevitBenchError("the ARM emulator is not running: levit-bench arm-emulator start")
+        return RpcAddress(state.host, state.port)
+    return RpcAddress.parse(rpc, key)
+
+
 def new_record(request: RunRequest, host: environment.HostInfo | None = None) -> dict:
     """A record with everything known before measuring, marked failed until it succeeds."""
     spec = get_spec(request.model)
@@ -96,7 +128,7 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
         "model": spec.name,
         "runtime": request.runtime,
         "runtime_version": versions.get(request.runtime),
-        "mode": (request.mode or "traced") if request.runtime == "torch" else None,
+        "mode": (request.mode or "traced") if request.runtime == "torch" else request.mode,
         "platform": platform.name,
         "precision": request.precision or platform.default_precision,
         "batch": request.batch or platform.default_batch,
@@ -123,12 +155,13 @@ def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
     platform = get_platform(request.platform)
     protocol = get_protocol(request.protocol)
     host = environment.host_info()
-    platform.check_host(host, request.runtime)
+    if not (request.runtime == "tvm" and request.rpc):  # with --rpc the device is measured, not this host
+        platform.check_host(host, request.runtime)
     record = new_record(request, host)
     batch = record["batch"]
     runner = None
     try:
-        runner = runner_class(request.runtime)(platform, request.precision, request.mode)
+        runner = _runner(request, platform, workdir)
         on_step("artifact")
         artifact = ensure_artifact(workdir, spec.name, batch, request.weights, on_step)
         record.update(artifact_sha256=artifact.sha256, artifact=str(artifact.onnx_path), weights=artifact.weights)
@@ -144,27 +177,37 @@ def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
             record["load_s"] = time.perf_counter() - t0
             images = seeded_images(batch, spec.resolution).numpy()
             inputs = runner.to_input(images)
-            on_step("measure")
-            timings = measure(lambda: runner(inputs), protocol)
+            emulated = getattr(runner, "emulated", False)
+            on_step("parity only (emulated)" if emulated else "measure")
+            timings = None if emulated else runner.measure(inputs, protocol)
             outputs = runner.to_numpy(runner(inputs))
         description = runner.describe()
-        record.update(precision=description.precision, threads=description.threads, runtime_info=description.as_dict())
+        record.update(precision=description.precision, threads=description.threads, mode=description.mode,
+                      runtime_info=description.as_dict())
+        device = getattr(runner, "device_host", lambda: None)()
+        if device is not None:
+            record.update(host=device.fingerprint, cpu_model=device.cpu_model, host_info=device.as_dict(),
+                          measuring_host=host.as_dict())
         on_step("parity")
         reference = _reference_logits(artifact, images)
         compared = outputs[: len(reference)]
         record.update(
-            first_inference_s=timings.first_call_s,
-            warmup_calls=timings.warmup_calls,
-            samples_ms=[s * 1e3 for s in timings.samples_s],
             max_abs_diff=float(np.abs(compared - reference).max()),
             max_abs_logit=float(np.abs(reference).max()),
             top1_agreement=float((compared.argmax(1) == reference.argmax(1)).mean()),
             parity_images=len(reference),
-            **summarise(timings.samples_s, batch),
         )
+        if timings is not None:
+            record.update(
+                first_inference_s=timings.first_call_s,
+                warmup_calls=timings.warmup_calls,
+                samples_ms=[s * 1e3 for s in timings.samples_s],
+                **summarise(timings.samples_s, batch),
+            )
         if not np.isfinite(outputs).all():
             raise LevitBenchError(f"{request.runtime} returned non-finite logits")
-        record["status"] = "ok"
+        # an emulator's outputs are checked, its timings are not a measurement of anything
+        record["status"] = "emulated" if timings is None else "ok"
     except Exception as e:  # noqa: BLE001 - any failure of the runtime is this cell's result
         record["error"] = _one_line(e)
         if not isinstance(e, LevitBenchError):

@@ -21,7 +21,7 @@ from levit_bench import environment
 from levit_bench.errors import LevitBenchError
 from levit_bench.registry import get_spec
 from levit_bench.reports.store import ResultsStore
-from levit_bench.runners import RUNTIMES, TORCH_MODES
+from levit_bench.runners import MODES, RUNTIMES
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.platforms import get_platform
 from levit_bench.runners.session import RunRequest, new_record
@@ -50,19 +50,32 @@ class CellOutcome:
 
 
 def parse_runtime(entry: str) -> tuple[str, str | None]:
-    """`torch`, `torch:eager`, `onnxruntime`, ... -> (runtime, mode)."""
+    """`torch`, `torch:eager`, `onnxruntime`, `tvm:tuned`, ... -> (runtime, mode)."""
     runtime, _, mode = entry.partition(":")
     if runtime not in RUNTIMES:
         raise LevitBenchError(f"unknown runtime {runtime!r}; known runtimes: {', '.join(RUNTIMES)}")
-    if mode and (runtime != "torch" or mode not in TORCH_MODES):
-        raise LevitBenchError(f"unknown runtime variant {entry!r}; torch takes :{', :'.join(TORCH_MODES)}")
+    if mode and mode not in MODES.get(runtime, ()):
+        variants = ", ".join(f"{r}:{m}" for r, modes in MODES.items() for m in modes)
+        raise LevitBenchError(f"unknown runtime variant {entry!r}; the variants are {variants}")
     return runtime, mode or None
 
 
-def plan(models: Iterable[str], runtimes: Iterable[str]) -> list[Cell]:
+def plan(models: Iterable[str], runtimes: Iterable[str], workdir: Path | None = None) -> list[Cell]:
+    """The cells; a bare `tvm` is untuned, plus tuned for a model with a tuning database."""
+    from levit_bench.runners.tvm_library import has_tuning
+
     names = [get_spec(m).name for m in models]
     variants = [parse_runtime(r) for r in runtimes]
-    return [Cell(m, r, mode) for m in names for r, mode in variants]
+    cells = []
+    for m in names:
+        for runtime, mode in variants:
+            if runtime == "tvm" and mode is None:
+                cells.append(Cell(m, "tvm", "untuned"))
+                if workdir is not None and has_tuning(workdir, m):
+                    cells.append(Cell(m, "tvm", "tuned"))
+            else:
+                cells.append(Cell(m, runtime, mode))
+    return cells
 
 
 def _resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | None:
@@ -75,7 +88,7 @@ def _resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | 
     return {
         "model": cell.model, "runtime": cell.runtime,
         "runtime_version": environment.package_versions().get(cell.runtime),
-        "mode": (cell.mode or "traced") if cell.runtime == "torch" else None,
+        "mode": (cell.mode or "traced") if cell.runtime == "torch" else cell.mode,
         "platform": platform.name, "precision": request.precision or platform.default_precision,
         "batch": batch, "host": host.fingerprint, "artifact_sha256": artifact.sha256,
         "protocol": request.protocol,
@@ -86,8 +99,10 @@ def _command(request: RunRequest, workdir: Path) -> list[str]:
     args = [sys.executable, "-m", "levit_bench", "--workdir", str(workdir), "run",
             "--runtime", request.runtime, "--platform", request.platform, "--model", request.model,
             "--protocol", request.protocol, "--run-id", request.run_id, "--json"]
+    rpc_flag = "--rpc-tracker" if request.rpc_key else "--rpc"
     for flag, value in (("--batch", request.batch), ("--precision", request.precision),
-                        ("--mode", request.mode), ("--weights", request.weights)):
+                        ("--mode", request.mode), ("--weights", request.weights), (rpc_flag, request.rpc),
+                        ("--rpc-key", request.rpc_key), ("--mcpu", request.mcpu)):
         if value is not None:
             args += [flag, str(value)]
     return args
@@ -123,14 +138,18 @@ def run_sweep(
     batch: int | None = None, precision: str | None = None, protocol: str = "default",
     weights: str | None = None, force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
     on_cell: Callable[[Cell, str], None] = lambda cell, state: None,
+    rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
 ) -> list[CellOutcome]:
     host = environment.host_info()
     for runtime in {c.runtime for c in cells}:
-        get_platform(platform).check_host(host, runtime)
+        if not (runtime == "tvm" and rpc):  # with --rpc, tvm is measured on the device
+            get_platform(platform).check_host(host, runtime)
     outcomes = []
     for cell in cells:
         request = RunRequest(cell.model, cell.runtime, platform, batch=batch, precision=precision,
-                             mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id)
+                             mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id,
+                             rpc=rpc if cell.runtime == "tvm" else None, rpc_key=rpc_key if cell.runtime == "tvm" else None,
+                             mcpu=mcpu if cell.runtime == "tvm" else None)
         key = _resume_key(cell, request, workdir, host)
         if not force and weights is None and key is not None and store.has_ok(key):
             outcomes.append(CellOutcome(cell, "skipped"))

@@ -1,0 +1,109 @@
+"""Where TVM's products live in the work directory: tuning databases and compiled libraries.
+
+    <workdir>/tvm/tuning/<model>/<target-key>/tvm-<version>/   MetaSchedule's JSON database
+    <workdir>/tvm/libraries/<model>/<target-key>/<onnx-sha>-<schedules>/<model>.so + manifest.json
+
+A database is keyed by model, target and TVM version, so a later `tune` continues it and a
+`run` finds it. A library is written with a manifest (target, TVM version, input shape,
+sha256s) so that it can be copied to a device and still says what it is; a manifest that
+matches the artifact, the target and the database lets a later run skip the compile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from levit_bench.runners.artifacts import Artifact
+from levit_bench.runners.base import RunnerError
+from levit_bench.runners.tvm_backend import (
+    compile_module, database_records, export_library, target_key, tvm_version,
+)
+from levit_bench.workdir import atomic_path, write_atomic
+
+SCHEDULES = ("tuned", "untuned")
+
+
+def database_dir(workdir: Path, model: str, target: dict) -> Path:
+    return workdir / "tvm" / "tuning" / model / target_key(target) / f"tvm-{tvm_version()}"
+
+
+def has_tuning(workdir: Path, model: str) -> bool:
+    """Whether any database for `model` holds records (cheap: no TVM import)."""
+    root = workdir / "tvm" / "tuning" / model
+    return any(p.stat().st_size > 0 for p in root.glob("*/tvm-*/database_tuning_record.json"))
+
+
+def resolve_schedules(workdir: Path, model: str, target: dict, asked: str | None) -> str:
+    """`tuned` when asked for or when a database has records, else `untuned`."""
+    if asked is not None and asked not in SCHEDULES:
+        raise RunnerError(f"tvm modes are {', '.join(SCHEDULES)}, not {asked}")
+    records = database_records(database_dir(workdir, model, target))
+    if asked == "tuned" and records == 0:
+        raise RunnerError(
+            f"no tuning database for {model} on {target_key(target)} with TVM {tvm_version()}: "
+            f"run `levit-bench tune --model {model}` first"
+        )
+    return asked or ("tuned" if records else "untuned")
+
+
+@dataclass(frozen=True)
+class Library:
+    path: Path
+    manifest: dict
+
+    @property
+    def sha256(self) -> str:
+        return self.manifest["library_sha256"]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _reusable(directory: Path, wanted: dict) -> Library | None:
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        library = directory / manifest["library"]
+        if all(manifest.get(k) == v for k, v in wanted.items()) and _sha256(library) == manifest["library_sha256"]:
+            return Library(library, manifest)
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def build_library(workdir: Path, artifact: Artifact, target: dict, schedules: str) -> Library:
+    """Compile `artifact` for `target` (with the tuning database when `schedules` is tuned)."""
+    database = database_dir(workdir, artifact.model, target)
+    records = database_records(database) if schedules == "tuned" else 0
+    wanted = {
+        "model": artifact.model, "onnx_sha256": artifact.sha256, "target": target,
+        "tvm_version": tvm_version(), "schedules": schedules, "database_records": records,
+    }
+    directory = (workdir / "tvm" / "libraries" / artifact.model / target_key(target)
+                 / f"{artifact.sha256[:12]}-{schedules}")
+    found = _reusable(directory, wanted)
+    if found is not None:
+        return found
+    compiled = compile_module(artifact.onnx_path, target, database if schedules == "tuned" else None)
+    directory.mkdir(parents=True, exist_ok=True)
+    library = directory / f"{artifact.model}.so"
+    with atomic_path(library) as staged:  # never a half-written library under the final name
+        export_library(compiled.executable, staged, target)
+    manifest = {
+        **wanted,
+        "library": library.name,
+        "library_sha256": _sha256(library),
+        "input_name": artifact.sidecar.get("input_name", "input"),
+        "input_shape": artifact.sidecar["input_shape"],
+        "input_dtype": "float32",
+        "tasks": compiled.tasks,
+        "tuned_tasks": compiled.tuned_tasks,
+        "database": str(database) if schedules == "tuned" else None,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_atomic(directory / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return Library(library, manifest)
