@@ -1,5 +1,7 @@
 """One module per command: each `register`s its parser and handler with the CLI."""
 
-from levit_bench.commands import arm_emulator, catalogue, export, measurements, report, results, tune
+from levit_bench.commands import (
+    arm_emulator, catalogue, data, evaluate, export, measurements, report, results, train, tune,
+)
 
-MODULES = (catalogue, export, measurements, results, report, tune, arm_emulator)
+MODULES = (catalogue, export, measurements, results, report, tune, arm_emulator, data, train, evaluate)

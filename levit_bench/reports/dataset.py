@@ -23,9 +23,11 @@ def weights_id(weights: dict | None) -> str | None:
 
 
 def variant(record: dict) -> str:
-    """The runtime as measured: `openvino`, `openvino bf16`, `torch:unfused`, `onnxruntime b1`..."""
+    """The runtime as measured: `openvino`, `openvino bf16`, `torch:unfused`, `tvm:tuned`, ..."""
     label = record["runtime"]
     if record["runtime"] == "torch" and record.get("mode") not in (None, "traced"):
+        label += f":{record['mode']}"
+    if record["runtime"] == "tvm" and record.get("mode"):  # tuned and untuned are different programs
         label += f":{record['mode']}"
     platform = PLATFORMS.get(record["platform"])
     precision = record.get("precision")

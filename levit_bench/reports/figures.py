@@ -24,7 +24,7 @@ from levit_bench.workdir import atomic_path  # noqa: E402
 
 FAMILIES = {"levit": ("LeViT", "#d62728"), "efficientnet": ("EfficientNet", "#1f77b4"),
             "deit": ("DeiT", "#2ca02c"), "mobilevit": ("MobileViT", "#9467bd"), "unknown": ("other", "#7f7f7f")}
-MARKERS = {"torch": "o", "onnxruntime": "s", "openvino": "^", "tvm": "D"}
+MARKERS = {"torch": "o", "onnxruntime": "s", "openvino": "^", "tvm": "D", "tvm:tuned": "D", "tvm:untuned": "d"}
 EXTRA_MARKERS = ("v", "P", "X", "h", "<", ">", "p")
 LINESTYLES = ("-", "--", ":", "-.")
 PAPER_PLATFORM = {"xeon": "Intel Xeon 6138", "arm": "ARM Graviton2", "gpu": "V100 GPU"}

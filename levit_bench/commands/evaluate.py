@@ -1,0 +1,122 @@
+"""`levit-bench eval`: measured top-1 / top-5 of given weights, stored for the reports."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from levit_bench.commands.common import print_json, workdir
+
+
+def _print_record(record: dict) -> None:
+    from rich.table import Table
+
+    from levit_bench.console import stdout_console
+
+    table = Table(title=f"Accuracy of {record['model']} ({record['runtime']}, {record['precision']})",
+                  show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in (
+        ("top-1", f"{record['top1']:.2f}%  ({record['correct_top1']}/{record['images']})"),
+        ("top-5", f"{record['top5']:.2f}%  ({record['correct_top5']}/{record['images']})"),
+        ("dataset", f"{record['dataset']} ({record['dataset_classes']} classes, {record['dataset_images']} images"
+                    + (f", {record['images']} evaluated)" if record["images"] != record["dataset_images"] else ")")),
+        ("weights", f"{record['weights']['source']} (sha256 {record['weights_id'][:12]})"),
+        ("runtime", f"{record['runtime']} {record.get('runtime_version') or ''}"
+                    + (f", {record['artifact']}" if record.get("artifact") else "")),
+        ("wall time", f"{record['seconds']:.1f} s"),
+    ):
+        table.add_row(key, value)
+    stdout_console().print(table)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from levit_bench.console import stderr_console
+    from levit_bench.reports.store import open_store
+    from levit_bench.train.evaluate import EvalOptions, run_eval
+
+    options = EvalOptions(model=args.model, weights=args.weights, data=Path(args.data).expanduser(),
+                          runtime=args.runtime, batch_size=args.batch_size, workers=args.workers,
+                          limit=args.limit, device=args.device)
+    work = workdir(args)
+    console = stderr_console()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[running]}"), TimeElapsedColumn())
+    # A spinner while the checkpoint, dataset and runtime are prepared (an error there leaves
+    # just its line), then a bar over the images.
+    status = console.status(f"{args.model}: starting")
+    progress = Progress(*columns, console=console, transient=False)
+    task: list = []
+
+    def on_step(step: str) -> None:
+        label = f"{args.model} on {args.runtime}: {step}"
+        if task:
+            progress.update(task[0], description=label)
+        else:
+            status.update(label)
+
+    def on_start(total: int) -> None:
+        status.stop()
+        progress.start()
+        task.append(progress.add_task(f"{args.model} on {args.runtime}", total=total, running=""))
+
+    def on_batch(acc) -> None:
+        progress.update(task[0], completed=acc.images, running=f"top-1 {acc.top1:.1f}% top-5 {acc.top5:.1f}%")
+
+    status.start()
+    try:
+        record = run_eval(options, work, on_step=on_step, on_start=on_start, on_batch=on_batch)
+        on_step("done")
+    finally:
+        status.stop()
+        progress.stop()
+    open_store(work).insert_accuracy(record)
+    if args.json:
+        print_json(record)
+    else:
+        _print_record(record)
+    return 0
+
+
+def register(commands) -> None:
+    from levit_bench.runners import RUNTIMES
+    from levit_bench.train.evaluate import DEFAULT_BATCH
+
+    workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure top-1 / top-5 of given weights on an ImageFolder directory, and store it",
+        description="Evaluate a checkpoint on DIR/<class>/<image> with the model's own eval "
+        "preprocessing (resize, centre crop, normalise) and store top-1 / top-5 in "
+        "<workdir>/results.db, where reports use it as the `measured` accuracy of every speed "
+        "measurement of the same weights. With --runtime torch the checkpoint runs in PyTorch "
+        "(eval mode); with onnxruntime, openvino or tvm the ONNX artifact exported from the same "
+        "weights runs in that runtime (exported first if the work directory has none), so the "
+        "accuracy cost of export and runtime is measured. The dataset must have as many classes "
+        "as the checkpoint has outputs, in the same (sorted) order as at training.",
+    )
+    evaluate.add_argument("--model", required=True, metavar="NAME", help="a name from `levit-bench models`")
+    evaluate.add_argument("--weights", required=True, metavar="PATH|URL",
+                          help="the checkpoint to evaluate (levit-bench, official or timm layout)")
+    evaluate.add_argument("--data", required=True, metavar="DIR",
+                          help="an ImageFolder directory: DIR/<class>/*.jpg|*.jpeg|*.png (e.g. a val split)")
+    evaluate.add_argument("--runtime", default="torch", choices=list(RUNTIMES),
+                          help="where the model runs (default torch); the others run its ONNX export "
+                          "on this CPU, on every core")
+    evaluate.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
+                          help=f"images per batch (default {DEFAULT_BATCH}, the CPU platforms' batch); for "
+                          "the exported runtimes, the artifact's static batch (the last batch is padded, "
+                          "the padding ignored)")
+    evaluate.add_argument("--workers", type=int, default=workers, metavar="N",
+                          help=f"image decoding processes (default {workers}; 0: in this process)")
+    evaluate.add_argument("--limit", type=int, metavar="N",
+                          help="evaluate N images spread evenly over the dataset (every class "
+                          "represented when N >= classes) instead of all")
+    evaluate.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                          help="torch only: where the model runs (default cpu)")
+    evaluate.add_argument("--json", action="store_true", help="print the stored record as JSON")
+    evaluate.set_defaults(handler=cmd_eval)
