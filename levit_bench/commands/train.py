@@ -35,6 +35,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, steps_per_epoch=args.steps_per_epoch, stop_after=args.stop_after,
     )
     rank0 = int(os.environ.get("RANK", 0)) == 0
+    hooks = Hooks()
+    trainer = Trainer(config, resume=args.resume, hooks=hooks)  # bad data or model: refused before the bar
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=stderr_console(), disable=not rank0) as progress:
@@ -50,8 +52,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             progress.console.log(f"epoch {row['epoch']}: loss {row['loss']:.4f}, val top-1 {row['top1']:.1f}%, "
                                  f"top-5 {row['top5']:.1f}%, {row['images_per_s']:.0f} images/s")
 
+        hooks.epoch_start, hooks.step, hooks.epoch_end = epoch_start, step, epoch_end
         try:
-            summary = Trainer(config, resume=args.resume, hooks=Hooks(epoch_start, step, epoch_end)).run()
+            summary = trainer.run()
         except KeyboardInterrupt:
             if rank0:
                 views.print_note(f"interrupted: {config.out}/latest.pth holds the last finished epoch; "
