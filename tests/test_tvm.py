@@ -61,7 +61,7 @@ def _tune(workdir, capsys, trials=2) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_tuning_writes_a_database_that_runs_use_and_later_tunes_continue(workdir_with_artifact, capsys):
+def test_tuning_writes_a_database_that_later_runs_use(workdir_with_artifact, capsys):
     first = _tune(workdir_with_artifact, capsys)
     assert first["trials"] == 2 and first["records"] == 2 and first["tasks"] > 10
     assert "/tvm/tuning/levit_128s/host-" in first["database"] and first["database"].endswith(f"tvm-{metadata.version('apache-tvm')}")
@@ -71,9 +71,6 @@ def test_tuning_writes_a_database_that_runs_use_and_later_tunes_continue(workdir
     assert tuned["mode"] == "tuned" and _within_export_tolerance(tuned)
     assert tuned["runtime_info"]["details"]["tuned_tasks"] >= 1
     assert tuned["runtime_info"]["details"]["database_records"] == 2
-
-    second = _tune(workdir_with_artifact, capsys)
-    assert second["database"] == first["database"] and second["records"] == 4
 
     untuned = _run(workdir_with_artifact, mode="untuned")
     assert untuned["status"] == "ok" and untuned["mode"] == "untuned"
