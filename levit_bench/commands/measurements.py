@@ -24,7 +24,7 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the stored records as JSON")
 
 
-def _tvm_options(parser: argparse.ArgumentParser) -> None:
+def tvm_options(parser: argparse.ArgumentParser) -> None:
     rpc = parser.add_mutually_exclusive_group()
     rpc.add_argument("--rpc", metavar="HOST:PORT",
                      help="tvm: run on the device whose TVM rpc_server listens there (start it with "
@@ -37,7 +37,7 @@ def _tvm_options(parser: argparse.ArgumentParser) -> None:
                         "this host's CPU on xeon, generic aarch64+NEON on arm)")
 
 
-def _check_rpc(args: argparse.Namespace) -> None:
+def check_rpc(args: argparse.Namespace) -> None:
     from levit_bench.errors import LevitBenchError
 
     if bool(args.rpc_tracker) != bool(args.rpc_key):
@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from levit_bench.reports.store import open_store
     from levit_bench.runners.session import RunRequest, new_run_id, run_cell
 
-    _check_rpc(args)
+    check_rpc(args)
     models = _models(args.model)
     run_id = args.run_id or new_run_id()
     store = open_store(workdir(args))
@@ -91,7 +91,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from levit_bench.runners.session import new_run_id
     from levit_bench.runners.sweep import plan, run_sweep
 
-    _check_rpc(args)
+    check_rpc(args)
     cells = plan(_models(args.models), args.runtimes, workdir(args))
     run_id = args.run_id or new_run_id()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -143,7 +143,7 @@ def register(commands) -> None:
                      "eager unfused model (the paper's baseline); tvm: tuned (the work directory's "
                      "MetaSchedule database; the default when there is one) or untuned (TVM's default schedules)")
     _request_options(run)
-    _tvm_options(run)
+    tvm_options(run)
     run.set_defaults(handler=cmd_run)
 
     sweep = commands.add_parser(
@@ -163,5 +163,5 @@ def register(commands) -> None:
     sweep.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT_S, metavar="S",
                        help=f"seconds before a cell is stopped and stored as failed (default {DEFAULT_CELL_TIMEOUT_S:g})")
     _request_options(sweep)
-    _tvm_options(sweep)
+    tvm_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)

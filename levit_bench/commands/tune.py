@@ -7,6 +7,7 @@ import logging
 import os
 
 from levit_bench.commands.common import print_json, workdir
+from levit_bench.commands.measurements import check_rpc
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -22,8 +23,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     if args.trials < 1:
         raise LevitBenchError("--trials must be at least 1")
-    if bool(args.rpc_tracker) != bool(args.rpc_key):
-        raise LevitBenchError("--rpc-tracker HOST:PORT and --rpc-key KEY go together")
+    check_rpc(args)
     spec = get_spec(args.model)
     platform = get_platform(args.platform)
     if platform.threads:  # candidates are measured as runs are: on the platform's threads
@@ -71,7 +71,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
-    from levit_bench.commands.measurements import _tvm_options
+    from levit_bench.commands.measurements import tvm_options
     from levit_bench.runners.tvm_tuning import DEFAULT_TRIALS
 
     tune = commands.add_parser(
@@ -91,5 +91,5 @@ def register(commands) -> None:
     tune.add_argument("--batch", type=int, metavar="N", help="batch size (default: the platform's)")
     tune.add_argument("--weights", metavar="PATH|URL", help="export these weights first if needed")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
-    _tvm_options(tune)
+    tvm_options(tune)
     tune.set_defaults(handler=cmd_tune)

@@ -29,6 +29,7 @@ from levit_bench.models.checkpoints import NATIVE_FORMAT
 from levit_bench.registry import create_model, get_spec
 from levit_bench.train import data
 from levit_bench.train.distillation import DistillationLoss
+from levit_bench.train.evaluate import evaluate_module
 from levit_bench.train.mixup import Mixup
 from levit_bench.train.recipe import TrainConfig, WeightEma, adaptive_clip_grad, learning_rate, parameter_groups
 from levit_bench.workdir import atomic_path
@@ -76,20 +77,12 @@ def _teacher(spec: str, classes: int, device: torch.device) -> tuple[nn.Module, 
     return model.to(device).eval(), get_spec(name).resolution
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, float]:
-    """Top-1 and top-5 (%) of the model in eval mode (LeViT: the average of its heads)."""
+    """Top-1 and top-5 (%) in eval mode (LeViT: the average of its heads); the mode is restored."""
     was_training = model.training
-    model.eval()
-    correct1 = correct5 = total = 0
-    for images, labels in loader:
-        logits = model(images.to(device))
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
-        correct1 += int((top[:, 0] == labels).sum())
-        correct5 += int((top == labels[:, None]).any(dim=1).sum())
-        total += len(labels)
+    accuracy = evaluate_module(model, loader, device)
     model.train(was_training)
-    return 100.0 * correct1 / total, 100.0 * correct5 / total
+    return accuracy.top1, accuracy.top5
 
 
 class Trainer:
