@@ -119,10 +119,14 @@ def _physical_cores(blocks: list[dict[str, str]]) -> int | None:
     return len(cores) or None
 
 
+def _mem_total(meminfo: str) -> int:
+    """MemTotal of a /proc/meminfo text, in bytes (0 when absent)."""
+    return next((int(line.split()[1]) * 1024 for line in meminfo.splitlines() if line.startswith("MemTotal:")), 0)
+
+
 def _memory_bytes() -> int:
-    for line in _read("/proc/meminfo").splitlines():
-        if line.startswith("MemTotal:"):
-            return int(line.split()[1]) * 1024
+    if total := _mem_total(_read("/proc/meminfo")):
+        return total
     if platform.system() == "Darwin":
         value = _sysctl("hw.memsize")
         if value.isdigit():
@@ -133,10 +137,15 @@ def _memory_bytes() -> int:
         return 0
 
 
+def _pretty_name(os_release: str) -> str:
+    """PRETTY_NAME of an /etc/os-release text ('' when absent)."""
+    return next((line.split("=", 1)[1].strip().strip('"') for line in os_release.splitlines()
+                 if line.startswith("PRETTY_NAME=")), "")
+
+
 def _distribution() -> str:
-    for line in _read("/etc/os-release").splitlines():
-        if line.startswith("PRETTY_NAME="):
-            return line.split("=", 1)[1].strip().strip('"')
+    if name := _pretty_name(_read("/etc/os-release")):
+        return name
     if platform.system() == "Darwin":
         return f"macOS {platform.mac_ver()[0]}"
     return ""
@@ -209,10 +218,8 @@ def host_info_from_texts(architecture: str, cpuinfo: str, meminfo: str, os_relea
     devices never share a fingerprint.
     """
     blocks = _cpuinfo_fields(cpuinfo)
-    distribution = next((line.split("=", 1)[1].strip().strip('"') for line in os_release.splitlines()
-                         if line.startswith("PRETTY_NAME=")), "")
-    memory = next((int(line.split()[1]) * 1024 for line in meminfo.splitlines()
-                   if line.startswith("MemTotal:")), 0)
+    distribution = _pretty_name(os_release)
+    memory = _mem_total(meminfo)
     processors = len([b for b in blocks if "processor" in b]) or 1
     first = blocks[0] if blocks else {}
     part = (first.get("CPU implementer", ""), first.get("CPU part", ""))

@@ -48,11 +48,12 @@ class Hooks:
 
 def _rng_state() -> dict:
     kind, keys, position, has_gauss, cached = np.random.get_state()
+    version, python_keys, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": list(random.getstate()[1]) + [random.getstate()[0]],
-        "python_gauss": random.getstate()[2],
+        "python": list(python_keys) + [version],
+        "python_gauss": gauss,
         "numpy": [kind, keys.tolist(), position, has_gauss, cached],
     }
 
