@@ -60,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the machine's, not a bug: a full disk, a read-only or missing path
+        where = f": {e.filename}" if e.filename else ""
+        print(f"levit-bench {args.command}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     except Exception as e:  # a bug, not bad input: still one line unless asked for more
         if os.environ.get("LEVIT_BENCH_DEBUG"):
             raise

@@ -76,6 +76,8 @@ def print_export(sidecar: dict, onnx_path: str, console: Console | None = None) 
         source += f" (seed {weights['seed']})"
     else:
         source += f" ({weights['layout']} layout, sha256 {weights['sha256'][:12]})"
+    if weights.get("dtype", "float32") != "float32":
+        source += f"; stored as {weights['dtype']}, upcast to float32 for export"
     histogram = ", ".join(f"{op} {n}" for op, n in sidecar["op_histogram"].items())
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in sidecar["timings_s"].items())
     for key, value in (
@@ -116,6 +118,8 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
     for r in records:
         runtime = r["runtime"] + (f":{r['mode']}" if r.get("mode") else "")
         status = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
+        if r.get("noisy"):
+            status += " [yellow](noisy)[/yellow]"
         table.add_row(
             r["created_at"][:16].replace("T", " "), r["model"], runtime, r["platform"],
             r.get("precision") or "-", _fmt(r.get("batch"), "d"), _fmt(r.get("threads"), "d"), status,

@@ -71,15 +71,16 @@ def _capabilities():
 
 @pytest.mark.parametrize("precision,capability", [("bf16", "BF16"), ("fp16", "FP16")])
 def test_openvino_lower_precision_is_recorded_as_it_ran_or_refused(workdir_with_artifact, precision, capability):
+    if capability not in _capabilities():  # OpenVINO would quietly run something else: refused, nothing stored
+        with pytest.raises(RunnerError, match=f"cannot run openvino in {precision}"):
+            _run(workdir_with_artifact, "openvino", precision=precision)
+        assert open_store(workdir_with_artifact).records() == []
+        return
     record = _run(workdir_with_artifact, "openvino", precision=precision)
-    if capability in _capabilities():
-        assert record["status"] == "ok" and record["precision"] == precision
-        assert record["runtime_info"]["details"]["INFERENCE_PRECISION_HINT"] in ("bf16", "f16")
-        f32 = _run(workdir_with_artifact, "openvino")
-        assert record["max_abs_diff"] > 10 * f32["max_abs_diff"]  # it really ran in lower precision
-    else:  # OpenVINO would quietly run something else: refused and recorded as failed
-        assert record["status"] == "failed" and record["precision"] == precision
-        assert f"cannot run openvino in {precision}" in record["error"]
+    assert record["status"] == "ok" and record["precision"] == precision
+    assert record["runtime_info"]["details"]["INFERENCE_PRECISION_HINT"] in ("bf16", "f16")
+    f32 = _run(workdir_with_artifact, "openvino")
+    assert record["max_abs_diff"] > 10 * f32["max_abs_diff"]  # it really ran in lower precision
 
 
 def test_openvino_default_is_f32_not_the_cpu_default(workdir_with_artifact):
@@ -88,10 +89,11 @@ def test_openvino_default_is_f32_not_the_cpu_default(workdir_with_artifact):
     assert record["runtime_info"]["details"]["INFERENCE_PRECISION_HINT"] == "f32"
 
 
-def test_runtimes_refuse_precisions_they_do_not_run(workdir_with_artifact):
+def test_runtimes_refuse_precisions_they_do_not_run_and_store_nothing(workdir_with_artifact):
     for runtime in ("onnxruntime", "torch"):
-        record = _run(workdir_with_artifact, runtime, precision="bf16")
-        assert record["status"] == "failed" and "bf16" in record["error"]
+        with pytest.raises(RunnerError, match="bf16"):
+            _run(workdir_with_artifact, runtime, precision="bf16")
+    assert open_store(workdir_with_artifact).records() == []
 
 
 def test_arm_is_refused_on_x86_and_stores_nothing(workdir_with_artifact):

@@ -17,3 +17,25 @@ def print_json(payload: object) -> None:
 
 def workdir(args: argparse.Namespace) -> Path:
     return resolve_workdir(args.workdir)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a batch of 0 is refused, never read as 'the default')."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from levit_bench.commands.common import print_json, workdir
+from levit_bench.commands.common import positive_int, print_json, workdir
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -49,7 +49,7 @@ def register(commands) -> None:
                         help="checkpoint (official, timm or levit-bench layout); default: random init")
     export.add_argument("--out", metavar="DIR", help="output directory (default: <workdir>/models)")
     batch = export.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
+    batch.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH, metavar="N",
                        help=f"static batch size (default {DEFAULT_BATCH}, the paper's CPU batch)")
     batch.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch axis instead")
     export.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import print_json, workdir
+from levit_bench.commands.common import non_negative_float, positive_int, print_json, workdir
 
 
 def _request_options(parser: argparse.ArgumentParser) -> None:
+    from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
     from levit_bench.runners.measure import PROTOCOLS
 
     parser.add_argument("--platform", required=True,
                         help="xeon (x86-64, 1 thread, batch 16), arm / graviton (aarch64 NEON, 1 thread, "
                         "batch 16) or gpu (CUDA, mixed precision, largest power-of-two batch)")
-    parser.add_argument("--batch", type=int, metavar="N", help="batch size (default: the platform's)")
+    parser.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "mixed"),
                         help="default: the platform's (fp32 on CPUs, mixed on gpu); recorded either way")
     parser.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
@@ -21,6 +22,10 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
                         "warm-up and 60 s of measurement as the official speed_test; smoke: a functional check")
     parser.add_argument("--weights", metavar="PATH|URL", help="measure these weights (exported if needed)")
     parser.add_argument("--run-id", help="group rows under this id (default: a new one)")
+    parser.add_argument("--wait-timeout", type=non_negative_float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
+                        help="a measurement holds its pinned core exclusively; when another measurement "
+                        "holds every core this run may use, wait up to S seconds for one "
+                        f"(default {DEFAULT_WAIT_TIMEOUT_S:g}), then give up without storing a row")
     parser.add_argument("--json", action="store_true", help="print the stored records as JSON")
 
 
@@ -65,15 +70,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name in models:
             request = RunRequest(name, args.runtime, args.platform, batch=args.batch, precision=args.precision,
                                  mode=args.mode, protocol=args.protocol, weights=args.weights, run_id=run_id,
-                                 rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key, mcpu=args.mcpu)
+                                 rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key, mcpu=args.mcpu,
+                                 wait_timeout_s=args.wait_timeout)
             records.append(run_cell(request, workdir(args), store,
-                                    on_step=lambda step, name=name: status.update(f"{name} on {args.runtime}: {step}")))
+                                    on_step=lambda step, name=name: status.update(f"{name} on {args.runtime}: {step}"),
+                                    on_wait=lambda message, name=name: views.print_note(f"{name}: {message}")))
     if args.json:
         print_json(records)
     else:
         views.print_records(records)
     failed = [r for r in records if r["status"] == "failed"]
     for record in records:
+        if record.get("artifact_note"):
+            views.print_note(record["artifact_note"])
+        if record.get("noisy"):
+            views.print_note(f"{record['model']} on {record['runtime']} is flagged noisy: {record.get('noisy_reason')}")
         if record["status"] == "emulated":
             views.print_note(f"{record['model']}: emulated, so only its outputs were checked "
                              f"(max |diff| {record['max_abs_diff']:.2e} from PyTorch); no speed stored")
@@ -108,7 +119,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                              batch=args.batch, precision=args.precision, protocol=args.protocol,
                              weights=args.weights, force=args.force, cell_timeout_s=args.cell_timeout,
                              on_cell=on_cell, rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key,
-                             mcpu=args.mcpu)
+                             mcpu=args.mcpu, wait_timeout_s=args.wait_timeout)
         progress.update(task, description="sweep done")
     records = [o.record for o in outcomes if o.record]
     skipped = [o.cell.label for o in outcomes if o.status == "skipped"]

@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 
-from levit_bench.commands.common import print_json, workdir
+from levit_bench.commands.common import positive_int, print_json, workdir
 from levit_bench.commands.measurements import check_rpc
 
 
@@ -35,6 +35,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     address = resolve_rpc(args.rpc or args.rpc_tracker, args.rpc_key)
     if platform.name == "arm" and address is None:
         raise LevitBenchError("tuning for arm measures candidates on the device: give --rpc or --rpc-tracker")
+    if address is not None:
+        address.check_reachable()
     target = platform_target(platform.name, platform.threads, args.mcpu)
     batch = args.batch or platform.default_batch or 1
     work = workdir(args)
@@ -42,6 +44,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     with console.status("artifact") as status:
         artifact = ensure_artifact(work, spec.name, batch, args.weights,
                                    on_step=lambda step: status.update(f"{spec.name}: {step}"))
+    if artifact.note:
+        views.print_note(artifact.note)
     database = database_dir(work, spec.name, target)
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
@@ -88,7 +92,7 @@ def register(commands) -> None:
     tune.add_argument("--trials", type=int, default=DEFAULT_TRIALS, metavar="N",
                       help=f"candidates to measure in this run (default {DEFAULT_TRIALS}: tens of minutes "
                       "for levit_128s on one core; more trials, faster kernels)")
-    tune.add_argument("--batch", type=int, metavar="N", help="batch size (default: the platform's)")
+    tune.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
     tune.add_argument("--weights", metavar="PATH|URL", help="export these weights first if needed")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     tvm_options(tune)

@@ -11,7 +11,43 @@ from torch import nn
 
 PARITY_INPUTS = 64
 PARITY_SEED = 0
-RELATIVE_TOLERANCE = 1e-4  # of max(1, max |logit|)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a runtime's logits may be from the unfused PyTorch model's and still be right."""
+
+    relative: float  # max |diff| <= relative x max(1, max |logit|)
+    top1_agreement: float  # at least this fraction of the seeded inputs keep their argmax
+
+    def bound(self, max_abs_logit: float) -> float:
+        return self.relative * max(1.0, max_abs_logit)
+
+    def violation(self, max_abs_diff: float, max_abs_logit: float, top1_agreement: float) -> str | None:
+        """Why these outputs are wrong (one line), or None when they are within tolerance."""
+        bound = self.bound(max_abs_logit)
+        if max_abs_diff <= bound and top1_agreement >= self.top1_agreement and math.isfinite(max_abs_diff):
+            return None
+        relation = "<=" if max_abs_diff <= bound else ">"
+        return (f"outputs differ from PyTorch: max|diff| {max_abs_diff:.3g} {relation} tol {bound:.3g}, "
+                f"top-1 agreement {top1_agreement:.3f} (needs >= {self.top1_agreement:g})")
+
+
+# The one table of output tolerances, per precision. fp32 is the exporter's own check. Reduced
+# precisions round every activation (bf16 keeps 8 bits of mantissa, fp16 11), so their logits
+# move by a few percent of the largest; they are still gated: a broken kernel or a corrupt
+# weight moves logits by far more and scrambles the argmax.
+TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(relative=1e-4, top1_agreement=1.0),
+    "fp16": Tolerance(relative=0.05, top1_agreement=0.9),
+    "mixed": Tolerance(relative=0.05, top1_agreement=0.9),
+    "bf16": Tolerance(relative=0.1, top1_agreement=0.9),
+    "int8": Tolerance(relative=0.25, top1_agreement=0.8),
+}
+
+
+def tolerance_for(precision: str) -> Tolerance:
+    return TOLERANCES[precision]
 
 
 @dataclass(frozen=True)
@@ -27,7 +63,7 @@ class Parity:
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance and self.top1_agreement == 1.0
+        return TOLERANCES["fp32"].violation(self.max_abs_diff, self.max_abs_logit, self.top1_agreement) is None
 
     def as_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
@@ -74,7 +110,7 @@ def check_parity(
         seed=seed,
         max_abs_diff=float(np.abs(actual - expected).max()),
         max_abs_logit=max_abs_logit,
-        tolerance=RELATIVE_TOLERANCE * max(1.0, max_abs_logit),
+        tolerance=TOLERANCES["fp32"].bound(max_abs_logit),
         top1_agreement=float((actual.argmax(1) == expected.argmax(1)).mean()),
     )
 

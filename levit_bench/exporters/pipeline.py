@@ -23,7 +23,7 @@ from levit_bench.exporters import onnx_graph
 from levit_bench.exporters.fuse import fuse_for_inference
 from levit_bench.exporters.parity import check_parity, fused_difference, seeded_images
 from levit_bench.models.init import representative_init
-from levit_bench.workdir import ensure_writable_dir, write_atomic
+from levit_bench.workdir import ensure_writable_dir, remove_stale_parts, write_atomic
 
 DEFAULT_BATCH = 16  # the paper's CPU batch
 EXPORT_PACKAGES = ("torch", "onnx", "onnxsim", "onnxruntime")
@@ -70,7 +70,7 @@ def load_model(name: str, weights: str | None, seed: int = 0):
     if weights:
         model, loaded = registry.create_model(name, weights=weights)
         record = {"source": weights, "path": str(loaded.path.resolve()), "sha256": loaded.sha256,
-                  "layout": loaded.layout}
+                  "layout": loaded.layout, "dtype": loaded.dtype}
         return model, record
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -143,6 +143,8 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] = lambda
         )
 
     onnx_path, sidecar_path = out_dir / f"{spec.name}.onnx", out_dir / f"{spec.name}.json"
+    for path in (onnx_path, sidecar_path):
+        remove_stale_parts(out_dir, path.name)
     sidecar = {
         "model": spec.name,
         "family": spec.family,

@@ -50,6 +50,7 @@ class LoadedWeights:
     path: Path
     sha256: str
     layout: str
+    dtype: str = "float32"  # the floating dtype(s) stored in the file; the model computes in float32
 
 
 def default_cache_dir() -> Path:
@@ -130,12 +131,15 @@ def read_state_dict(path: Path) -> tuple[StateDict, dict[str, str]]:
         raise _unpickling_error(path, str(e)) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(e)}") from None
+    except KeyError:  # torch.load reads a non-zip, non-pickle file (e.g. text) as a bad pickle opcode
+        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or safetensors file") from None
     return _unwrap(obj, path)
 
 
 def _unpickling_error(path: Path, message: str) -> CheckpointError:
     """Tell a pickle that refers to code apart from one that is merely not a checkpoint."""
-    code = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    code = (re.search(r"Unsupported global: GLOBAL (\S+)", message)
+            or re.search(r"unsupported GLOBAL (\S+)", message))
     if code:
         return CheckpointError(
             f"refusing to load {path}: it holds Python objects beyond tensors and plain data "
@@ -244,7 +248,10 @@ def fit(
     native, layout = to_native(checkpoint.state_dict, model, layouts, checkpoint.metadata)
     check_fit(model, native, layout)
     model.load_state_dict(native, strict=False)  # strictness checked above, with a better message
-    return LoadedWeights(source=checkpoint.source, path=checkpoint.path, sha256=checkpoint.sha256, layout=layout)
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in checkpoint.state_dict.values()
+                     if v.is_floating_point()})
+    return LoadedWeights(source=checkpoint.source, path=checkpoint.path, sha256=checkpoint.sha256, layout=layout,
+                         dtype="+".join(dtypes) or "float32")
 
 
 def load_weights(

@@ -108,6 +108,8 @@ def report_points(records: list[dict], evaluations: list[dict], platforms: list[
             "batch": record.get("batch"),
             "precision": record.get("precision"),
             "protocol": record.get("protocol"),
+            "noisy": bool(record.get("noisy")),
+            "noisy_reason": record.get("noisy_reason"),
             "created_at": record["created_at"],
             "weights_id": wid,
             "top1": accuracy.top1,

@@ -27,7 +27,7 @@ class ReportResult:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-.") or "unnamed"
 
 
 def _title(points: list[dict], platform: str) -> str:
@@ -56,14 +56,14 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
     written, figure_blocks = [], []
     for platform in dict.fromkeys(p["platform"] for p in points):
         on_platform = [p for p in points if p["platform"] == platform]
-        path = out_dir / f"tradeoff-{platform}.png"
+        path = out_dir / f"tradeoff-{_slug(platform)}.png"
         figures.tradeoff_figure(on_platform, platform, _title(on_platform, platform), path)
         written.append(path)
         block = html.embed(path, f"{platform}: every runtime")
         block["per_runtime"] = []
         for variant in dict.fromkeys(p["variant"] for p in on_platform):
             subset = [p for p in on_platform if p["variant"] == variant]
-            path = out_dir / f"tradeoff-{platform}-{_slug(variant)}.png"
+            path = out_dir / f"tradeoff-{_slug(platform)}-{_slug(variant)}.png"
             figures.tradeoff_figure(subset, platform, f"{variant} — " + _title(subset, platform), path)
             written.append(path)
             block["per_runtime"].append(html.embed(path, f"{platform}: {variant}"))
@@ -87,6 +87,7 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
         "claims": tables.headline_claims(points),
         "points": points,
         "failed": sum(r["status"] == "failed" for r in in_scope),
+        "noisy": sum(p["noisy"] for p in points),
         "emulated": len(selected) - len(in_scope),
     })
     index = out_dir / "index.html"

@@ -11,11 +11,13 @@ import json
 import random
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from levit_bench.errors import LevitBenchError
+from levit_bench.workdir import write_atomic
 
 SCHEMA_VERSION = 1
 DB_NAME = "results.db"
@@ -87,16 +89,31 @@ class ResultsStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create {self.path.parent}: {e.strerror}") from None
-        with self._transaction() as db:
-            for statement in _SCHEMA:
-                db.execute(statement)
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path} has schema {row[0]}, newer than this levit-bench's {SCHEMA_VERSION}; upgrade"
-                )
+        try:
+            with self._transaction() as db:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if row is None:
+                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                elif not str(row[0]).isdigit():
+                    raise StoreError(f"{self.path} has an unreadable schema version {row[0]!r}")
+                elif int(row[0]) > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path} has schema {row[0]}, newer than this levit-bench's {SCHEMA_VERSION}; upgrade"
+                    )
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.path, e) from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        db = self._connect()
+        try:
+            yield db
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.path, e) from None
+        finally:
+            db.close()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -114,10 +131,10 @@ class ResultsStore:
             db = self._connect()
             try:
                 db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as e:
+            except sqlite3.DatabaseError as e:
                 db.close()
                 if "locked" not in str(e) and "busy" not in str(e):
-                    raise StoreError(f"results store {self.path}: {e}") from None
+                    raise _damaged(self.path, e) from None
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
                 continue
             try:
@@ -125,7 +142,8 @@ class ResultsStore:
                 db.execute("COMMIT")
                 return
             except BaseException:
-                db.execute("ROLLBACK")
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
                 raise
             finally:
                 db.close()
@@ -133,24 +151,36 @@ class ResultsStore:
 
     def insert(self, record: Mapping, table: str = "measurements") -> None:
         columns = TABLES[table]
-        with self._transaction() as db:
-            db.execute(
-                f"INSERT INTO {table} ({', '.join(columns)}, record_json) "
-                f"VALUES ({', '.join('?' * (len(columns) + 1))})",
-                [*(record.get(name) for name in columns), json.dumps(record, sort_keys=True)],
-            )
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    f"INSERT INTO {table} ({', '.join(columns)}, record_json) "
+                    f"VALUES ({', '.join('?' * (len(columns) + 1))})",
+                    [*(record.get(name) for name in columns), json.dumps(record, sort_keys=True)],
+                )
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.path, e) from None
+
+    def insert_or_keep(self, record: Mapping, table: str = "measurements") -> None:
+        """Insert; if the store cannot take it, keep the record as JSON beside it and say where."""
+        try:
+            self.insert(record, table)
+        except StoreError as e:
+            kept = self.path.with_name(f"{self.path.name}.unsaved-{record.get('uid', 'record')}.json")
+            try:
+                write_atomic(kept, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+            except LevitBenchError as write_error:
+                raise StoreError(f"{e}; the record could not be kept either: {write_error}") from None
+            raise StoreError(f"{e}; the record is kept in {kept}") from None
 
     def insert_accuracy(self, record: Mapping) -> None:
         self.insert(record, table="accuracy")
 
     def accuracy_records(self, model: str | None = None) -> list[dict]:
-        db = self._connect()
-        try:
+        with self._reading() as db:
             rows = db.execute(
                 "SELECT record_json FROM accuracy WHERE ? IS NULL OR model = ? ORDER BY created_at, id", (model, model)
             ).fetchall()
-        finally:
-            db.close()
         return [json.loads(row[0]) for row in rows]
 
     def records(self, **filters) -> list[dict]:
@@ -160,48 +190,53 @@ class ResultsStore:
             raise StoreError(f"cannot filter on {', '.join(sorted(unknown))}")
         clauses = [(k, v) for k, v in filters.items() if v is not None]
         where = " AND ".join(f"{k} = ?" for k, _ in clauses) or "1"
-        db = self._connect()
-        try:
+        with self._reading() as db:
             rows = db.execute(
                 f"SELECT record_json FROM measurements WHERE {where} ORDER BY created_at, id",
                 [v for _, v in clauses],
             ).fetchall()
-        finally:
-            db.close()
-        return [json.loads(row[0]) for row in rows]
+        # rows stored before load watching was recorded read as not flagged, load unknown
+        return [{"noisy": False, "load": {}, **json.loads(row[0])} for row in rows]
 
     def has_ok(self, key: Mapping) -> bool:
-        """Is there a successful row for this cell (same artifact, runtime version, protocol, host)?"""
-        where = " AND ".join(f"{k} IS ?" for k in RESUME_KEY)
-        db = self._connect()
-        try:
+        """Is there a successful row for this cell (same artifact, runtime version, protocol, host)?
+
+        A `batch` of None matches any batch: the GPU's batch is searched, and the row holds the one found.
+        """
+        columns = [k for k in RESUME_KEY if not (k == "batch" and key.get(k) is None)]
+        where = " AND ".join(f"{k} IS ?" for k in columns)
+        with self._reading() as db:
             row = db.execute(
                 f"SELECT 1 FROM measurements WHERE status = 'ok' AND {where} LIMIT 1",
-                [key.get(k) for k in RESUME_KEY],
+                [key.get(k) for k in columns],
             ).fetchone()
-        finally:
-            db.close()
         return row is not None
 
     def merge(self, other: Path) -> tuple[int, int]:
-        """Import every row of another store that this one lacks; (imported, already here)."""
+        """Import every row of another store that this one lacks; (imported, already here).
+
+        All or nothing: a row that is not a readable record refuses the whole merge.
+        """
         other = Path(other)
         if not other.is_file():
             raise StoreError(f"no results store at {other}")
-        try:
-            source = sqlite3.connect(f"file:{other}?mode=ro", uri=True)
-            version = source.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            rows = {table: source.execute(f"SELECT record_json FROM {table}").fetchall() for table in TABLES}
-            source.close()
+        try:  # by URI, read-only: the path is quoted, so '#' or '?' in a name stay in the name
+            source = sqlite3.connect(f"file:{urllib.parse.quote(str(other.resolve()))}?mode=ro", uri=True)
+            try:
+                version = source.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                rows = {table: source.execute(f"SELECT record_json FROM {table}").fetchall() for table in TABLES}
+            finally:
+                source.close()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{other} is not a levit-bench results store: {e}") from None
-        if version is None or int(version[0]) > SCHEMA_VERSION:
-            raise StoreError(f"{other} has an unknown schema version {version and version[0]}")
+        if version is None or not str(version[0]).isdigit() or int(version[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{other} has an unknown schema version {version and version[0]!r}; nothing merged")
+        records = {table: [_parse_row(other, table, i, text) for i, (text,) in enumerate(rows[table], 1)]
+                   for table in TABLES}
         imported = total = 0
         with self._transaction() as db:
             for table, columns in TABLES.items():
-                for (text,) in rows[table]:
-                    record = json.loads(text)
+                for record, text in records[table]:
                     cursor = db.execute(
                         f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}, record_json) "
                         f"VALUES ({', '.join('?' * (len(columns) + 1))})",
@@ -210,6 +245,24 @@ class ResultsStore:
                     imported += cursor.rowcount
                     total += 1
         return imported, total - imported
+
+
+def _parse_row(store: Path, table: str, number: int, text: object) -> tuple[dict, str]:
+    """(record, its JSON) of a row another store holds, or a StoreError saying what is wrong."""
+    try:
+        record = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"{store}: row {number} of {table} is not JSON ({e}); nothing merged") from None
+    if not isinstance(record, dict):
+        raise StoreError(f"{store}: row {number} of {table} is not a record; nothing merged")
+    missing = [name for name, kind in TABLES[table].items() if "NOT NULL" in kind and record.get(name) is None]
+    if missing:
+        raise StoreError(f"{store}: row {number} of {table} lacks {', '.join(missing)}; nothing merged")
+    return record, text
+
+
+def _damaged(path: Path, error: sqlite3.DatabaseError) -> StoreError:
+    return StoreError(f"results store {path} cannot be used ({error}); move it aside to start a new one")
 
 
 def open_store(workdir: Path) -> ResultsStore:

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from levit_bench.errors import LevitBenchError
-from levit_bench.workdir import write_atomic
+from levit_bench.workdir import cache_dir, write_atomic
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -63,13 +63,6 @@ class EmulatorState:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-def cache_dir() -> Path:
-    """$LEVIT_BENCH_CACHE, else $XDG_CACHE_HOME/levit-bench (~/.cache/levit-bench)."""
-    if os.environ.get("LEVIT_BENCH_CACHE"):
-        return Path(os.environ["LEVIT_BENCH_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "levit-bench"
 
 
 def root_dir() -> Path:
@@ -312,14 +305,39 @@ def start(port: int | None = None, timeout_s: float = 300,
         return state
 
 
+def session_members(sid: int) -> list[int]:
+    """Live processes of session `sid` (the server, its popen worker, its forked sessions).
+
+    The server is started as a session leader, so everything it spawns stays in its session
+    even when it makes process groups of its own; zombies have exited and are not counted.
+    """
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[3]) == sid:  # state, ppid, pgrp, session
+            members.append(int(entry.name))
+    return members
+
+
 def _kill(pid: int, grace_s: float = 5) -> None:
-    """SIGTERM the server's process group (server, popen worker, sessions), then SIGKILL it."""
+    """SIGTERM every process of the server's session, then SIGKILL; return once all are gone."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
+        for member in {pid, *session_members(pid)}:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(member, sig)
         deadline = time.monotonic() + grace_s
-        while not _gone(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while not (_gone(pid) and not session_members(pid)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    left = session_members(pid)
+    if left:
+        raise LevitBenchError(f"the emulator's processes {left} survived SIGKILL")
 
 
 def stop() -> bool:

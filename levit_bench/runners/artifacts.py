@@ -7,14 +7,16 @@ batch matches the run's (or is symbolic); otherwise a run keeps its own export p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from levit_bench.errors import LevitBenchError
 from levit_bench.exporters.pipeline import ExportOptions, export_model
-from levit_bench.models.checkpoints import read_checkpoint
+from levit_bench.models.checkpoints import read_checkpoint, sha256_of
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class Artifact:
     model: str
     onnx_path: Path
     sidecar: dict
+    note: str | None = None  # what finding it took that the user should hear of (a repair)
 
     @property
     def sha256(self) -> str:
@@ -42,19 +45,53 @@ class Artifact:
         return self.sidecar["weights"]
 
 
+def _sidecar(onnx_path: Path) -> dict | None:
+    try:
+        sidecar = json.loads(onnx_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return sidecar if isinstance(sidecar, dict) and "onnx_sha256" in sidecar else None
+
+
 def _load(onnx_path: Path) -> Artifact | None:
     """The artifact at `onnx_path` if its sidecar exists and vouches for the file's bytes."""
-    sidecar_path = onnx_path.with_suffix(".json")
-    if not (onnx_path.is_file() and sidecar_path.is_file()):
+    sidecar = _sidecar(onnx_path)
+    if sidecar is None or not onnx_path.is_file():
         return None
-    try:
-        sidecar = json.loads(sidecar_path.read_text())
-        expected = sidecar["onnx_sha256"]
-    except (OSError, ValueError, KeyError):
-        return None
-    if hashlib.sha256(onnx_path.read_bytes()).hexdigest() != expected:
+    if hashlib.sha256(onnx_path.read_bytes()).hexdigest() != sidecar["onnx_sha256"]:
         return None
     return Artifact(sidecar["model"], onnx_path, sidecar)
+
+
+def _repair_default(models_dir: Path, model: str, on_step: Callable[[str], None]) -> Artifact:
+    """Export the default artifact again, with the weights and batch its sidecar records.
+
+    A default whose bytes fail their sha256 must not be replaced by a random-init export: the
+    runs after it would measure another network. Without a readable sidecar, or with its
+    checkpoint gone or changed, nothing can say which weights it held: refuse.
+    """
+    path = models_dir / f"{model}.onnx"
+    sidecar = _sidecar(path)
+    redo = f"export it again: levit-bench export --model {model} [--weights CHECKPOINT]"
+    if sidecar is None:
+        raise LevitBenchError(f"{path} is damaged and its sidecar is unreadable, so its weights are unknown; {redo}")
+    weights = sidecar.get("weights") or {}
+    shape = sidecar.get("input_shape") or [None]
+    options = ExportOptions(model=model, out_dir=models_dir, batch=shape[0] if isinstance(shape[0], int) else 1,
+                            dynamic_batch=not isinstance(shape[0], int))
+    if weights.get("source") == "random-init":
+        options = dataclasses.replace(options, seed=int(weights.get("seed", 0)))
+        origin = f"random init, seed {options.seed}"
+    else:
+        checkpoint = Path(weights.get("path", ""))
+        if not checkpoint.is_file() or sha256_of(checkpoint) != weights.get("sha256"):
+            raise LevitBenchError(f"{path} is damaged and the checkpoint it was exported from "
+                                  f"({checkpoint}) is gone or changed; {redo}")
+        options = dataclasses.replace(options, weights=str(checkpoint))
+        origin = str(checkpoint)
+    result = export_model(options, on_step=lambda step: on_step(f"re-export {step}"))
+    note = f"{path} failed its sha256 check; exported it again from the same weights ({origin})"
+    return Artifact(model, result.onnx_path, result.sidecar, note)
 
 
 def _batch_dir(models_dir: Path, batch: int | None) -> Path:
@@ -89,12 +126,16 @@ def ensure_artifact(
     measures the same network.
     """
     weights_sha256 = read_checkpoint(weights).sha256 if weights else None
-    found = find_artifact(workdir, model, batch, weights_sha256)
-    if found is not None:
-        return found
     models_dir = workdir / "models"
     default_path = models_dir / f"{model}.onnx"
     default = _load(default_path)
+    note = None
+    if default is None and (default_path.exists() or default_path.with_suffix(".json").exists()):
+        default = _repair_default(models_dir, model, on_step)
+        note = default.note
+    found = find_artifact(workdir, model, batch, weights_sha256)
+    if found is not None:
+        return dataclasses.replace(found, note=note)
     seed = 0
     if weights is None and default is not None:
         if default.weights["source"] == "random-init":
@@ -105,4 +146,4 @@ def ensure_artifact(
     options = ExportOptions(model=model, out_dir=out_dir, weights=weights, batch=batch or 1,
                             dynamic_batch=batch is None, seed=seed)
     result = export_model(options, on_step=lambda step: on_step(f"export {step}"))
-    return Artifact(model, result.onnx_path, result.sidecar)
+    return Artifact(model, result.onnx_path, result.sidecar, note)

@@ -42,8 +42,18 @@ class Runner(ABC):
 
     def __init__(self, platform: Platform, precision: str | None = None, mode: str | None = None):
         self.platform = platform
-        self.precision = precision or platform.default_precision
-        self.mode = mode
+        self.precision = self.effective_precision(platform, precision)
+        self.mode = self.effective_mode(mode)
+
+    @classmethod
+    def effective_precision(cls, platform: Platform, requested: str | None) -> str:
+        """The precision a request for `requested` (None: the platform's) runs in."""
+        return requested or platform.default_precision
+
+    @classmethod
+    def effective_mode(cls, requested: str | None) -> str | None:
+        """The mode a request for `requested` (None: the runtime's default) runs in."""
+        return requested
 
     @abstractmethod
     def load(self, artifact: Artifact, batch: int) -> None:

@@ -25,9 +25,7 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, platform, precision=None, mode=None):
         super().__init__(platform, precision, mode)
         if mode:
-            raise RunnerError("--mode applies to the torch runtime only")
-        if self.precision == "mixed":  # the gpu platform's default: ORT runs the fp32 graph
-            self.precision = "fp32"
+            raise RunnerError(f"--mode applies to torch and tvm, not {self.runtime}")
         if self.precision != "fp32":
             raise RunnerError(f"onnxruntime runs the exported fp32 graph; --precision {self.precision} is not available")
         self.ort = _import()
@@ -36,6 +34,11 @@ class OnnxRuntimeRunner(Runner):
             raise RunnerError(
                 f"onnxruntime here has no {self.provider} (install onnxruntime-gpu for the gpu platform)"
             )
+
+    @classmethod
+    def effective_precision(cls, platform, requested):
+        precision = super().effective_precision(platform, requested)
+        return "fp32" if precision == "mixed" else precision  # the gpu default: ORT runs the fp32 graph
 
     def load(self, artifact: Artifact, batch: int) -> None:
         ort = self.ort

@@ -34,7 +34,7 @@ class OpenVinoRunner(Runner):
     def __init__(self, platform, precision=None, mode=None):
         super().__init__(platform, precision, mode)
         if mode:
-            raise RunnerError("--mode applies to the torch runtime only")
+            raise RunnerError(f"--mode applies to torch and tvm, not {self.runtime}")
         if platform.device != "cpu":
             raise RunnerError("openvino is measured on the CPU platforms (xeon, arm); its GPU plugin is not used")
         if self.precision not in _HINTS:

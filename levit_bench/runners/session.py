@@ -1,8 +1,10 @@
 """One measurement: model x runtime x platform -> a stored record, ok or failed.
 
-Order of work: check the platform, find or export the artifact, compute the unfused PyTorch
-reference on the seeded inputs (all cores, before pinning), then pin, load (timed), first
-call (timed), warm up and measure, compare the runtime's output with the reference, store.
+Order of work: refuse an invalid request (nothing stored), find or export the artifact, take
+a free core exclusively and pin to it, load (timed), first call (timed), warm up and measure
+while watching the host's load, compute the unfused PyTorch reference on the seeded inputs on
+the same core, and gate: a record is `ok` only when the runtime's outputs agree with the
+reference within its precision's tolerance (exporters.parity.TOLERANCES). Then store.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import torch
 
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError
-from levit_bench.exporters.parity import seeded_images
+from levit_bench.exporters.parity import seeded_images, tolerance_for
 from levit_bench.exporters.pipeline import model_from_sidecar
 from levit_bench.registry import get_spec
 from levit_bench.runners import runner_class
+from levit_bench.runners import host_load
 from levit_bench.runners.artifacts import Artifact, ensure_artifact
+from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S, CoresBusy
 from levit_bench.runners.measure import get_protocol, summarise
 from levit_bench.runners.platforms import GPU_MAX_BATCH, get_platform
 from levit_bench.reports.store import ResultsStore
@@ -46,6 +50,13 @@ class RunRequest:
     rpc: str | None = None  # tvm: a device's RPC server HOST:PORT, a tracker's with rpc_key, or "emulator"
     rpc_key: str | None = None
     mcpu: str | None = None  # tvm: the LLVM CPU to compile for (default: this host's; generic aarch64)
+    wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S  # how long to wait for a free core
+
+    def __post_init__(self):
+        if self.batch is not None and (isinstance(self.batch, bool) or self.batch < 1):
+            raise LevitBenchError(f"the batch must be a positive integer, not {self.batch}")
+        if self.wait_timeout_s < 0:
+            raise LevitBenchError(f"the wait timeout must be >= 0 s, not {self.wait_timeout_s:g}")
 
 
 def new_run_id() -> str:
@@ -59,10 +70,16 @@ def _one_line(e: BaseException) -> str:
 
 
 @torch.no_grad()
-def _reference_logits(artifact: Artifact, images: np.ndarray) -> np.ndarray:
-    model = model_from_sidecar(artifact.sidecar)
-    batch = torch.from_numpy(images[:PARITY_IMAGES])
-    return torch.cat([model(part) for part in batch.split(16)]).numpy()
+def _reference_logits(artifact: Artifact, images: np.ndarray, threads: int) -> np.ndarray:
+    """The unfused PyTorch model's logits, computed on the `threads` cores the run holds."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = model_from_sidecar(artifact.sidecar)
+        batch = torch.from_numpy(images[:PARITY_IMAGES])
+        return torch.cat([model(part) for part in batch.split(16)]).numpy()
+    finally:
+        torch.set_num_threads(saved)
 
 
 def _is_out_of_memory(e: BaseException) -> bool:
@@ -86,12 +103,18 @@ def _largest_fitting_batch(runner, artifact: Artifact) -> int:
 
 
 def _runner(request: RunRequest, platform, workdir: Path):
-    """The request's runner; tvm also takes the work directory, the device and the CPU."""
+    """The request's runner; tvm also takes the work directory, the device and the CPU.
+
+    Making it checks the request against the runtime (mode, precision, device address): an
+    invalid request raises here, before a record exists.
+    """
     cls = runner_class(request.runtime)
     if request.runtime != "tvm":
-        if request.rpc or request.mcpu:
+        if request.rpc or request.mcpu or request.rpc_key:
             raise LevitBenchError("--rpc, --rpc-tracker and --mcpu apply to --runtime tvm only")
         return cls(platform, request.precision, request.mode)
+    if request.rpc and platform.name != "arm":
+        raise LevitBenchError(f"--rpc runs on a remote ARM device: use it with --platform arm, not {platform.name}")
     return cls(platform, request.precision, request.mode, workdir=workdir,
                rpc=resolve_rpc(request.rpc, request.rpc_key), mcpu=request.mcpu)
 
@@ -114,6 +137,31 @@ def resolve_rpc(rpc: str | None, key: str | None):
     return RpcAddress.parse(rpc, key)
 
 
+def effective_settings(request: RunRequest) -> dict:
+    """What the request will run as: batch (None: searched on the GPU), precision and mode.
+
+    The one place these are resolved: the record starts from them and a sweep's resume key
+    compares them, so a finished cell is found again whatever the request left to defaults.
+    """
+    platform = get_platform(request.platform)
+    cls = runner_class(request.runtime)
+    return {"batch": request.batch or platform.default_batch,
+            "precision": cls.effective_precision(platform, request.precision),
+            "mode": cls.effective_mode(request.mode)}
+
+
+def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInfo | None = None):
+    """The request's runner, made only for a request that can be a cell: an unknown model,
+    platform or protocol, a precision or mode the runtime lacks, an unreachable device or a
+    host the platform refuses raises here, in one line, before any record exists."""
+    get_spec(request.model)
+    get_protocol(request.protocol)
+    platform = get_platform(request.platform)
+    if not (request.runtime == "tvm" and request.rpc):  # with --rpc the device is measured, not this host
+        platform.check_host(host or environment.host_info(), request.runtime)
+    return _runner(request, platform, workdir)
+
+
 def new_record(request: RunRequest, host: environment.HostInfo | None = None) -> dict:
     """A record with everything known before measuring, marked failed until it succeeds."""
     spec = get_spec(request.model)
@@ -128,10 +176,8 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
         "model": spec.name,
         "runtime": request.runtime,
         "runtime_version": versions.get(request.runtime),
-        "mode": (request.mode or "traced") if request.runtime == "torch" else request.mode,
+        **effective_settings(request),
         "platform": platform.name,
-        "precision": request.precision or platform.default_precision,
-        "batch": request.batch or platform.default_batch,
         "threads": platform.threads,
         "host": host.fingerprint,
         "cpu_model": host.cpu_model,
@@ -141,31 +187,45 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
         "protocol_params": protocol.as_dict(),
         "status": "failed",
         "error": None,
+        "noisy": False,
+        "load": {},
     }
 
 
 def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
-             on_step: Callable[[str], None] = lambda step: None) -> dict:
+             on_step: Callable[[str], None] = lambda step: None,
+             on_wait: Callable[[str], None] | None = None) -> dict:
     """Measure one cell and store its record, ok or failed (with the reason).
 
-    Only a request that cannot be a cell at all (unknown model, platform or protocol, or a
-    host the platform refuses) raises instead, and stores nothing.
+    A request that cannot be a cell at all (unknown model, platform or protocol, a bad batch,
+    a precision or mode the runtime lacks, an unreachable device, a host the platform refuses)
+    raises instead, and stores nothing; so does waiting in vain for a free core. `on_wait`
+    (default: `on_step`) hears whom the run waits for.
     """
-    spec = get_spec(request.model)
+    host = environment.host_info()
+    runner = checked_runner(request, workdir, host)
+    try:
+        record = new_record(request, host)
+        _measure(runner, request, record, host, workdir, on_step, on_wait or on_step)
+    finally:
+        runner.close()
+    store.insert_or_keep(record)
+    return record
+
+
+def _measure(runner, request: RunRequest, record: dict, host: environment.HostInfo,
+             workdir: Path, on_step: Callable[[str], None], on_wait: Callable[[str], None]) -> None:
+    """Fill `record` in: measured and gated (`ok`), `emulated`, or `failed` with the reason."""
     platform = get_platform(request.platform)
     protocol = get_protocol(request.protocol)
-    host = environment.host_info()
-    if not (request.runtime == "tvm" and request.rpc):  # with --rpc the device is measured, not this host
-        platform.check_host(host, request.runtime)
-    record = new_record(request, host)
     batch = record["batch"]
-    runner = None
     try:
-        runner = _runner(request, platform, workdir)
         on_step("artifact")
-        artifact = ensure_artifact(workdir, spec.name, batch, request.weights, on_step)
+        artifact = ensure_artifact(workdir, record["model"], batch, request.weights, on_step)
         record.update(artifact_sha256=artifact.sha256, artifact=str(artifact.onnx_path), weights=artifact.weights)
-        with platform.pinned() as cores:
+        if artifact.note:
+            record["artifact_note"] = artifact.note
+        with platform.pinned(request.wait_timeout_s, on_wait=on_wait) as cores:
             record["pinned_cores"] = cores
             on_step("load")
             t0 = time.perf_counter()
@@ -175,12 +235,18 @@ def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
             else:
                 runner.load(artifact, batch)
             record["load_s"] = time.perf_counter() - t0
-            images = seeded_images(batch, spec.resolution).numpy()
+            images = seeded_images(batch, artifact.resolution).numpy()
             inputs = runner.to_input(images)
             emulated = getattr(runner, "emulated", False)
             on_step("parity only (emulated)" if emulated else "measure")
-            timings = None if emulated else runner.measure(inputs, protocol)
+            timings = None
+            if not emulated:
+                with host_load.watch(cores) as load:
+                    timings = runner.measure(inputs, protocol)
+                record.update(load=load.load, noisy=load.noisy, noisy_reason=load.noisy_reason)
             outputs = runner.to_numpy(runner(inputs))
+            on_step("parity")
+            reference = _reference_logits(artifact, images, max(1, len(cores)))
         description = runner.describe()
         record.update(precision=description.precision, threads=description.threads, mode=description.mode,
                       runtime_info=description.as_dict())
@@ -188,8 +254,6 @@ def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
         if device is not None:
             record.update(host=device.fingerprint, cpu_model=device.cpu_model, host_info=device.as_dict(),
                           measuring_host=host.as_dict())
-        on_step("parity")
-        reference = _reference_logits(artifact, images)
         compared = outputs[: len(reference)]
         record.update(
             max_abs_diff=float(np.abs(compared - reference).max()),
@@ -206,14 +270,17 @@ def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
             )
         if not np.isfinite(outputs).all():
             raise LevitBenchError(f"{request.runtime} returned non-finite logits")
+        tolerance = tolerance_for(record["precision"])
+        record["tolerance"] = {"max_abs_diff": tolerance.bound(record["max_abs_logit"]),
+                               "top1_agreement": tolerance.top1_agreement}
+        wrong = tolerance.violation(record["max_abs_diff"], record["max_abs_logit"], record["top1_agreement"])
+        if wrong:
+            raise LevitBenchError(wrong)
         # an emulator's outputs are checked, its timings are not a measurement of anything
         record["status"] = "emulated" if timings is None else "ok"
+    except CoresBusy:  # not the runtime's failure: nothing was measured
+        raise
     except Exception as e:  # noqa: BLE001 - any failure of the runtime is this cell's result
         record["error"] = _one_line(e)
         if not isinstance(e, LevitBenchError):
             record["traceback"] = traceback.format_exc(limit=8)
-    finally:
-        if runner is not None:
-            runner.close()
-    store.insert(record)
-    return record

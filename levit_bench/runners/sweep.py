@@ -8,12 +8,14 @@ skipped unless forced.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from levit_bench.reports.store import ResultsStore
 from levit_bench.runners import MODES, RUNTIMES
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.platforms import get_platform
-from levit_bench.runners.session import RunRequest, new_record
+from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
+from levit_bench.runners.session import RunRequest, checked_runner, effective_settings, new_record
 
 DEFAULT_CELL_TIMEOUT_S = 900.0
 
@@ -79,19 +82,20 @@ def plan(models: Iterable[str], runtimes: Iterable[str], workdir: Path | None = 
 
 
 def _resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | None:
-    """The stored columns a finished twin of this cell would have; None if its artifact is missing."""
-    platform = get_platform(request.platform)
-    batch = request.batch or platform.default_batch
-    artifact = find_artifact(workdir, cell.model, batch)
+    """The stored columns a finished twin of this cell would have; None if its artifact is missing.
+
+    Settings are the effective ones (see session.effective_settings); a batch of None (the GPU's
+    searched batch) matches whatever batch the twin found.
+    """
+    settings = effective_settings(request)
+    artifact = find_artifact(workdir, cell.model, settings["batch"])
     if artifact is None:
         return None
     return {
         "model": cell.model, "runtime": cell.runtime,
         "runtime_version": environment.package_versions().get(cell.runtime),
-        "mode": (cell.mode or "traced") if cell.runtime == "torch" else cell.mode,
-        "platform": platform.name, "precision": request.precision or platform.default_precision,
-        "batch": batch, "host": host.fingerprint, "artifact_sha256": artifact.sha256,
-        "protocol": request.protocol,
+        "platform": get_platform(request.platform).name, "host": host.fingerprint,
+        "artifact_sha256": artifact.sha256, "protocol": request.protocol, **settings,
     }
 
 
@@ -102,7 +106,8 @@ def _command(request: RunRequest, workdir: Path) -> list[str]:
     rpc_flag = "--rpc-tracker" if request.rpc_key else "--rpc"
     for flag, value in (("--batch", request.batch), ("--precision", request.precision),
                         ("--mode", request.mode), ("--weights", request.weights), (rpc_flag, request.rpc),
-                        ("--rpc-key", request.rpc_key), ("--mcpu", request.mcpu)):
+                        ("--rpc-key", request.rpc_key), ("--mcpu", request.mcpu),
+                        ("--wait-timeout", request.wait_timeout_s)):
         if value is not None:
             args += [flag, str(value)]
     return args
@@ -139,28 +144,56 @@ def run_sweep(
     weights: str | None = None, force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
     on_cell: Callable[[Cell, str], None] = lambda cell, state: None,
     rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
+    wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
 ) -> list[CellOutcome]:
+    """Measure each cell in its own process; an invalid request refuses the sweep before any cell."""
     host = environment.host_info()
-    for runtime in {c.runtime for c in cells}:
-        if not (runtime == "tvm" and rpc):  # with --rpc, tvm is measured on the device
-            get_platform(platform).check_host(host, runtime)
+    requests = [RunRequest(cell.model, cell.runtime, platform, batch=batch, precision=precision,
+                           mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id,
+                           rpc=rpc if cell.runtime == "tvm" else None,
+                           rpc_key=rpc_key if cell.runtime == "tvm" else None,
+                           mcpu=mcpu if cell.runtime == "tvm" else None, wait_timeout_s=wait_timeout_s)
+                for cell in cells]
+    checked = set()
+    for request in requests:  # one runner per runtime variant proves the settings valid
+        if (request.runtime, request.mode) not in checked:
+            checked_runner(request, workdir, host).close()
+            checked.add((request.runtime, request.mode))
     outcomes = []
-    for cell in cells:
-        request = RunRequest(cell.model, cell.runtime, platform, batch=batch, precision=precision,
-                             mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id,
-                             rpc=rpc if cell.runtime == "tvm" else None, rpc_key=rpc_key if cell.runtime == "tvm" else None,
-                             mcpu=mcpu if cell.runtime == "tvm" else None)
-        key = _resume_key(cell, request, workdir, host)
-        if not force and weights is None and key is not None and store.has_ok(key):
-            outcomes.append(CellOutcome(cell, "skipped"))
-            on_cell(cell, "skipped")
-            continue
-        on_cell(cell, "running")
-        record, error = _run_isolated(request, workdir, cell_timeout_s)
-        if record is None:
-            record = new_record(request, host)
-            record.update(error=error, artifact_sha256=key and key["artifact_sha256"])
-            store.insert(record)
-        outcomes.append(CellOutcome(cell, record["status"], record, record.get("error")))
-        on_cell(cell, record["status"])
+    with _sigterm_as_interrupt():
+        for cell, request in zip(cells, requests):
+            outcomes.append(_sweep_cell(cell, request, workdir, store, host, force, cell_timeout_s, on_cell))
     return outcomes
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the sweep as Ctrl-C does: the running cell's process group goes with it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, store: ResultsStore, host, force: bool,
+                cell_timeout_s: float, on_cell: Callable[[Cell, str], None]) -> CellOutcome:
+    key = _resume_key(cell, request, workdir, host)
+    if not force and request.weights is None and key is not None and store.has_ok(key):
+        on_cell(cell, "skipped")
+        return CellOutcome(cell, "skipped")
+    on_cell(cell, "running")
+    record, error = _run_isolated(request, workdir, cell_timeout_s)
+    if record is None:
+        record = new_record(request, host)
+        record.update(error=error, artifact_sha256=key and key["artifact_sha256"])
+        store.insert_or_keep(record)
+    on_cell(cell, record["status"])
+    return CellOutcome(cell, record["status"], record, record.get("error"))

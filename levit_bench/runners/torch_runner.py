@@ -23,7 +23,7 @@ class TorchRunner(Runner):
     runtime = "torch"
 
     def __init__(self, platform, precision=None, mode=None):
-        super().__init__(platform, precision, mode or "traced")
+        super().__init__(platform, precision, mode)
         if self.mode not in TORCH_MODES:
             raise RunnerError(f"unknown torch mode {self.mode!r}; known modes: {', '.join(TORCH_MODES)}")
         allowed = _GPU_PRECISIONS if platform.device == "cuda" else _CPU_PRECISIONS
@@ -31,6 +31,10 @@ class TorchRunner(Runner):
             raise RunnerError(f"torch on {platform.name} runs {' or '.join(allowed)}, not {self.precision}")
         self.device = torch.device("cuda:0" if platform.device == "cuda" else "cpu")
         self._saved_threads = torch.get_num_threads()
+
+    @classmethod
+    def effective_mode(cls, requested):
+        return requested or "traced"  # as the paper's speed_test
 
     def load(self, artifact: Artifact, batch: int) -> None:
         if self.platform.threads:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import socket
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -223,9 +224,17 @@ class RpcAddress:
     @classmethod
     def parse(cls, text: str, key: str | None = None) -> "RpcAddress":
         host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise RunnerError(f"an RPC address is HOST:PORT, not {text!r}")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise RunnerError(f"an RPC address is HOST:PORT with a port from 1 to 65535, not {text!r}")
         return cls(host, int(port), key)
+
+    def check_reachable(self, timeout_s: float = 5.0) -> None:
+        """Refuse, in one line, an address where nothing accepts connections (before compiling)."""
+        what = "tracker" if self.key else "RPC server"
+        try:
+            socket.create_connection((self.host, self.port), timeout=timeout_s).close()
+        except OSError as e:
+            raise RunnerError(f"no TVM {what} at {self.host}:{self.port}: {e.strerror or e}") from None
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}" + (f" (tracker, key {self.key})" if self.key else "")

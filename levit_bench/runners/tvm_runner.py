@@ -63,6 +63,8 @@ class TvmRunner(Runner):
                 "--rpc HOST:PORT (a TVM rpc_server there), --rpc-tracker HOST:PORT --rpc-key KEY, "
                 "or the emulator (`levit-bench arm-emulator start`, then --rpc emulator)"
             )
+        if rpc is not None:
+            rpc.check_reachable()
         if platform.threads:  # the runtime's thread pool reads this once, when it starts
             os.environ["TVM_NUM_THREADS"] = str(platform.threads)
         from levit_bench.runners import tvm_backend

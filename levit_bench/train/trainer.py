@@ -107,6 +107,8 @@ class Trainer:
         self.spec = spec
         root = Path(config.data)
         self.train_set = data.ImageFolder(root / "train", data.train_transform(spec.resolution, spec.preprocessing))
+        if len(self.train_set.classes) < 2:  # one class is learnt by a constant: 100% that means nothing
+            raise LevitBenchError(f"{root}/train has {len(self.train_set.classes)} class; training needs at least 2")
         self.val_set = data.ImageFolder(root / "val", data.eval_transform(spec.preprocessing))
         if self.val_set.classes != self.train_set.classes:
             raise LevitBenchError(f"{root}/train and {root}/val have different classes")

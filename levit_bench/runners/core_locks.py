@@ -1,0 +1,107 @@
+"""One measurement per core at a time, across every process on the host.
+
+A measurement holds an exclusive `flock` on one lock file per core it pins. The kernel drops a
+flock when its holder exits however it exits (even SIGKILL), so a crashed run never leaves a
+core reserved. The lock files are host-wide (`$LEVIT_BENCH_LOCKS`, else
+`/tmp/levit-bench-locks`), not per user cache: two users measuring on one host share its cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from levit_bench.errors import LevitBenchError
+
+DEFAULT_WAIT_TIMEOUT_S = 900.0
+POLL_S = 0.2
+
+
+class CoresBusy(LevitBenchError):
+    pass
+
+
+def lock_dir() -> Path:
+    path = Path(os.environ.get("LEVIT_BENCH_LOCKS") or "/tmp/levit-bench-locks")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if path.stat().st_uid == os.getuid():
+            path.chmod(0o1777)  # shared by every user, like /tmp
+    except OSError as e:
+        raise LevitBenchError(f"cannot create the core lock directory {path}: {e.strerror or e}") from None
+    return path
+
+
+def holder(resource: str) -> str:
+    """Who holds `resource` (as its holder wrote it), or 'unknown'."""
+    try:
+        return (lock_dir() / f"{resource}.lock").read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _try_lock(resource: str) -> int | None:
+    """An fd holding `resource`'s lock, or None when another process holds it."""
+    path = lock_dir() / f"{resource}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n".encode(), 0)
+    return fd
+
+
+def _release(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the last fd drops the flock
+    fds.clear()
+
+
+@contextlib.contextmanager
+def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
+            on_wait: Callable[[str], None] = lambda message: None) -> Iterator[list[int]]:
+    """Hold `count` of the `candidates` cores exclusively (highest-numbered first) while inside.
+
+    While fewer than `count` are free, wait (telling `on_wait` for whom, again only when that
+    changes), up to `wait_timeout_s`, then raise CoresBusy naming the holders.
+    """
+    if count > len(candidates):
+        raise LevitBenchError(f"{count} cores asked for, but this process may use only {candidates}")
+    deadline = time.monotonic() + wait_timeout_s
+    held: dict[str, int] = {}
+    told = None
+    try:
+        while True:
+            busy = []
+            for core in sorted(candidates, reverse=True):
+                if len(held) == count:
+                    break
+                fd = _try_lock(f"cpu{core}")
+                if fd is None:
+                    busy.append(f"cpu{core}")
+                else:
+                    held[f"cpu{core}"] = fd
+            if len(held) == count:
+                break
+            _release(held)  # never sit on some cores while waiting for others
+            whom = "; ".join(f"{r} held by {holder(r)}" for r in busy)
+            if time.monotonic() >= deadline:
+                raise CoresBusy(f"no free core after waiting {wait_timeout_s:g} s ({whom}); "
+                                "raise --wait-timeout or stop the other measurement")
+            if whom != told:
+                on_wait(f"waiting for a free core ({whom})")
+                told = whom
+            time.sleep(POLL_S)
+        yield sorted(int(name[3:]) for name in held)
+    finally:
+        _release(held)
