@@ -15,6 +15,13 @@ def _isolated_dirs(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _own_core_locks(tmp_path, monkeypatch):
+    """Core locks of this test only: a measurement running beside the suite must not make it wait
+    (the tests assert outputs and behaviour, never speed)."""
+    monkeypatch.setenv("LEVIT_BENCH_LOCKS", str(tmp_path / "locks"))
+
+
+@pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
 

@@ -11,14 +11,14 @@ import pytest
 
 from levit_bench.reports.store import open_store
 from levit_bench.runners.session import new_run_id
-from levit_bench.runners.sweep import plan, run_sweep
+from levit_bench.runners.sweep import plan, run_sweep, sweep_requests
 
 RUNTIMES = ["openvino", "onnxruntime"]
 
 
 def _sweep(workdir, runtimes, **kwargs):
-    cells = plan(["levit_128s"], runtimes)
-    return run_sweep(cells, "xeon", workdir, open_store(workdir), new_run_id(), protocol="smoke", **kwargs)
+    requests = sweep_requests(plan(["levit_128s"], runtimes), "xeon", workdir, new_run_id(), protocol="smoke")
+    return run_sweep(requests, workdir, open_store(workdir), **kwargs)
 
 
 def test_a_crashing_runtime_is_a_failed_row_and_the_sweep_goes_on(workdir_with_artifact, tmp_path, monkeypatch):

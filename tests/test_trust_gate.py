@@ -18,12 +18,6 @@ from levit_bench.runners import core_locks, host_load
 from levit_bench.runners.core_locks import CoresBusy
 
 
-@pytest.fixture(autouse=True)
-def _own_lock_dir(tmp_path, monkeypatch):
-    """Core locks of this test only: CI measuring beside it must not make it wait."""
-    monkeypatch.setenv("LEVIT_BENCH_LOCKS", str(tmp_path / "locks"))
-
-
 def _flip_signs_of_a_weight(onnx_path):
     """Flip the sign bit of every float of the largest initializer, in the file's own bytes,
     then re-stamp the sidecar's sha256: a corrupt artifact that vouches for itself."""

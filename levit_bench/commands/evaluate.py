@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from levit_bench.commands.common import positive_int, print_json, workdir
+from levit_bench.commands.common import print_json, workdir
 
 
 def _print_record(record: dict) -> None:
@@ -107,7 +107,7 @@ def register(commands) -> None:
     evaluate.add_argument("--runtime", default="torch", choices=list(RUNTIMES),
                           help="where the model runs (default torch); the others run its ONNX export "
                           "on this CPU, on every core")
-    evaluate.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH, metavar="N",
+    evaluate.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
                           help=f"images per batch (default {DEFAULT_BATCH}, the CPU platforms' batch); for "
                           "the exported runtimes, the artifact's static batch (the last batch is padded, "
                           "the padding ignored)")

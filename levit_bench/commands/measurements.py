@@ -100,11 +100,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from levit_bench.console import stderr_console
     from levit_bench.reports.store import open_store
     from levit_bench.runners.session import new_run_id
-    from levit_bench.runners.sweep import plan, run_sweep
+    from levit_bench.runners.sweep import plan, run_sweep, sweep_requests
 
     check_rpc(args)
     cells = plan(_models(args.models), args.runtimes, workdir(args))
     run_id = args.run_id or new_run_id()
+    requests = sweep_requests(cells, args.platform, workdir(args), run_id, batch=args.batch,
+                              precision=args.precision, protocol=args.protocol, weights=args.weights,
+                              rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key, mcpu=args.mcpu,
+                              wait_timeout_s=args.wait_timeout)
+    store = open_store(workdir(args))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=stderr_console(), transient=False) as progress:
         task = progress.add_task("sweep", total=len(cells))
@@ -115,11 +120,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             else:
                 progress.advance(task)
 
-        outcomes = run_sweep(cells, args.platform, workdir(args), open_store(workdir(args)), run_id,
-                             batch=args.batch, precision=args.precision, protocol=args.protocol,
-                             weights=args.weights, force=args.force, cell_timeout_s=args.cell_timeout,
-                             on_cell=on_cell, rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key,
-                             mcpu=args.mcpu, wait_timeout_s=args.wait_timeout)
+        outcomes = run_sweep(requests, workdir(args), store, force=args.force, cell_timeout_s=args.cell_timeout,
+                             on_cell=on_cell)
         progress.update(task, description="sweep done")
     records = [o.record for o in outcomes if o.record]
     skipped = [o.cell.label for o in outcomes if o.status == "skipped"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from levit_bench.commands.common import positive_int, print_json
+from levit_bench.commands.common import print_json
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -90,8 +90,8 @@ def register(commands) -> None:
     train.add_argument("--distillation", choices=MODES,
                        help="hard (the teacher's argmax; default with a teacher), soft (KL at --distillation-tau) "
                        "or none (both heads learn the labels; default without a teacher)")
-    train.add_argument("--epochs", type=positive_int, default=d.epochs, help=f"default {d.epochs} (the paper's)")
-    train.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"per process (default {d.batch_size})")
+    train.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs} (the paper's)")
+    train.add_argument("--batch-size", type=int, default=d.batch_size, help=f"per process (default {d.batch_size})")
     train.add_argument("--out", metavar="DIR", help="checkpoints and log (default runs/<model>)")
     train.add_argument("--resume", action="store_true", help="continue OUT/latest.pth exactly where it stopped")
     train.add_argument("--lr", type=float, help="default 5e-4 x global batch / 512")

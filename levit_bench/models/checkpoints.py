@@ -131,7 +131,7 @@ def read_state_dict(path: Path) -> tuple[StateDict, dict[str, str]]:
         raise _unpickling_error(path, str(e)) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(e)}") from None
-    except KeyError:  # torch.load reads a non-zip, non-pickle file (e.g. text) as a bad pickle opcode
+    except Exception:  # noqa: BLE001 - torch.load reads any other file (e.g. text) as a broken pickle
         raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or safetensors file") from None
     return _unwrap(obj, path)
 

@@ -19,6 +19,10 @@ from levit_bench.exporters.pipeline import ExportOptions, export_model
 from levit_bench.models.checkpoints import read_checkpoint, sha256_of
 
 
+class DamagedArtifact(LevitBenchError):
+    """The default artifact is damaged and nothing can say which weights to export it from."""
+
+
 @dataclass(frozen=True)
 class Artifact:
     model: str
@@ -74,7 +78,7 @@ def _repair_default(models_dir: Path, model: str, on_step: Callable[[str], None]
     sidecar = _sidecar(path)
     redo = f"export it again: levit-bench export --model {model} [--weights CHECKPOINT]"
     if sidecar is None:
-        raise LevitBenchError(f"{path} is damaged and its sidecar is unreadable, so its weights are unknown; {redo}")
+        raise DamagedArtifact(f"{path} is damaged and its sidecar is unreadable, so its weights are unknown; {redo}")
     weights = sidecar.get("weights") or {}
     shape = sidecar.get("input_shape") or [None]
     options = ExportOptions(model=model, out_dir=models_dir, batch=shape[0] if isinstance(shape[0], int) else 1,
@@ -85,7 +89,7 @@ def _repair_default(models_dir: Path, model: str, on_step: Callable[[str], None]
     else:
         checkpoint = Path(weights.get("path", ""))
         if not checkpoint.is_file() or sha256_of(checkpoint) != weights.get("sha256"):
-            raise LevitBenchError(f"{path} is damaged and the checkpoint it was exported from "
+            raise DamagedArtifact(f"{path} is damaged and the checkpoint it was exported from "
                                   f"({checkpoint}) is gone or changed; {redo}")
         options = dataclasses.replace(options, weights=str(checkpoint))
         origin = str(checkpoint)

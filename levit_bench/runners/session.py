@@ -27,7 +27,7 @@ from levit_bench.exporters.pipeline import model_from_sidecar
 from levit_bench.registry import get_spec
 from levit_bench.runners import runner_class
 from levit_bench.runners import host_load
-from levit_bench.runners.artifacts import Artifact, ensure_artifact
+from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_artifact
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S, CoresBusy
 from levit_bench.runners.measure import get_protocol, summarise
 from levit_bench.runners.platforms import GPU_MAX_BATCH, get_platform
@@ -213,6 +213,25 @@ def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
     return record
 
 
+def _gate(record: dict, outputs: np.ndarray, reference: np.ndarray) -> None:
+    """Record how far `outputs` are from the reference; raise the reason if too far for the precision."""
+    compared = outputs[: len(reference)]
+    record.update(
+        max_abs_diff=float(np.abs(compared - reference).max()),
+        max_abs_logit=float(np.abs(reference).max()),
+        top1_agreement=float((compared.argmax(1) == reference.argmax(1)).mean()),
+        parity_images=len(reference),
+    )
+    if not np.isfinite(outputs).all():
+        raise LevitBenchError(f"{record['runtime']} returned non-finite logits")
+    tolerance = tolerance_for(record["precision"])
+    record["tolerance"] = {"max_abs_diff": tolerance.bound(record["max_abs_logit"]),
+                           "top1_agreement": tolerance.top1_agreement}
+    wrong = tolerance.violation(record["max_abs_diff"], record["max_abs_logit"], record["top1_agreement"])
+    if wrong:
+        raise LevitBenchError(wrong)
+
+
 def _measure(runner, request: RunRequest, record: dict, host: environment.HostInfo,
              workdir: Path, on_step: Callable[[str], None], on_wait: Callable[[str], None]) -> None:
     """Fill `record` in: measured and gated (`ok`), `emulated`, or `failed` with the reason."""
@@ -254,13 +273,6 @@ def _measure(runner, request: RunRequest, record: dict, host: environment.HostIn
         if device is not None:
             record.update(host=device.fingerprint, cpu_model=device.cpu_model, host_info=device.as_dict(),
                           measuring_host=host.as_dict())
-        compared = outputs[: len(reference)]
-        record.update(
-            max_abs_diff=float(np.abs(compared - reference).max()),
-            max_abs_logit=float(np.abs(reference).max()),
-            top1_agreement=float((compared.argmax(1) == reference.argmax(1)).mean()),
-            parity_images=len(reference),
-        )
         if timings is not None:
             record.update(
                 first_inference_s=timings.first_call_s,
@@ -268,17 +280,10 @@ def _measure(runner, request: RunRequest, record: dict, host: environment.HostIn
                 samples_ms=[s * 1e3 for s in timings.samples_s],
                 **summarise(timings.samples_s, batch),
             )
-        if not np.isfinite(outputs).all():
-            raise LevitBenchError(f"{request.runtime} returned non-finite logits")
-        tolerance = tolerance_for(record["precision"])
-        record["tolerance"] = {"max_abs_diff": tolerance.bound(record["max_abs_logit"]),
-                               "top1_agreement": tolerance.top1_agreement}
-        wrong = tolerance.violation(record["max_abs_diff"], record["max_abs_logit"], record["top1_agreement"])
-        if wrong:
-            raise LevitBenchError(wrong)
+        _gate(record, outputs, reference)
         # an emulator's outputs are checked, its timings are not a measurement of anything
         record["status"] = "emulated" if timings is None else "ok"
-    except CoresBusy:  # not the runtime's failure: nothing was measured
+    except (CoresBusy, DamagedArtifact):  # not the runtime's failure: nothing was measured
         raise
     except Exception as e:  # noqa: BLE001 - any failure of the runtime is this cell's result
         record["error"] = _one_line(e)

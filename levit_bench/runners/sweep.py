@@ -138,15 +138,13 @@ def _run_isolated(request: RunRequest, workdir: Path, timeout_s: float) -> tuple
     return None, last
 
 
-def run_sweep(
-    cells: list[Cell], platform: str, workdir: Path, store: ResultsStore, run_id: str,
+def sweep_requests(
+    cells: list[Cell], platform: str, workdir: Path, run_id: str,
     batch: int | None = None, precision: str | None = None, protocol: str = "default",
-    weights: str | None = None, force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
-    on_cell: Callable[[Cell, str], None] = lambda cell, state: None,
-    rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
+    weights: str | None = None, rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
-) -> list[CellOutcome]:
-    """Measure each cell in its own process; an invalid request refuses the sweep before any cell."""
+) -> list[RunRequest]:
+    """Each cell's request, checked: an invalid one refuses the whole sweep before any cell runs."""
     host = environment.host_info()
     requests = [RunRequest(cell.model, cell.runtime, platform, batch=batch, precision=precision,
                            mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id,
@@ -159,9 +157,19 @@ def run_sweep(
         if (request.runtime, request.mode) not in checked:
             checked_runner(request, workdir, host).close()
             checked.add((request.runtime, request.mode))
+    return requests
+
+
+def run_sweep(
+    requests: list[RunRequest], workdir: Path, store: ResultsStore, force: bool = False,
+    cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S, on_cell: Callable[[Cell, str], None] = lambda cell, state: None,
+) -> list[CellOutcome]:
+    """Measure each request in its own process, skipping what is stored unless `force`."""
+    host = environment.host_info()
     outcomes = []
     with _sigterm_as_interrupt():
-        for cell, request in zip(cells, requests):
+        for request in requests:
+            cell = Cell(request.model, request.runtime, request.mode)
             outcomes.append(_sweep_cell(cell, request, workdir, store, host, force, cell_timeout_s, on_cell))
     return outcomes
 
