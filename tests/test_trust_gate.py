@@ -186,3 +186,19 @@ def test_a_sigkilled_holder_frees_its_core():
         assert cores == [core]
     assert time.monotonic() - started < 1
     assert core_locks.holder(f"cpu{core}") == "unknown"  # a released lock names nobody
+
+
+def test_smt_siblings_are_locked_together(monkeypatch):
+    """On a host whose CPUs 0 and 1 are one physical core, a measurement on either holds both."""
+    monkeypatch.setattr(core_locks, "physical_core", lambda cpu: (0, 1) if cpu in (0, 1) else (cpu,))
+    with core_locks.reserve([0, 1], 1, wait_timeout_s=0) as cores:
+        assert cores == [1]  # one CPU of the core to pin to
+        assert core_locks.holder("cpu0").startswith(f"pid {os.getpid()}")
+        with pytest.raises(CoresBusy, match="no free core after waiting 0 s"):
+            with core_locks.reserve([0], 1, wait_timeout_s=0):
+                pass
+        with pytest.raises(core_locks.LevitBenchError, match="may use only 1"):
+            with core_locks.reserve([0, 1], 2, wait_timeout_s=0):
+                pass
+    cpu = max(os.sched_getaffinity(0))
+    assert cpu in core_locks.physical_core(cpu)  # this host's topology, read from sysfs

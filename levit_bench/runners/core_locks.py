@@ -1,6 +1,7 @@
 """One measurement per core at a time, across every process on the host.
 
-A measurement holds an exclusive `flock` on one lock file per core it pins. The kernel drops a
+A measurement holds an exclusive `flock` on one lock file per logical CPU of each physical
+core it pins (SMT siblings share a core's execution units, so they go together). The kernel drops a
 flock when its holder exits however it exits (even SIGKILL), so a crashed run never leaves a
 core reserved. The lock files are host-wide (`$LEVIT_BENCH_LOCKS`, else
 `/tmp/levit-bench-locks`), not per user cache: two users measuring on one host share its cores.
@@ -67,31 +68,63 @@ def _release(fds: dict[str, int]) -> None:
     fds.clear()
 
 
+def physical_core(cpu: int) -> tuple[int, ...]:
+    """The logical CPUs sharing `cpu`'s physical core (SMT siblings), `cpu` included."""
+    try:
+        text = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text()
+    except OSError:
+        return (cpu,)
+    cpus = []
+    for part in text.strip().split(","):
+        low, _, high = part.partition("-")
+        cpus.extend(range(int(low), int(high or low) + 1))
+    return tuple(cpus) if cpu in cpus else (cpu,)
+
+
+def _try_core(siblings: tuple[int, ...], held: dict[str, int]) -> str | None:
+    """Lock every sibling of one physical core into `held`; None, or the first one busy."""
+    taken = {}
+    for cpu in siblings:
+        fd = _try_lock(f"cpu{cpu}")
+        if fd is None:
+            _release(taken)
+            return f"cpu{cpu}"
+        taken[f"cpu{cpu}"] = fd
+    held.update(taken)
+    return None
+
+
 @contextlib.contextmanager
 def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
             on_wait: Callable[[str], None] = lambda message: None) -> Iterator[list[int]]:
-    """Hold `count` of the `candidates` cores exclusively (highest-numbered first) while inside.
+    """Hold `count` physical cores among the `candidates` CPUs exclusively while inside; yield
+    one CPU of each to pin to (the highest-numbered free ones first).
 
-    While fewer than `count` are free, wait (telling `on_wait` for whom, again only when that
-    changes), up to `wait_timeout_s`, then raise CoresBusy naming the holders.
+    A physical core is the unit: its SMT siblings share its execution units, so a measurement
+    locks them all. While fewer than `count` are free, wait (telling `on_wait` for whom, again
+    only when that changes), up to `wait_timeout_s`, then raise CoresBusy naming the holders.
     """
-    if count > len(candidates):
-        raise LevitBenchError(f"{count} cores asked for, but this process may use only {candidates}")
+    cores = {}
+    for cpu in sorted(candidates, reverse=True):
+        cores.setdefault(physical_core(cpu), cpu)  # siblings -> the CPU to pin to
+    if count > len(cores):
+        raise LevitBenchError(f"{count} cores asked for, but this process may use only {len(cores)} "
+                              f"(CPUs {candidates})")
     deadline = time.monotonic() + wait_timeout_s
     held: dict[str, int] = {}
     told = None
     try:
         while True:
-            busy = []
-            for core in sorted(candidates, reverse=True):
-                if len(held) == count:
+            busy, chosen = [], []
+            for siblings, cpu in cores.items():
+                if len(chosen) == count:
                     break
-                fd = _try_lock(f"cpu{core}")
-                if fd is None:
-                    busy.append(f"cpu{core}")
+                blocked = _try_core(siblings, held)
+                if blocked:
+                    busy.append(blocked)
                 else:
-                    held[f"cpu{core}"] = fd
-            if len(held) == count:
+                    chosen.append(cpu)
+            if len(chosen) == count:
                 break
             _release(held)  # never sit on some cores while waiting for others
             whom = "; ".join(f"{r} held by {holder(r)}" for r in busy)
@@ -102,6 +135,6 @@ def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_W
                 on_wait(f"waiting for a free core ({whom})")
                 told = whom
             time.sleep(POLL_S)
-        yield sorted(int(name[3:]) for name in held)
+        yield sorted(chosen)
     finally:
         _release(held)

@@ -46,6 +46,23 @@ def _own_cpu_s() -> float:
     return times.user + times.system
 
 
+def settle(cores: list[int], timeout_s: float = 5.0, window_s: float = 0.25) -> float:
+    """Wait (up to `timeout_s`) until the cores are quiet for one window; the seconds waited.
+
+    A core just handed over by another measurement may still run that process's exit (its
+    store write, its interpreter's teardown) for a second or so; measuring at once would time
+    that too. Called while this process is idle, so any busy time in the window is others'.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = _busy_s(cores)
+        time.sleep(window_s)
+        after = _busy_s(cores)
+        if before is None or after is None or after - before <= TICK_SLACK_S:
+            break
+    return round(time.monotonic() - started, 3)
+
+
 def snapshot() -> dict:
     return {"loadavg_1m": round(psutil.getloadavg()[0], 2), "runnable": _runnable()}
 

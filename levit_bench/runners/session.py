@@ -260,6 +260,7 @@ def _measure(runner, request: RunRequest, record: dict, host: environment.HostIn
             on_step("parity only (emulated)" if emulated else "measure")
             timings = None
             if not emulated:
+                record["settle_s"] = host_load.settle(cores)
                 with host_load.watch(cores) as load:
                     timings = runner.measure(inputs, protocol)
                 record.update(load=load.load, noisy=load.noisy, noisy_reason=load.noisy_reason)
