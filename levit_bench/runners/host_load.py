@@ -51,14 +51,14 @@ def settle(cores: list[int], timeout_s: float = 5.0, window_s: float = 0.25) -> 
 
     A core just handed over by another measurement may still run that process's exit (its
     store write, its interpreter's teardown) for a second or so; measuring at once would time
-    that too. Called while this process is idle, so any busy time in the window is others'.
+    that too. This process's own threads (a runtime's spinning workers) do not count.
     """
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        before = _busy_s(cores)
+        before, own = _busy_s(cores), _own_cpu_s()
         time.sleep(window_s)
-        after = _busy_s(cores)
-        if before is None or after is None or after - before <= TICK_SLACK_S:
+        after, own = _busy_s(cores), _own_cpu_s() - own
+        if before is None or after is None or after - before - own <= TICK_SLACK_S:
             break
     return round(time.monotonic() - started, 3)
 
