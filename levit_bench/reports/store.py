@@ -89,21 +89,18 @@ class ResultsStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create {self.path.parent}: {e.strerror}") from None
-        try:
-            with self._transaction() as db:
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                if row is None:
-                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif not str(row[0]).isdigit():
-                    raise StoreError(f"{self.path} has an unreadable schema version {row[0]!r}")
-                elif int(row[0]) > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path} has schema {row[0]}, newer than this levit-bench's {SCHEMA_VERSION}; upgrade"
-                    )
-        except sqlite3.DatabaseError as e:
-            raise _damaged(self.path, e) from None
+        with self._transaction() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif not str(row[0]).isdigit():
+                raise StoreError(f"{self.path} has an unreadable schema version {row[0]!r}")
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema {row[0]}, newer than this levit-bench's {SCHEMA_VERSION}; upgrade"
+                )
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -141,6 +138,10 @@ class ResultsStore:
                 yield db
                 db.execute("COMMIT")
                 return
+            except sqlite3.DatabaseError as e:  # a malformed page, found while working
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise _damaged(self.path, e) from None
             except BaseException:
                 with suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
@@ -151,15 +152,12 @@ class ResultsStore:
 
     def insert(self, record: Mapping, table: str = "measurements") -> None:
         columns = TABLES[table]
-        try:
-            with self._transaction() as db:
-                db.execute(
-                    f"INSERT INTO {table} ({', '.join(columns)}, record_json) "
-                    f"VALUES ({', '.join('?' * (len(columns) + 1))})",
-                    [*(record.get(name) for name in columns), json.dumps(record, sort_keys=True)],
-                )
-        except sqlite3.DatabaseError as e:
-            raise _damaged(self.path, e) from None
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO {table} ({', '.join(columns)}, record_json) "
+                f"VALUES ({', '.join('?' * (len(columns) + 1))})",
+                [*(record.get(name) for name in columns), json.dumps(record, sort_keys=True)],
+            )
 
     def insert_or_keep(self, record: Mapping, table: str = "measurements") -> None:
         """Insert; if the store cannot take it, keep the record as JSON beside it and say where."""
