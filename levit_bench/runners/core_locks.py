@@ -49,14 +49,20 @@ def holder(resource: str) -> str:
 def _try_lock(resource: str) -> int | None:
     """An fd holding `resource`'s lock, or None when another process holds it."""
     path = lock_dir() / f"{resource}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)  # whoever made it, every user's measurements take it
+    except PermissionError:  # another user's file, made before that chmod: a flock needs no write access
+        fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n".encode(), 0)
+    with contextlib.suppress(OSError):  # who holds it, for those who wait (not writable: unnamed)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}\n".encode(), 0)
     return fd
 
 
