@@ -91,7 +91,8 @@ def main() -> int:
                 control.append(sgemm_gflops())
                 for label, (runtime, mode, precision) in CONFIGS.items():
                     record = run_cell(RunRequest(name, runtime, "xeon", mode=mode, precision=precision,
-                                                 protocol=args.protocol, run_id=run_id), work, store)
+                                                 protocol=args.protocol, run_id=run_id), work)
+                    store.insert_or_keep(record)
                     if record["status"] != "ok":
                         print(f"{name} {label}: FAILED {record['error']}")
                         continue

@@ -35,7 +35,8 @@ MODEL, BATCH = "levit_128s", 16
 
 def _measure(workdir: Path, runtime: str, mode: str | None, run_id: str) -> dict:
     request = RunRequest(MODEL, runtime, "xeon", batch=BATCH, mode=mode, protocol="default", run_id=run_id)
-    record = run_cell(request, workdir, open_store(workdir))
+    record = run_cell(request, workdir)
+    open_store(workdir).insert_or_keep(record)
     if record["status"] != "ok":
         raise SystemExit(f"{runtime} {mode or ''} failed: {record['error']}")
     return record

@@ -29,9 +29,11 @@ def measured_store(exported_128s, tmp_path_factory):
     shutil.copytree(exported_128s, work)
     store = open_store(work)
     for runtime in RUNTIMES:
-        record = run_cell(RunRequest("levit_128s", runtime, "xeon", protocol="smoke"), work, store)
+        record = run_cell(RunRequest("levit_128s", runtime, "xeon", protocol="smoke"), work)
+        store.insert(record)
         assert record["status"] == "ok", record["error"]
-    record = run_cell(RunRequest("efficientnet_b0", "onnxruntime", "xeon", protocol="smoke"), work, store)
+    record = run_cell(RunRequest("efficientnet_b0", "onnxruntime", "xeon", protocol="smoke"), work)
+    store.insert(record)
     assert record["status"] == "ok", record["error"]
     return work
 

@@ -22,7 +22,9 @@ CASES = [("torch", "traced"), ("torch", "eager"), ("torch", "unfused"), ("onnxru
 
 def _run(workdir, runtime, mode=None, precision=None, platform="xeon"):
     request = RunRequest("levit_128s", runtime, platform, mode=mode, precision=precision, protocol="smoke")
-    return run_cell(request, workdir, open_store(workdir))
+    record = run_cell(request, workdir)
+    open_store(workdir).insert(record)
+    return record
 
 
 @pytest.mark.parametrize("runtime,mode", CASES)

@@ -18,7 +18,8 @@ RUNTIMES = ["openvino", "onnxruntime"]
 
 def _sweep(workdir, runtimes, **kwargs):
     requests = sweep_requests(plan(["levit_128s"], runtimes), "xeon", workdir, new_run_id(), protocol="smoke")
-    return run_sweep(requests, workdir, open_store(workdir), **kwargs)
+    store = open_store(workdir)
+    return run_sweep(requests, workdir, is_done=store.has_ok, on_record=store.insert, **kwargs)
 
 
 def test_a_crashing_runtime_is_a_failed_row_and_the_sweep_goes_on(workdir_with_artifact, tmp_path, monkeypatch):

@@ -72,9 +72,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                                  mode=args.mode, protocol=args.protocol, weights=args.weights, run_id=run_id,
                                  rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key, mcpu=args.mcpu,
                                  wait_timeout_s=args.wait_timeout)
-            records.append(run_cell(request, workdir(args), store,
+            records.append(run_cell(request, workdir(args),
                                     on_step=lambda step, name=name: status.update(f"{name} on {args.runtime}: {step}"),
                                     on_wait=lambda message, name=name: views.print_note(f"{name}: {message}")))
+            store.insert_or_keep(records[-1])
     if args.json:
         print_json(records)
     else:
@@ -120,8 +121,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             else:
                 progress.advance(task)
 
-        outcomes = run_sweep(requests, workdir(args), store, force=args.force, cell_timeout_s=args.cell_timeout,
-                             on_cell=on_cell)
+        outcomes = run_sweep(requests, workdir(args), is_done=store.has_ok, on_record=store.insert_or_keep,
+                             force=args.force, cell_timeout_s=args.cell_timeout, on_cell=on_cell)
         progress.update(task, description="sweep done")
     records = [o.record for o in outcomes if o.record]
     skipped = [o.cell.label for o in outcomes if o.status == "skipped"]

@@ -1,10 +1,10 @@
-"""One measurement: model x runtime x platform -> a stored record, ok or failed.
+"""One measurement: model x runtime x platform -> a record, ok or failed (the caller stores it).
 
 Order of work: refuse an invalid request (nothing stored), find or export the artifact, take
 a free core exclusively and pin to it, load (timed), first call (timed), warm up and measure
 while watching the host's load, compute the unfused PyTorch reference on the seeded inputs on
 the same core, and gate: a record is `ok` only when the runtime's outputs agree with the
-reference within its precision's tolerance (exporters.parity.TOLERANCES). Then store.
+reference within its precision's tolerance (exporters.parity.TOLERANCES). Return the record.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_arti
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S, CoresBusy
 from levit_bench.runners.measure import get_protocol, summarise
 from levit_bench.runners.platforms import GPU_MAX_BATCH, get_platform
-from levit_bench.reports.store import ResultsStore
 
 PARITY_IMAGES = 64  # at most this many of the batch are compared with the reference
 
@@ -192,14 +191,13 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
     }
 
 
-def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
-             on_step: Callable[[str], None] = lambda step: None,
+def run_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], None] = lambda step: None,
              on_wait: Callable[[str], None] | None = None) -> dict:
-    """Measure one cell and store its record, ok or failed (with the reason).
+    """Measure one cell; its record, ok or failed (with the reason), for the caller to store.
 
     A request that cannot be a cell at all (unknown model, platform or protocol, a bad batch,
     a precision or mode the runtime lacks, an unreachable device, a host the platform refuses)
-    raises instead, and stores nothing; so does waiting in vain for a free core. `on_wait`
+    raises instead, and gives no record; so does waiting in vain for a free core. `on_wait`
     (default: `on_step`) hears whom the run waits for.
     """
     host = environment.host_info()
@@ -209,7 +207,6 @@ def run_cell(request: RunRequest, workdir: Path, store: ResultsStore,
         _measure(runner, request, record, host, workdir, on_step, on_wait or on_step)
     finally:
         runner.close()
-    store.insert_or_keep(record)
     return record
 
 

@@ -1,9 +1,10 @@
 """The whole matrix, one isolated cell at a time, resumable.
 
-Each cell runs as its own `levit-bench run` process: a crash (even a segfault in a runtime),
-an unsupported op or a timeout ends that process only, and is stored as a failed row. A cell
-already measured successfully with the same artifact, runtime version, protocol and host is
-skipped unless forced.
+Each cell runs in a worker process of its own (`runners/worker.py`): a crash (even a segfault
+in a runtime), an unsupported op or a timeout ends that process only, and becomes a failed
+record. Every record goes to the caller's `on_record`, which stores it; a cell the caller
+says `is_done` (measured successfully with the same artifact, runtime version, protocol and
+host) is skipped unless forced.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from pathlib import Path
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError
 from levit_bench.registry import get_spec
-from levit_bench.reports.store import ResultsStore
 from levit_bench.runners import MODES, RUNTIMES
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.platforms import get_platform
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
 from levit_bench.runners.session import RunRequest, checked_runner, effective_settings, new_record
+from levit_bench.runners.worker import request_payload
 
 DEFAULT_CELL_TIMEOUT_S = 900.0
 
@@ -99,26 +100,12 @@ def _resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | 
     }
 
 
-def _command(request: RunRequest, workdir: Path) -> list[str]:
-    args = [sys.executable, "-m", "levit_bench", "--workdir", str(workdir), "run",
-            "--runtime", request.runtime, "--platform", request.platform, "--model", request.model,
-            "--protocol", request.protocol, "--run-id", request.run_id, "--json"]
-    rpc_flag = "--rpc-tracker" if request.rpc_key else "--rpc"
-    for flag, value in (("--batch", request.batch), ("--precision", request.precision),
-                        ("--mode", request.mode), ("--weights", request.weights), (rpc_flag, request.rpc),
-                        ("--rpc-key", request.rpc_key), ("--mcpu", request.mcpu),
-                        ("--wait-timeout", request.wait_timeout_s)):
-        if value is not None:
-            args += [flag, str(value)]
-    return args
-
-
 def _run_isolated(request: RunRequest, workdir: Path, timeout_s: float) -> tuple[dict | None, str | None]:
-    """(the record the child stored, or None with the reason it stored none)."""
-    process = subprocess.Popen(_command(request, workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    """(the record a worker process returned, or None with the reason it returned none)."""
+    process = subprocess.Popen([sys.executable, "-m", "levit_bench.runners.worker"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        stdout, stderr = process.communicate(timeout=timeout_s)
+        stdout, stderr = process.communicate(request_payload(request, workdir), timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
@@ -127,11 +114,11 @@ def _run_isolated(request: RunRequest, workdir: Path, timeout_s: float) -> tuple
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         raise
-    try:
-        records = json.loads(stdout)
-        return records[0], None
-    except (ValueError, IndexError, KeyError, TypeError):
-        pass
+    if process.returncode == 0:
+        try:
+            return json.loads(stdout), None
+        except ValueError:
+            pass
     if process.returncode < 0:
         return None, f"crashed with {signal.Signals(-process.returncode).name}"
     last = (stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
@@ -161,16 +148,19 @@ def sweep_requests(
 
 
 def run_sweep(
-    requests: list[RunRequest], workdir: Path, store: ResultsStore, force: bool = False,
-    cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S, on_cell: Callable[[Cell, str], None] = lambda cell, state: None,
+    requests: list[RunRequest], workdir: Path, is_done: Callable[[dict], bool],
+    on_record: Callable[[dict], None], force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
+    on_cell: Callable[[Cell, str], None] = lambda cell, state: None,
 ) -> list[CellOutcome]:
-    """Measure each request in its own process, skipping what is stored unless `force`."""
+    """Measure each request in a worker process of its own and hand every record to
+    `on_record` (the caller stores it); a cell whose resume key `is_done` is skipped unless `force`."""
     host = environment.host_info()
     outcomes = []
     with _sigterm_as_interrupt():
         for request in requests:
             cell = Cell(request.model, request.runtime, request.mode)
-            outcomes.append(_sweep_cell(cell, request, workdir, store, host, force, cell_timeout_s, on_cell))
+            outcomes.append(_sweep_cell(cell, request, workdir, host, is_done, on_record, force, cell_timeout_s,
+                                        on_cell))
     return outcomes
 
 
@@ -191,10 +181,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, store: ResultsStore, host, force: bool,
-                cell_timeout_s: float, on_cell: Callable[[Cell, str], None]) -> CellOutcome:
+def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, is_done: Callable[[dict], bool],
+                on_record: Callable[[dict], None], force: bool, cell_timeout_s: float,
+                on_cell: Callable[[Cell, str], None]) -> CellOutcome:
     key = _resume_key(cell, request, workdir, host)
-    if not force and request.weights is None and key is not None and store.has_ok(key):
+    if not force and request.weights is None and key is not None and is_done(key):
         on_cell(cell, "skipped")
         return CellOutcome(cell, "skipped")
     on_cell(cell, "running")
@@ -202,6 +193,6 @@ def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, store: ResultsSt
     if record is None:
         record = new_record(request, host)
         record.update(error=error, artifact_sha256=key and key["artifact_sha256"])
-        store.insert_or_keep(record)
+    on_record(record)
     on_cell(cell, record["status"])
     return CellOutcome(cell, record["status"], record, record.get("error"))

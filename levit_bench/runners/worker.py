@@ -1,0 +1,36 @@
+"""One sweep cell in a process of its own: a JSON request on stdin, its record as JSON on stdout.
+
+`python -m levit_bench.runners.worker` is what a sweep spawns for each cell, so that a crash
+(even a segfault inside a runtime) ends this process only. It stores nothing: the sweep's
+parent stores what it prints. A request refused in one line exits 1 with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from levit_bench.errors import LevitBenchError
+from levit_bench.runners.session import RunRequest, run_cell
+
+
+def request_payload(request: RunRequest, workdir: Path) -> str:
+    """What the parent writes to a worker's stdin."""
+    return json.dumps({"request": dataclasses.asdict(request), "workdir": str(workdir)})
+
+
+def main() -> int:
+    try:
+        payload = json.loads(sys.stdin.read())
+        record = run_cell(RunRequest(**payload["request"]), Path(payload["workdir"]))
+    except LevitBenchError as e:
+        print(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, file=sys.stderr)
+        return 1
+    json.dump(record, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

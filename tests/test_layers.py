@@ -1,0 +1,33 @@
+"""Data flows one way: runners measure and return records; they never reach up into the
+store, the reports or the commands, and never call the CLI."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "levit_bench"
+
+
+def _imports(module: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_runners_import_neither_reports_nor_commands():
+    modules = sorted((PACKAGE / "runners").rglob("*.py"))
+    assert len(modules) > 10
+    for module in modules:
+        upward = {n for n in _imports(module) if n.startswith(("levit_bench.reports", "levit_bench.commands",
+                                                               "levit_bench.cli"))}
+        assert not upward, f"{module.name} imports {upward}"
+
+
+def test_no_runner_spawns_the_cli():
+    for module in (PACKAGE / "runners").rglob("*.py"):
+        text = module.read_text()
+        assert '"levit_bench", "--' not in text and "'-m', 'levit_bench'" not in text, module.name
+        assert '"-m", "levit_bench"' not in text, module.name
