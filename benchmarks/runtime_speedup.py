@@ -30,9 +30,10 @@ from levit_bench.exporters.pipeline import ExportOptions, export_model  # noqa: 
 from levit_bench.models.checkpoints import save_weights  # noqa: E402
 from levit_bench.models.levit import LEVIT_CONFIGS  # noqa: E402
 from levit_bench.overview import measured_counts  # noqa: E402
+from levit_bench.platforms import get_platform  # noqa: E402
 from levit_bench.registry import get_spec  # noqa: E402
 from levit_bench.reports.store import open_store  # noqa: E402
-from levit_bench.runners.platforms import get_platform  # noqa: E402
+from levit_bench.runners import core_locks  # noqa: E402
 from levit_bench.runners.session import RunRequest, new_run_id, run_cell  # noqa: E402
 
 CONFIGS = {  # label -> (runtime, mode, precision)
@@ -51,7 +52,7 @@ def sgemm_gflops(seconds: float = 3.0, n: int = 2048) -> float:
     It is a practical f32 ceiling for any runtime, and, taken between the runs, a control:
     a kernel that never changes, so its spread is the machine's own noise.
     """
-    with get_platform("xeon").pinned():
+    with core_locks.pinned(get_platform("xeon")):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         a, b = torch.randn(n, n), torch.randn(n, n)

@@ -31,3 +31,8 @@ def test_no_runner_spawns_the_cli():
         text = module.read_text()
         assert '"levit_bench", "--' not in text and "'-m', 'levit_bench'" not in text, module.name
         assert '"-m", "levit_bench"' not in text, module.name
+
+
+def test_reports_import_no_runner():
+    for module in sorted((PACKAGE / "reports").rglob("*.py")):
+        assert not {n for n in _imports(module) if n.startswith("levit_bench.runners")}, module.name

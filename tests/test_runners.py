@@ -10,11 +10,11 @@ import torch
 from levit_bench.environment import host_info
 from levit_bench.exporters.parity import seeded_images
 from levit_bench.exporters.pipeline import model_from_sidecar
+from levit_bench.platforms import PlatformError, get_platform
 from levit_bench.reports.store import open_store
-from levit_bench.runners import runner_class
+from levit_bench.runners import core_locks, runner_class
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.base import RunnerError
-from levit_bench.runners.platforms import PlatformError, get_platform
 from levit_bench.runners.session import RunRequest, run_cell
 
 CASES = [("torch", "traced"), ("torch", "eager"), ("torch", "unfused"), ("onnxruntime", None), ("openvino", None)]
@@ -32,7 +32,7 @@ def test_runner_output_matches_the_unfused_reference(workdir_with_artifact, runt
     artifact = find_artifact(workdir_with_artifact, "levit_128s", 16)
     runner = runner_class(runtime)(get_platform("xeon"), None, mode)
     images = seeded_images(16, 224, seed=3).numpy()
-    with get_platform("xeon").pinned():
+    with core_locks.pinned(get_platform("xeon")):
         runner.load(artifact, 16)
         outputs = runner.to_numpy(runner(runner.to_input(images)))
     runner.close()
@@ -143,6 +143,6 @@ def test_openvino_is_cpu_only_and_unknown_names():
 
 def test_pinning_restores_the_affinity():
     before = os.sched_getaffinity(0)
-    with get_platform("xeon").pinned() as cores:
+    with core_locks.pinned(get_platform("xeon")) as cores:
         assert os.sched_getaffinity(0) == set(cores) and len(cores) == 1
     assert os.sched_getaffinity(0) == before

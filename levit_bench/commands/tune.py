@@ -18,7 +18,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from levit_bench.errors import LevitBenchError
     from levit_bench.registry import get_spec
     from levit_bench.runners.artifacts import ensure_artifact
-    from levit_bench.runners.platforms import get_platform
+    from levit_bench.platforms import get_platform
     from levit_bench.runners.session import resolve_rpc
 
     if args.trials < 1:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from levit_bench.platforms import PLATFORMS
 from levit_bench.registry import REGISTRY
-from levit_bench.runners.platforms import PLATFORMS
 
 PYTORCH_REFERENCE = "torch"  # the traced fused model, as the paper's speed_test
 

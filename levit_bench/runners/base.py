@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from levit_bench.errors import LevitBenchError
+from levit_bench.platforms import Platform
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.measure import Protocol, Timings, measure
-from levit_bench.runners.platforms import Platform
 
 
 class RunnerError(LevitBenchError):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from levit_bench.errors import LevitBenchError
+from levit_bench.platforms import Platform
 
 DEFAULT_WAIT_TIMEOUT_S = 900.0
 POLL_S = 0.2
@@ -144,3 +145,24 @@ def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_W
         yield sorted(chosen)
     finally:
         _release(held)
+
+
+@contextlib.contextmanager
+def pinned(platform: Platform, wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
+           on_wait: Callable[[str], None] = lambda message: None) -> Iterator[list[int]]:
+    """Hold the platform's `threads` free cores exclusively and pin the calling thread (and the
+    threads it starts) to them; restore the affinity on the way out.
+
+    The highest-numbered free cores are used (core 0 tends to take the interrupts); while none
+    is free, wait for one. A platform without a thread count (the GPU's) pins nothing.
+    """
+    if platform.device != "cpu" or platform.threads is None or not hasattr(os, "sched_setaffinity"):
+        yield sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    with reserve(allowed, platform.threads, wait_timeout_s, on_wait) as cores:
+        os.sched_setaffinity(0, cores)
+        try:
+            yield cores
+        finally:
+            os.sched_setaffinity(0, allowed)

@@ -24,13 +24,12 @@ from levit_bench import environment
 from levit_bench.errors import LevitBenchError
 from levit_bench.exporters.parity import seeded_images, tolerance_for
 from levit_bench.exporters.pipeline import model_from_sidecar
+from levit_bench.platforms import GPU_MAX_BATCH, get_platform
 from levit_bench.registry import get_spec
-from levit_bench.runners import runner_class
-from levit_bench.runners import host_load
+from levit_bench.runners import core_locks, host_load, runner_class
 from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_artifact
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S, CoresBusy
 from levit_bench.runners.measure import get_protocol, summarise
-from levit_bench.runners.platforms import GPU_MAX_BATCH, get_platform
 
 PARITY_IMAGES = 64  # at most this many of the batch are compared with the reference
 
@@ -241,7 +240,7 @@ def _measure(runner, request: RunRequest, record: dict, host: environment.HostIn
         record.update(artifact_sha256=artifact.sha256, artifact=str(artifact.onnx_path), weights=artifact.weights)
         if artifact.note:
             record["artifact_note"] = artifact.note
-        with platform.pinned(request.wait_timeout_s, on_wait=on_wait) as cores:
+        with core_locks.pinned(platform, request.wait_timeout_s, on_wait) as cores:
             record["pinned_cores"] = cores
             on_step("load")
             t0 = time.perf_counter()

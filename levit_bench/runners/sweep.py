@@ -22,10 +22,10 @@ from pathlib import Path
 
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError
+from levit_bench.platforms import get_platform
 from levit_bench.registry import get_spec
 from levit_bench.runners import MODES, RUNTIMES
 from levit_bench.runners.artifacts import find_artifact
-from levit_bench.runners.platforms import get_platform
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
 from levit_bench.runners.session import RunRequest, checked_runner, effective_settings, new_record
 from levit_bench.runners.worker import request_payload

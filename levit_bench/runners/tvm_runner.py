@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from levit_bench import environment
+from levit_bench.platforms import ARM
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
 from levit_bench.runners.measure import Protocol, Timings, measure_timed
-from levit_bench.runners.platforms import ARM
 from levit_bench.runners.tvm_backend import RpcAddress
 
 

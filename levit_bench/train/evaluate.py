@@ -100,7 +100,7 @@ class EvalOptions:
 
 def _eval_platform():
     """This CPU's platform, on every core: accuracy, not speed, is measured here."""
-    from levit_bench.runners.platforms import ARM, get_platform
+    from levit_bench.platforms import ARM, get_platform
 
     name = "arm" if host_platform.machine().lower() in ARM else "xeon"
     return dataclasses.replace(get_platform(name), threads=None)

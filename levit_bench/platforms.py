@@ -1,5 +1,8 @@
 """Named platforms: a measurement protocol (threads, batch, precision) plus a host check.
 
+Plain data that every layer reads (runners measure on them, reports label by them); holding
+a platform's cores while measuring is the runners' (`runners.core_locks.pinned`).
+
 `xeon` and `arm` are the paper's single-thread CPU settings; any host of the right
 architecture may run them, and the record keeps the real CPU model (an AMD EPYC measured as
 `xeon` stays an AMD EPYC in every report).
@@ -7,15 +10,10 @@ architecture may run them, and the record keeps the real CPU model (an AMD EPYC 
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from levit_bench.environment import HostInfo
 from levit_bench.errors import LevitBenchError
-from levit_bench.runners import core_locks
-from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
 
 X86 = ("x86_64", "amd64")
 ARM = ("aarch64", "arm64")
@@ -48,26 +46,6 @@ class Platform:
             )
         if self.name == "gpu" and not host.gpu:
             raise PlatformError("platform gpu needs a CUDA GPU; torch sees none on this host")
-
-    @contextlib.contextmanager
-    def pinned(self, wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
-               on_wait: Callable[[str], None] = lambda message: None) -> Iterator[list[int]]:
-        """Hold `threads` free cores exclusively and pin the calling thread (and the threads
-        it starts) to them; restore the affinity on the way out.
-
-        The highest-numbered free cores are used (core 0 tends to take the interrupts); while
-        none is free, wait for one (see core_locks).
-        """
-        if self.device != "cpu" or self.threads is None or not hasattr(os, "sched_setaffinity"):
-            yield sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-            return
-        allowed = sorted(os.sched_getaffinity(0))
-        with core_locks.reserve(allowed, self.threads, wait_timeout_s, on_wait) as cores:
-            os.sched_setaffinity(0, cores)
-            try:
-                yield cores
-            finally:
-                os.sched_setaffinity(0, allowed)
 
 
 PLATFORMS: dict[str, Platform] = {
