@@ -202,3 +202,20 @@ def test_smt_siblings_are_locked_together(monkeypatch):
                 pass
     cpu = max(os.sched_getaffinity(0))
     assert cpu in core_locks.physical_core(cpu)  # this host's topology, read from sysfs
+
+
+def test_a_noisy_record_is_shown_as_such_in_results_and_the_report(tmp_path, capsys):
+    from records import make_record
+
+    store = open_store(tmp_path / "work")
+    store.insert(make_record(noisy=True, noisy_reason="other work used 50% of the measured core(s) [1]",
+                             load={"other_share": 0.5}))
+    store.insert(make_record(model="levit_192", noisy=False, load={"other_share": 0.0}))
+    assert cli.main(["--workdir", str(tmp_path / "work"), "results"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "levit_" in line]
+    assert ["(noisy)" in row for row in rows] == [True, False]
+    assert cli.main(["--workdir", str(tmp_path / "work"), "report", "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'title="other work used 50% of the measured core(s) [1]">noisy</td>' in page
+    assert ">quiet</td>" in page
+    assert "1 of these points were measured while other work ran on their core" in page
