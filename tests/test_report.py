@@ -62,6 +62,21 @@ def test_report_files_figures_and_tables(measured_store, tmp_path):
     assert "http://" not in page and "https://" not in page  # no CDN, nothing fetched
 
 
+def test_a_family_the_figures_do_not_know_still_plots(measured_store, tmp_path):
+    from levit_bench.reports.figures import family_style, tradeoff_figure
+
+    store = open_store(measured_store)
+    points = copy.deepcopy(report_points(store.records(), store.accuracy_records()))
+    for point in points:
+        if point["model"] == "efficientnet_b0":
+            point["family"] = "convnext"
+    path = tmp_path / "figure.png"
+    tradeoff_figure(points, "xeon", "a new family", path)
+    assert png_size(path.read_bytes()) == (1500, 975)
+    assert family_style("convnext") == ("convnext", family_style("unknown")[1])
+    assert family_style("levit") == ("LeViT", "#d62728")
+
+
 def test_table3_flags_the_best_runtime_and_shows_the_paper(measured_store):
     from levit_bench.overview import measured_counts
     from levit_bench.registry import get_spec

@@ -33,6 +33,11 @@ SHORT = {"levit_128s": "128S", "levit_128": "128", "levit_192": "192", "levit_25
          "mobilevit_s": "S"}
 
 
+def family_style(family: str) -> tuple[str, str]:
+    """(legend name, colour) of a family; one this module does not know is drawn grey, named as it is."""
+    return FAMILIES.get(family, (family, FAMILIES["unknown"][1]))
+
+
 def short_name(model: str) -> str:
     if model in SHORT:
         return SHORT[model]
@@ -102,7 +107,7 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
              for name, spec in REGISTRY.items() if platform in spec.reported.images_per_s and spec.reported.top1]
     for family in dict.fromkeys(f for *_, f in paper):
         series = sorted([p for p in paper if p[3] == family], key=lambda p: order[p[2]])
-        color = FAMILIES[family][1]
+        color = family_style(family)[1]
         ax.plot([p[0] for p in series], [p[1] for p in series], linestyle=":", marker="*", markersize=7,
                 color=color, alpha=0.3, linewidth=1)
 
@@ -115,7 +120,7 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
                                  and p["family"] == family), key=lambda p: order.get(p["model"], 99))
                 if not series:
                     continue
-                color = FAMILIES.get(family, FAMILIES["unknown"])[1]
+                color = family_style(family)[1]
                 ax.plot([p["images_per_s"] for p in series], [p["top1"] for p in series],
                         linestyle=LINESTYLES[host_index % len(LINESTYLES)], color=color, linewidth=1.4, alpha=0.85)
                 for p in series:
@@ -144,7 +149,7 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
     fig.canvas.draw()
     _place_labels(ax, labels)
 
-    handles = [Line2D([], [], color=FAMILIES[f][1], linewidth=2, label=FAMILIES[f][0])
+    handles = [Line2D([], [], color=family_style(f)[1], linewidth=2, label=family_style(f)[0])
                for f in dict.fromkeys(p["family"] for p in plotted)]
     handles += [Line2D([], [], color="#555555", marker=_marker(v, extra), linestyle="none", label=v)
                 for v in dict.fromkeys(p["variant"] for p in plotted)]
