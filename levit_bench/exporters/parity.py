@@ -76,7 +76,7 @@ def seeded_images(count: int, resolution: int, seed: int = PARITY_SEED) -> torch
 
 
 @torch.no_grad()
-def _torch_logits(model: nn.Module, images: torch.Tensor, chunk: int = 16) -> np.ndarray:
+def torch_logits(model: nn.Module, images: torch.Tensor, chunk: int = 16) -> np.ndarray:
     return torch.cat([model(part) for part in images.split(chunk)]).numpy()
 
 
@@ -100,7 +100,7 @@ def check_parity(
     run_batch = batch or 16
     count = math.ceil(inputs / run_batch) * run_batch
     images = seeded_images(count, resolution, seed)
-    expected = _torch_logits(reference.eval(), images)
+    expected = torch_logits(reference.eval(), images)
     actual = _onnxruntime_logits(onnx_bytes, images.numpy(), run_batch)
     max_abs_logit = float(np.abs(expected).max())
     return Parity(

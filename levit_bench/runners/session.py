@@ -22,7 +22,7 @@ import torch
 
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError
-from levit_bench.exporters.parity import seeded_images, tolerance_for
+from levit_bench.exporters.parity import seeded_images, tolerance_for, torch_logits
 from levit_bench.exporters.pipeline import model_from_sidecar
 from levit_bench.platforms import GPU_MAX_BATCH, get_platform
 from levit_bench.registry import get_spec
@@ -73,9 +73,7 @@ def _reference_logits(artifact: Artifact, images: np.ndarray, threads: int) -> n
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = model_from_sidecar(artifact.sidecar)
-        batch = torch.from_numpy(images[:PARITY_IMAGES])
-        return torch.cat([model(part) for part in batch.split(16)]).numpy()
+        return torch_logits(model_from_sidecar(artifact.sidecar), torch.from_numpy(images[:PARITY_IMAGES]))
     finally:
         torch.set_num_threads(saved)
 
