@@ -29,7 +29,6 @@ from levit_bench.environment import host_info  # noqa: E402
 from levit_bench.exporters.pipeline import ExportOptions, export_model  # noqa: E402
 from levit_bench.models.checkpoints import save_weights  # noqa: E402
 from levit_bench.models.levit import LEVIT_CONFIGS  # noqa: E402
-from levit_bench.overview import measured_counts  # noqa: E402
 from levit_bench.platforms import get_platform  # noqa: E402
 from levit_bench.registry import get_spec  # noqa: E402
 from levit_bench.reports.store import open_store  # noqa: E402
@@ -127,7 +126,7 @@ def main() -> int:
     met = True
     for name, medians in goals:
         best = max((label for label in F32 if label in medians), key=medians.get)
-        macs = measured_counts(get_spec(name))[1]
+        macs = get_spec(name).measured_counts()[1]
         gflops = medians[best] * macs * 2 / 1e9
         vs_traced, vs_unfused = medians[best] / medians["traced fused"], medians[best] / medians["eager unfused"]
         met &= vs_traced >= 1.5 and vs_unfused >= 3.0

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ["TVM_NUM_THREADS"] = "1"  # candidates and runs alike: the platform's one thread
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from levit_reference import randomise  # noqa: E402
@@ -60,24 +58,18 @@ def main() -> None:
     print(f"# {MODEL}, xeon, batch {BATCH}, 1 thread, on {host.cpu_model} ({host.logical_cores} cores)")
     print(f"# work directory: {workdir}", flush=True)
 
-    from levit_bench.runners import tvm_tuning
-    from levit_bench.runners.artifacts import find_artifact
-    from levit_bench.runners.tvm_library import database_dir
-    from levit_bench.runners.tvm_runner import platform_target
+    from levit_bench.runners.tvm.tuning import TuningRequest, tune_model
 
     rows = []  # (label, trials, tuning seconds, record)
     rows.append(("onnxruntime (before)", None, None, _measure(workdir, "onnxruntime", None, run_id)))
     rows.append(("tvm untuned", 0, 0.0, _measure(workdir, "tvm", "untuned", run_id)))
-    target = platform_target("xeon", 1, None)
-    database = database_dir(workdir, MODEL, target)
-    artifact = find_artifact(workdir, MODEL, BATCH)
     spent_trials, spent_s = 0, 0.0
     for budget in args.budgets:
         started = time.perf_counter()
-        result = tvm_tuning.tune(artifact.onnx_path, target, database, budget - spent_trials)
+        result = tune_model(TuningRequest(MODEL, "xeon", trials=budget - spent_trials, batch=BATCH), workdir)
         spent_s += time.perf_counter() - started
-        spent_trials += result.trials
-        print(f"# tuned to {spent_trials} trials ({result.tasks} tasks) in {spent_s / 60:.1f} min", flush=True)
+        spent_trials += result["trials"]
+        print(f"# tuned to {spent_trials} trials ({result['tasks']} tasks) in {spent_s / 60:.1f} min", flush=True)
         rows.append((f"tvm tuned {budget}", spent_trials, spent_s, _measure(workdir, "tvm", "tuned", run_id)))
     rows.append(("onnxruntime (after)", None, None, _measure(workdir, "onnxruntime", None, run_id)))
 

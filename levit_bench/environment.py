@@ -13,6 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 import levit_bench
+from levit_bench.runtimes import RUNTIMES
 
 # ISA extensions that decide which kernels a runtime can use.
 _X86_ISA = (
@@ -29,16 +30,9 @@ _ARM_PARTS = {
     ("0x41", "0xd49"): "ARM Neoverse-N2",
     ("0x41", "0xd4f"): "ARM Neoverse-V2",
 }
-# Distribution name (PyPI) of each package whose version goes into every record.
-PACKAGES = {
-    "torch": "torch",
-    "numpy": "numpy",
-    "onnx": "onnx",
-    "onnxruntime": "onnxruntime",
-    "onnxsim": "onnxsim",
-    "openvino": "openvino",
-    "tvm": "apache-tvm",
-}
+# Distribution name (PyPI) of each package whose version goes into every record, besides
+# each runtime's own (levit_bench.runtimes).
+PACKAGES = {"torch": "torch", "numpy": "numpy", "onnx": "onnx", "onnxsim": "onnxsim"}
 
 
 @dataclass(frozen=True)
@@ -239,7 +233,8 @@ def package_versions() -> dict[str, str | None]:
         "python": platform.python_version(),
         "levit-bench": levit_bench.__version__,
     }
-    for name, dist in PACKAGES.items():
+    runtime_packages = {name: spec.package for name, spec in RUNTIMES.items() if spec.package}
+    for name, dist in {**PACKAGES, **runtime_packages}.items():
         try:
             versions[name] = metadata.version(dist)
         except metadata.PackageNotFoundError:

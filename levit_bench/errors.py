@@ -21,3 +21,12 @@ class UnknownModelError(LevitBenchError, KeyError):
 
 class CheckpointError(LevitBenchError):
     """A checkpoint that cannot be read, fetched, trusted or fitted to the model."""
+
+
+def one_line(e: BaseException, name_foreign: bool = True) -> str:
+    """The first line of an error's message. A foreign error (not a LevitBenchError) is
+    prefixed with its type when `name_foreign`, since its message alone may not say what failed."""
+    lines = str(e).strip().splitlines()
+    if not lines:
+        return type(e).__name__
+    return f"{type(e).__name__}: {lines[0]}" if name_foreign and not isinstance(e, LevitBenchError) else lines[0]

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-import torch
-
 from levit_bench import environment, registry
-from levit_bench.models.counting import count_macs, count_parameters
-
-
-def measured_counts(spec: registry.ModelSpec) -> tuple[int, int]:
-    """(parameters, multiply-adds at the model's resolution), from the code as it is now."""
-    with torch.device("meta"):
-        model = spec.build()
-    return count_parameters(model), count_macs(model, spec.resolution)
 
 
 def model_rows(names: list[str] | None = None) -> list[dict]:
@@ -20,7 +10,7 @@ def model_rows(names: list[str] | None = None) -> list[dict]:
     specs = [registry.get_spec(n) for n in names] if names else list(registry.REGISTRY.values())
     rows = []
     for spec in specs:
-        params, macs = measured_counts(spec)
+        params, macs = spec.measured_counts()
         reported = spec.reported
         rows.append(
             {

@@ -1,7 +1,9 @@
-"""One table of every model: builder, family, input size, preprocessing, published figures.
+"""One table of every model: builder, family, input size, preprocessing, published figures,
+and how reports show it (its family's name and colour, its short label).
 
 Published figures are reference data, never measurements: each carries its source, and
-anything derived from them is labelled `reported`.
+anything derived from them is labelled `reported`. `register_family` and `register_model`
+are the public way to add a family and its models (a plugin, or a test).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+import torch
 from torch import nn
 
-from levit_bench.errors import UnknownModelError
+from levit_bench.errors import LevitBenchError, UnknownModelError
 from levit_bench.models import checkpoints, deit, efficientnet, levit, mobilevit
+from levit_bench.models.counting import count_macs, count_parameters
 from levit_bench.models.baseline_layouts import DEIT_LAYOUTS, EFFICIENTNET_LAYOUTS, MOBILEVIT_LAYOUTS
 from levit_bench.models.levit_layouts import LEVIT_LAYOUTS
 
@@ -23,14 +27,56 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 LEVIT_PAPER = "Graham et al., LeViT, ICCV 2021 (arXiv:2104.01136)"
 LEVIT_TABLE3 = f"{LEVIT_PAPER}, Table 3"
-# The paper's three platforms, named as levit-bench names them (Table 3 columns, Section 5.1).
-PAPER_PLATFORMS = MappingProxyType(
-    {
-        "gpu": "one 16GB NVIDIA Volta GPU, largest power-of-two batch, PyTorch",
-        "xeon": "Intel Xeon 6138 at 2.0GHz, one thread, PyTorch",
-        "arm": "ARM Graviton2 (AWS c6g), one thread, PyTorch",
-    }
-)
+
+
+@dataclass(frozen=True)
+class PaperPlatform:
+    """The machine behind one of the paper's speed columns (Table 3, Section 5.1)."""
+
+    column: str  # as figures label the paper's points
+    description: str
+
+
+# The paper's three platforms, under levit-bench's platform names.
+PAPER_PLATFORMS: Mapping[str, PaperPlatform] = MappingProxyType({
+    "gpu": PaperPlatform("V100 GPU", "one 16GB NVIDIA Volta GPU, largest power-of-two batch, PyTorch"),
+    "xeon": PaperPlatform("Intel Xeon 6138", "Intel Xeon 6138 at 2.0GHz, one thread, PyTorch"),
+    "arm": PaperPlatform("ARM Graviton2", "ARM Graviton2 (AWS c6g), one thread, PyTorch"),
+})
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family as reports show it: its name in legends and its colour."""
+
+    name: str
+    label: str
+    colour: str
+
+
+UNKNOWN_FAMILY_COLOUR = "#7f7f7f"
+_FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("levit", "LeViT", "#d62728"),
+    Family("efficientnet", "EfficientNet", "#1f77b4"),
+    Family("deit", "DeiT", "#2ca02c"),
+    Family("mobilevit", "MobileViT", "#9467bd"),
+)}
+FAMILIES: Mapping[str, Family] = MappingProxyType(_FAMILIES)
+
+
+def family(name: str) -> Family:
+    """A family's display facts; one nobody registered is drawn grey, named as it is."""
+    return _FAMILIES.get(name) or Family(name, name, UNKNOWN_FAMILY_COLOUR)
+
+
+def register_family(new: Family) -> None:
+    if new.name in _FAMILIES:
+        raise LevitBenchError(f"a family named {new.name} is already registered")
+    _FAMILIES[new.name] = new
+
+
+def unregister_family(name: str) -> None:
+    _FAMILIES.pop(name, None)
 
 
 @dataclass(frozen=True)
@@ -67,14 +113,21 @@ class ModelSpec:
     reported: Reported
     weights_url: str | None = None  # the publicly released checkpoint, if any
     checkpoint_layouts: tuple[checkpoints.CheckpointLayout, ...] = ()  # foreign layouts it reads
+    short_name: str = ""  # its label next to a point in figures (default: the name)
 
     def build(self, num_classes: int = 1000, **kwargs) -> nn.Module:
         """A randomly initialised model (train mode, as nn.Module leaves it)."""
         return self.builder(num_classes=num_classes, **kwargs)
 
-    def load_weights(self, model: nn.Module, source: str) -> checkpoints.LoadedWeights:
-        """Load a checkpoint in any layout this model knows into `model`, all or nothing."""
-        return checkpoints.load_weights(model, source, self.checkpoint_layouts, model_name=self.name)
+    @property
+    def label(self) -> str:
+        return self.short_name or self.name
+
+    def measured_counts(self) -> tuple[int, int]:
+        """(parameters, multiply-adds at the model's resolution), from the code as it is now."""
+        with torch.device("meta"):
+            model = self.build()
+        return count_parameters(model), count_macs(model, self.resolution)
 
 
 # Official eval transform of the LeViT repository (DeiT's): resize to 256/224 of the crop,
@@ -88,30 +141,11 @@ _LEVIT_PREPROCESSING = Preprocessing(
 _LEVIT_WEIGHTS = "https://dl.fbaipublicfiles.com/LeViT/LeViT-{}.pth"
 
 
-def _levit(name: str, weights: str, params_m: float, macs_m: float, top1: float,
-           gpu: float, xeon: float, arm: float, real: float, v2: float) -> ModelSpec:
-    return ModelSpec(
-        name=name,
-        family="levit",
-        builder=functools.partial(levit.build_levit, name),
-        resolution=224,
-        preprocessing=_LEVIT_PREPROCESSING,
-        reported=Reported(
-            params_m=params_m,
-            macs_m=macs_m,
-            top1=top1,
-            source=LEVIT_TABLE3,
-            images_per_s=MappingProxyType({"gpu": gpu, "xeon": xeon, "arm": arm}),
-            extra_top1=MappingProxyType({"imagenet_real": real, "imagenet_v2": v2}),
-        ),
-        weights_url=_LEVIT_WEIGHTS.format(weights),
-        checkpoint_layouts=LEVIT_LAYOUTS,
-    )
-
-
-def _table3_baseline(name: str, family: str, builder, resolution: int, preprocessing: Preprocessing,
-                     layouts, params_m: float, macs_m: float, top1: float, gpu: float, xeon: float,
-                     arm: float, real: float, v2: float) -> ModelSpec:
+def _table3_model(name: str, short_name: str, family: str, builder, resolution: int,
+                  preprocessing: Preprocessing, layouts, params_m: float, macs_m: float, top1: float,
+                  gpu: float, xeon: float, arm: float, real: float, v2: float,
+                  weights_url: str | None = None) -> ModelSpec:
+    """A model of the paper's Table 3, with its published figures."""
     return ModelSpec(
         name=name,
         family=family,
@@ -124,7 +158,14 @@ def _table3_baseline(name: str, family: str, builder, resolution: int, preproces
             extra_top1=MappingProxyType({"imagenet_real": real, "imagenet_v2": v2}),
         ),
         checkpoint_layouts=layouts,
+        weights_url=weights_url,
+        short_name=short_name,
     )
+
+
+def _levit(name: str, weights: str, *figures: float) -> ModelSpec:
+    return _table3_model(name, name.removeprefix("levit_").upper(), "levit", levit.build_levit, 224,
+                         _LEVIT_PREPROCESSING, LEVIT_LAYOUTS, *figures, weights_url=_LEVIT_WEIGHTS.format(weights))
 
 
 def _efficientnet(name: str, *figures: float) -> ModelSpec:
@@ -134,8 +175,8 @@ def _efficientnet(name: str, *figures: float) -> ModelSpec:
         resize=resolution + 32, crop=resolution, interpolation="bicubic",
         source="EfficientNet reference eval transform (crop padding 32), as timm's tf_efficientnet configs",
     )
-    return _table3_baseline(name, "efficientnet", efficientnet.build_efficientnet, resolution, preprocessing,
-                            EFFICIENTNET_LAYOUTS, *figures)
+    return _table3_model(name, name.removeprefix("efficientnet_").upper(), "efficientnet",
+                         efficientnet.build_efficientnet, resolution, preprocessing, EFFICIENTNET_LAYOUTS, *figures)
 
 
 _DEIT_PREPROCESSING = Preprocessing(
@@ -144,7 +185,8 @@ _DEIT_PREPROCESSING = Preprocessing(
 
 
 def _deit(name: str, *figures: float) -> ModelSpec:
-    return _table3_baseline(name, "deit", deit.build_deit, 224, _DEIT_PREPROCESSING, DEIT_LAYOUTS, *figures)
+    short = {"deit_tiny": "DeiT-Ti", "deit_small": "DeiT-S"}[name]
+    return _table3_model(name, short, "deit", deit.build_deit, 224, _DEIT_PREPROCESSING, DEIT_LAYOUTS, *figures)
 
 
 MOBILEVIT_PAPER = "Mehta & Rastegari, MobileViT, ICLR 2022 (arXiv:2110.02178), ImageNet-1k results"
@@ -163,6 +205,7 @@ def _mobilevit(name: str, params_m: float, top1: float) -> ModelSpec:
         preprocessing=_MOBILEVIT_PREPROCESSING,
         reported=Reported(params_m=params_m, macs_m=None, top1=top1, source=MOBILEVIT_PAPER),
         checkpoint_layouts=MOBILEVIT_LAYOUTS,
+        short_name=name.removeprefix("mobilevit_").upper(),
     )
 
 
@@ -187,7 +230,25 @@ _SPECS: tuple[ModelSpec, ...] = (
     _mobilevit("mobilevit_s", 5.6, 78.4),
 )
 
-REGISTRY: Mapping[str, ModelSpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
+_REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
+REGISTRY: Mapping[str, ModelSpec] = MappingProxyType(_REGISTRY)
+_BUILT_IN = frozenset(_REGISTRY)
+
+
+def register_model(spec: ModelSpec) -> None:
+    """Add a model to the registry; its name (normalised) must be new."""
+    name = normalise_name(spec.name)
+    if name != spec.name:
+        raise LevitBenchError(f"a model's name is lower case with underscores: {name}, not {spec.name}")
+    if name in _REGISTRY:
+        raise LevitBenchError(f"a model named {name} is already registered")
+    _REGISTRY[name] = spec
+
+
+def unregister_model(name: str) -> None:
+    if name in _BUILT_IN:
+        raise LevitBenchError(f"{name} is built in and cannot be unregistered")
+    _REGISTRY.pop(name, None)
 
 
 def normalise_name(name: str) -> str:

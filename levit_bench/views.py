@@ -1,8 +1,10 @@
-"""Tables the commands print: rendering only, the data comes from the packages."""
+"""What the commands show: tables, notes, errors and the progress of long work (rendering
+only; the data comes from the packages)."""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from levit_bench.console import stderr_console, stdout_console
@@ -136,3 +138,53 @@ def print_error(message: str) -> None:
 
 def print_note(message: str) -> None:
     stderr_console().print(message, highlight=False)
+
+
+class ProgressView:
+    """The one progress display of every long command, on stderr.
+
+    It starts as a spinner that names the current step (`step`); once the amount of work is
+    known (`start(total)`, or `total` given at once) it is a bar with a count, a free-text
+    `info` (a loss, the best time so far) and the elapsed time. Use it as a context manager:
+    the display goes when the work ends, however it ends; `disable` hides it (other ranks).
+    """
+
+    def __init__(self, description: str, total: int | None = None, disable: bool = False):
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=stderr_console(), disable=disable,
+            transient=True,  # gone when the work ends: an error is then its one line, a result its table
+        )
+        self._task = self._progress.add_task(description, total=None, count="", info="")
+        if total is not None:
+            self.start(total)
+
+    def __enter__(self) -> "ProgressView":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def step(self, description: str) -> None:
+        self._progress.update(self._task, description=description)
+
+    def start(self, total: int, description: str | None = None) -> None:
+        """From now on a bar over `total` units of work, from 0."""
+        fields = {"description": description} if description else {}
+        self._progress.reset(self._task, total=total, count=f"0/{total}", info="", **fields)
+
+    def update(self, completed: int | None = None, info: str | None = None, advance: int = 0) -> None:
+        task = self._progress.tasks[self._task]
+        done = (task.completed if completed is None else completed) + advance
+        fields = {"count": f"{int(done)}/{int(task.total)}"} if task.total is not None else {}
+        if info is not None:
+            fields["info"] = info
+        self._progress.update(self._task, completed=done, **fields)
+
+    def advance(self, units: int = 1) -> None:
+        self.update(advance=units)
+
+    def log(self, message: str) -> None:
+        """A line printed above the display, kept after it goes."""
+        self._progress.console.print(message, highlight=False)

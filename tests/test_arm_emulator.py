@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from levit_bench.runners import arm_emulator
+from levit_bench.devices import arm_emulator
 
 ARM_TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
 EM_AARCH64 = 183  # ELF e_machine

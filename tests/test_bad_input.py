@@ -21,7 +21,7 @@ from levit_bench import cli
 from levit_bench.models.checkpoints import save_weights
 from levit_bench.registry import get_spec
 from levit_bench.reports.store import ResultsStore, open_store
-from levit_bench.runners.session import RunRequest, effective_settings
+from levit_bench.runners.session import RunRequest, RunSettings
 from levit_bench.runners.sweep import Cell, _resume_key
 from records import make_record as _record
 
@@ -239,7 +239,7 @@ def _closed_port() -> int:
     ("tvm", "arm", "127.0.0.1:70000", "with a port from 1 to 65535, not '127.0.0.1:70000'"),
     ("tvm", "arm", "CLOSED", "no TVM RPC server at 127.0.0.1:"),
     ("tvm", "xeon", "127.0.0.1:9090", "use it with --platform arm, not xeon"),
-    ("onnxruntime", "xeon", "127.0.0.1:9090", "--rpc, --rpc-tracker and --mcpu apply to --runtime tvm only"),
+    ("onnxruntime", "xeon", "127.0.0.1:9090", "--rpc: not an option of onnxruntime"),
 ])
 def test_bad_rpc_requests_are_refused_at_once_storing_nothing(workdir_with_artifact, capsys, runtime, platform,
                                                               rpc, message):
@@ -318,7 +318,7 @@ def test_a_gpu_sweep_finds_its_finished_cells_again(workdir_with_artifact):
                "input_shape": ["batch", 3, 224, 224], "weights": {"source": "random-init", "seed": 0}}
     (dynamic / "levit_128s.json").write_text(json.dumps(sidecar))
     request = RunRequest("levit_128s", "onnxruntime", "gpu")
-    assert effective_settings(request) == {"batch": None, "precision": "fp32", "mode": None}
+    assert RunSettings.of(request).key() == {"batch": None, "precision": "fp32", "mode": None, "protocol": "default"}
     from levit_bench import environment
 
     host = environment.host_info()

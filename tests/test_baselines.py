@@ -9,7 +9,6 @@ from levit_bench.exporters.pipeline import ExportOptions, export_model
 from levit_bench.models.checkpoints import save_weights, to_native
 from levit_bench.models.efficientnet import stage_plan
 from levit_bench.models.mobilevit import MobileViTBlock
-from levit_bench.overview import measured_counts
 from levit_bench.registry import REGISTRY, create_model, get_spec
 
 from baseline_reference import (deit_logits, efficientnet_logits, efficientnet_to_timm, mobilevit_logits,
@@ -27,7 +26,7 @@ EXACT_PARAMS = {  # timm's and torchvision's implementations of the same archite
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_counts_match_the_published_figures(name):
-    params, macs = measured_counts(get_spec(name))
+    params, macs = get_spec(name).measured_counts()
     reported = get_spec(name).reported
     if name in EXACT_PARAMS:
         assert params == EXACT_PARAMS[name]

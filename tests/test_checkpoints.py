@@ -11,10 +11,9 @@ import torch
 from safetensors.torch import save_file
 
 from levit_bench.errors import CheckpointError
-from levit_bench.models.checkpoints import save_weights
+from levit_bench.models.checkpoints import fit, read_checkpoint, save_weights, to_native
 from levit_bench.models.levit import LEVIT_CONFIGS, build_levit
 from levit_bench.models.levit_layouts import LEVIT_LAYOUTS
-from levit_bench.models.checkpoints import to_native
 from levit_bench.registry import create_model, get_spec
 
 from levit_reference import native_to_official, official_logits, official_to_timm, randomise
@@ -157,7 +156,7 @@ def _fit_error(tmp_path, state_dict) -> str:
     path = tmp_path / "bad.pth"
     torch.save(state_dict, path)
     with pytest.raises(CheckpointError) as raised:
-        spec.load_weights(model, str(path))
+        fit(model, read_checkpoint(str(path)), spec.checkpoint_layouts, model_name=spec.name)
     _assert_untouched(model, before)
     return str(raised.value)
 

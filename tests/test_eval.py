@@ -6,9 +6,8 @@ import shutil
 import pytest
 
 from levit_bench.cli import main
-from levit_bench.models.checkpoints import read_checkpoint, save_weights
+from levit_bench.models.checkpoints import read_checkpoint, save_weights, weights_id
 from levit_bench.registry import get_spec
-from levit_bench.reports.dataset import weights_id
 from levit_bench.reports.store import ACCURACY_COLUMNS, open_store
 from levit_bench.train import synth
 

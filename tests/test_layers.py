@@ -1,5 +1,6 @@
 """Data flows one way: runners measure and return records; they never reach up into the
-store, the reports or the commands, and never call the CLI."""
+store, the reports or the commands, and never call the CLI; training and the model side never
+reach the runners."""
 
 import ast
 from pathlib import Path
@@ -36,3 +37,20 @@ def test_no_runner_spawns_the_cli():
 def test_reports_import_no_runner():
     for module in sorted((PACKAGE / "reports").rglob("*.py")):
         assert not {n for n in _imports(module) if n.startswith("levit_bench.runners")}, module.name
+
+
+def test_train_imports_no_runner():
+    modules = sorted((PACKAGE / "train").rglob("*.py"))
+    assert len(modules) > 5
+    for module in modules:
+        assert not {n for n in _imports(module) if n.startswith("levit_bench.runners")}, module.name
+
+
+def test_lower_layers_import_nothing_above_them():
+    """registry -> models -> exporters: the model side never reaches runners, reports, training or commands."""
+    above = ("levit_bench.runners", "levit_bench.reports", "levit_bench.train", "levit_bench.commands",
+             "levit_bench.cli", "levit_bench.devices")
+    modules = [*(PACKAGE / "models").rglob("*.py"), *(PACKAGE / "exporters").rglob("*.py"),
+               *(PACKAGE / name for name in ("registry.py", "runtimes.py", "platforms.py", "environment.py"))]
+    for module in modules:
+        assert not {n for n in _imports(module) if n.startswith(above)}, module.name

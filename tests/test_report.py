@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from levit_bench import cli
-from levit_bench.reports.dataset import report_points, weights_id
+from levit_bench.models.checkpoints import weights_id
+from levit_bench.reports.dataset import report_points
 from levit_bench.reports.figures import pareto_front
 from levit_bench.reports.html import png_size
 from levit_bench.reports.report import build_report
@@ -78,13 +79,12 @@ def test_a_family_the_figures_do_not_know_still_plots(measured_store, tmp_path):
 
 
 def test_table3_flags_the_best_runtime_and_shows_the_paper(measured_store):
-    from levit_bench.overview import measured_counts
     from levit_bench.registry import get_spec
     from levit_bench.reports.tables import table3
 
     store = open_store(measured_store)
     points = report_points(store.records(), store.accuracy_records())
-    table = table3(points, {"levit_128s": measured_counts(get_spec("levit_128s"))})
+    table = table3(points, {"levit_128s": get_spec("levit_128s").measured_counts()})
     variants = [c["variant"] for c in table["columns"]]
     assert variants == ["torch", "onnxruntime", "openvino", "paper"]
     row = next(r for r in table["rows"] if r["model"] == "levit_128s")

@@ -12,10 +12,11 @@ from levit_bench.exporters.parity import seeded_images
 from levit_bench.exporters.pipeline import model_from_sidecar
 from levit_bench.platforms import PlatformError, get_platform
 from levit_bench.reports.store import open_store
-from levit_bench.runners import core_locks, runner_class
+from levit_bench.runners import core_locks
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.base import RunnerError
 from levit_bench.runners.session import RunRequest, run_cell
+from levit_bench.runtimes import get_runtime
 
 CASES = [("torch", "traced"), ("torch", "eager"), ("torch", "unfused"), ("onnxruntime", None), ("openvino", None)]
 
@@ -30,7 +31,8 @@ def _run(workdir, runtime, mode=None, precision=None, platform="xeon"):
 @pytest.mark.parametrize("runtime,mode", CASES)
 def test_runner_output_matches_the_unfused_reference(workdir_with_artifact, runtime, mode):
     artifact = find_artifact(workdir_with_artifact, "levit_128s", 16)
-    runner = runner_class(runtime)(get_platform("xeon"), None, mode)
+    cls = get_runtime(runtime).runner_class()
+    runner = cls(get_platform("xeon"), cls.Options(mode=mode))  # every runner is made the same way
     images = seeded_images(16, 224, seed=3).numpy()
     with core_locks.pinned(get_platform("xeon")):
         runner.load(artifact, 16)
@@ -135,7 +137,8 @@ def test_gpu_is_refused_without_cuda(workdir_with_artifact):
 
 def test_openvino_is_cpu_only_and_unknown_names():
     with pytest.raises(RunnerError, match="openvino is measured on the CPU platforms"):
-        runner_class("openvino")(get_platform("gpu"))
+        cls = get_runtime("openvino").runner_class()
+        cls(get_platform("gpu"), cls.Options())
     with pytest.raises(PlatformError, match="unknown platform 'tpu'; known platforms: xeon, arm, gpu"):
         get_platform("tpu")
     assert get_platform("graviton") is get_platform("arm")
@@ -146,3 +149,22 @@ def test_pinning_restores_the_affinity():
     with core_locks.pinned(get_platform("xeon")) as cores:
         assert os.sched_getaffinity(0) == set(cores) and len(cores) == 1
     assert os.sched_getaffinity(0) == before
+
+
+def test_a_torch_cell_reads_its_checkpoint_once(workdir_with_artifact, monkeypatch):
+    """Naming the artifact, building the runner's model and the parity reference all need the
+    weights: the file is read (and hashed) once, and the reference model is built once."""
+    from levit_bench.exporters import pipeline
+    from levit_bench.models import checkpoints
+
+    weights = find_artifact(workdir_with_artifact, "levit_128s", 16).weights["path"]
+    os.utime(weights)  # a new mtime: nothing this process read before counts as this file
+    reads, builds = [], []
+    read_state_dict, load_model = checkpoints.read_state_dict, pipeline.load_model
+    monkeypatch.setattr(checkpoints, "read_state_dict", lambda path: reads.append(path) or read_state_dict(path))
+    monkeypatch.setattr(pipeline, "load_model", lambda *a, **k: builds.append(a) or load_model(*a, **k))
+    request = RunRequest("levit_128s", "torch", "xeon", mode="eager", protocol="smoke", weights=weights)
+    record = run_cell(request, workdir_with_artifact)
+    assert record["status"] == "ok", record.get("error")
+    assert record["weights"]["path"] == weights
+    assert len(reads) == 1 and len(builds) == 1

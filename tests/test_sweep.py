@@ -17,7 +17,7 @@ RUNTIMES = ["openvino", "onnxruntime"]
 
 
 def _sweep(workdir, runtimes, **kwargs):
-    requests = sweep_requests(plan(["levit_128s"], runtimes), "xeon", workdir, new_run_id(), protocol="smoke")
+    requests = sweep_requests(plan(["levit_128s"], runtimes, workdir), "xeon", workdir, new_run_id(), protocol="smoke")
     store = open_store(workdir)
     return run_sweep(requests, workdir, is_done=store.has_ok, on_record=store.insert, **kwargs)
 

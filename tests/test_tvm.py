@@ -81,8 +81,8 @@ def test_tuning_writes_a_database_that_later_runs_use(workdir_with_artifact, cap
 
 
 def test_aarch64_library_is_cross_compiled_with_a_manifest(workdir_with_artifact):
-    from levit_bench.runners.tvm_backend import arm_target
-    from levit_bench.runners.tvm_library import build_library
+    from levit_bench.runners.tvm.target import arm_target
+    from levit_bench.runners.tvm.library import build_library
 
     artifact = ensure_artifact(workdir_with_artifact, "levit_128s", 1)
     library = build_library(workdir_with_artifact, artifact, arm_target("neoverse-n1", 1), "untuned")
@@ -95,8 +95,8 @@ def test_aarch64_library_is_cross_compiled_with_a_manifest(workdir_with_artifact
 
 
 def test_a_missing_cross_compiler_is_named(workdir_with_artifact, tmp_path, monkeypatch):
-    from levit_bench.runners.tvm_backend import arm_target
-    from levit_bench.runners.tvm_library import build_library
+    from levit_bench.runners.tvm.target import arm_target
+    from levit_bench.runners.tvm.library import build_library
 
     artifact = ensure_artifact(workdir_with_artifact, "levit_128s", 1)
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -120,7 +120,7 @@ def test_an_unreachable_rpc_server_is_one_clear_line(workdir_with_artifact, caps
     (["--platform", "arm"], "platform arm needs an aarch64 CPU with NEON to run tvm"),
     (["--platform", "xeon", "--mcpu", "no-such-cpu"], "LLVM knows no CPU 'no-such-cpu'"),
     (["--platform", "xeon", "--rpc-key", "rk3399"], "--rpc-tracker HOST:PORT and --rpc-key KEY go together"),
-    (["--platform", "xeon", "--runtime", "onnxruntime", "--rpc", "127.0.0.1:9090"], "apply to --runtime tvm only"),
+    (["--platform", "xeon", "--runtime", "onnxruntime", "--rpc", "127.0.0.1:9090"], "--rpc: not an option of onnxruntime"),
     (["--platform", "arm", "--rpc", "nowhere"], "an RPC address is HOST:PORT with a port from 1 to 65535, not 'nowhere'"),
     (["--platform", "xeon", "--rpc", "127.0.0.1:9090"], "use it with --platform arm, not xeon"),
 ])

@@ -12,7 +12,7 @@ EXIT_NOT_RUNNING = 3  # `status` when none runs, as in LSB init scripts
 
 def cmd_start(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.runners import arm_emulator
+    from levit_bench.devices import arm_emulator
 
     state = arm_emulator.start(port=args.port, timeout_s=args.timeout,
                                on_step=lambda step: views.print_note(f"arm-emulator: {step}"))
@@ -22,7 +22,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.runners import arm_emulator
+    from levit_bench.devices import arm_emulator
 
     views.print_note("arm-emulator: stopped" if arm_emulator.stop() else "arm-emulator: not running")
     return 0
@@ -30,7 +30,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.runners import arm_emulator
+    from levit_bench.devices import arm_emulator
 
     state = arm_emulator.status()
     if args.json:

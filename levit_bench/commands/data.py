@@ -7,19 +7,14 @@ from pathlib import Path
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from levit_bench import views
-    from levit_bench.console import stderr_console
     from levit_bench.train.synth import SynthOptions, check, generate, image_count
 
     options = SynthOptions(out=Path(args.out).expanduser(), classes=args.classes, per_class=args.per_class,
                            val_per_class=args.val_per_class, size=args.size, seed=args.seed, force=args.force)
     check(options)  # before the progress bar: a refusal is one line and nothing else
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr_console(), transient=False) as progress:
-        task = progress.add_task(f"drawing {options.classes} classes", total=image_count(options))
-        out = generate(options, on_image=lambda: progress.advance(task))
+    with views.ProgressView(f"drawing {options.classes} classes", total=image_count(options)) as progress:
+        out = generate(options, on_image=progress.advance)
     views.print_note(f"{image_count(options)} images of {options.classes} classes in {out}/train "
                      f"({options.per_class} per class) and {out}/val ({options.val_per_class} per class)")
     return 0

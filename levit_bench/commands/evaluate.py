@@ -33,47 +33,22 @@ def _print_record(record: dict) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from levit_bench.console import stderr_console
+    from levit_bench import views
     from levit_bench.reports.store import open_store
-    from levit_bench.train.evaluate import EvalOptions, run_eval
+    from levit_bench.runners.accuracy import EvalOptions, run_eval
 
     options = EvalOptions(model=args.model, weights=args.weights, data=Path(args.data).expanduser(),
                           runtime=args.runtime, batch_size=args.batch_size, workers=args.workers,
                           limit=args.limit, device=args.device)
     work = workdir(args)
-    console = stderr_console()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[running]}"), TimeElapsedColumn())
-    # A spinner while the checkpoint, dataset and runtime are prepared (an error there leaves
-    # just its line), then a bar over the images.
-    status = console.status(f"{args.model}: starting")
-    progress = Progress(*columns, console=console, transient=False)
-    task: list = []
-
-    def on_step(step: str) -> None:
-        label = f"{args.model} on {args.runtime}: {step}"
-        if task:
-            progress.update(task[0], description=label)
-        else:
-            status.update(label)
-
-    def on_start(total: int) -> None:
-        status.stop()
-        progress.start()
-        task.append(progress.add_task(f"{args.model} on {args.runtime}", total=total, running=""))
-
-    def on_batch(acc) -> None:
-        progress.update(task[0], completed=acc.images, running=f"top-1 {acc.top1:.1f}% top-5 {acc.top5:.1f}%")
-
-    status.start()
-    try:
-        record = run_eval(options, work, on_step=on_step, on_start=on_start, on_batch=on_batch)
-        on_step("done")
-    finally:
-        status.stop()
-        progress.stop()
+    label = f"{args.model} on {args.runtime}"
+    # a spinner while the checkpoint, dataset and runtime are prepared, then a bar over the images
+    with views.ProgressView(f"{label}: starting") as progress:
+        record = run_eval(
+            options, work, on_step=lambda step: progress.step(f"{label}: {step}"),
+            on_start=lambda total: progress.start(total, label),
+            on_batch=lambda acc: progress.update(acc.images, info=f"top-1 {acc.top1:.1f}% top-5 {acc.top5:.1f}%"),
+        )
     open_store(work).insert_accuracy(record)
     if args.json:
         print_json(record)
@@ -83,8 +58,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
-    from levit_bench.runners import RUNTIMES
-    from levit_bench.train.evaluate import DEFAULT_BATCH
+    from levit_bench.runtimes import RUNTIMES
+    from levit_bench.runners.accuracy import DEFAULT_BATCH
 
     workers = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     evaluate = commands.add_parser(

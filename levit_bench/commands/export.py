@@ -10,7 +10,6 @@ from levit_bench.commands.common import positive_int, print_json, workdir
 
 def cmd_export(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.console import stderr_console
     from levit_bench.exporters.pipeline import ExportOptions, export_model
 
     options = ExportOptions(
@@ -23,8 +22,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         simplify=not args.no_simplify,
         seed=args.seed,
     )
-    with stderr_console().status(f"exporting {args.model}") as status:
-        result = export_model(options, on_step=lambda step: status.update(f"{args.model}: {step}"))
+    with views.ProgressView(f"exporting {args.model}") as progress:
+        result = export_model(options, on_step=lambda step: progress.step(f"{args.model}: {step}"))
     if args.json:
         print_json(result.sidecar)
     else:

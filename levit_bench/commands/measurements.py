@@ -42,11 +42,14 @@ def tvm_options(parser: argparse.ArgumentParser) -> None:
                         "this host's CPU on xeon, generic aarch64+NEON on arm)")
 
 
-def check_rpc(args: argparse.Namespace) -> None:
+def rpc_options(args: argparse.Namespace) -> dict:
+    """The tvm device options given on the command line (--rpc or --rpc-tracker, --rpc-key, --mcpu)."""
     from levit_bench.errors import LevitBenchError
 
     if bool(args.rpc_tracker) != bool(args.rpc_key):
         raise LevitBenchError("--rpc-tracker HOST:PORT and --rpc-key KEY go together")
+    given = {"rpc": args.rpc or args.rpc_tracker, "rpc_key": args.rpc_key, "mcpu": args.mcpu}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _models(names: list[str] | None) -> list[str]:
@@ -55,92 +58,82 @@ def _models(names: list[str] | None) -> list[str]:
     return [get_spec(n).name for n in names] if names else model_names()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _print_outcome(records: list[dict], failed: list[tuple[str, str]], as_json: bool, title: str) -> int:
     from levit_bench import views
-    from levit_bench.console import stderr_console
-    from levit_bench.reports.store import open_store
-    from levit_bench.runners.session import RunRequest, new_run_id, run_cell
 
-    check_rpc(args)
-    models = _models(args.model)
-    run_id = args.run_id or new_run_id()
-    store = open_store(workdir(args))
-    records = []
-    with stderr_console().status("starting") as status:
-        for name in models:
-            request = RunRequest(name, args.runtime, args.platform, batch=args.batch, precision=args.precision,
-                                 mode=args.mode, protocol=args.protocol, weights=args.weights, run_id=run_id,
-                                 rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key, mcpu=args.mcpu,
-                                 wait_timeout_s=args.wait_timeout)
-            records.append(run_cell(request, workdir(args),
-                                    on_step=lambda step, name=name: status.update(f"{name} on {args.runtime}: {step}"),
-                                    on_wait=lambda message, name=name: views.print_note(f"{name}: {message}")))
-            store.insert_or_keep(records[-1])
-    if args.json:
+    if as_json:
         print_json(records)
     else:
-        views.print_records(records)
-    failed = [r for r in records if r["status"] == "failed"]
+        views.print_records(records, title=title)
     for record in records:
+        label = f"{record['model']} on {record['runtime']}"
         if record.get("artifact_note"):
             views.print_note(record["artifact_note"])
         if record.get("noisy"):
-            views.print_note(f"{record['model']} on {record['runtime']} is flagged noisy: {record.get('noisy_reason')}")
+            views.print_note(f"{label} is flagged noisy: {record.get('noisy_reason')}")
         if record["status"] == "emulated":
             views.print_note(f"{record['model']}: emulated, so only its outputs were checked "
                              f"(max |diff| {record['max_abs_diff']:.2e} from PyTorch); no speed stored")
-    for record in failed:
-        views.print_error(f"{record['model']} on {record['runtime']} failed: {record['error']}")
+    for label, error in failed:
+        views.print_error(f"{label} failed: {error}")
     return 1 if failed else 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def cmd_run(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.console import stderr_console
+    from levit_bench.reports.store import open_store
+    from levit_bench.runners.session import RunRequest, new_run_id, run_cell
+
+    options = rpc_options(args)
+    run_id = args.run_id or new_run_id()
+    store = open_store(workdir(args))
+    records = []
+    with views.ProgressView("starting") as progress:
+        for name in _models(args.model):
+            request = RunRequest(name, args.runtime, args.platform, batch=args.batch, precision=args.precision,
+                                 mode=args.mode, protocol=args.protocol, weights=args.weights, run_id=run_id,
+                                 runtime_options=options, wait_timeout_s=args.wait_timeout)
+            records.append(run_cell(request, workdir(args),
+                                    on_step=lambda step, name=name: progress.step(f"{name} on {args.runtime}: {step}"),
+                                    on_wait=lambda message, name=name: progress.log(f"{name}: {message}")))
+            store.insert_or_keep(records[-1])
+    failed = [(f"{r['model']} on {r['runtime']}", r["error"]) for r in records if r["status"] == "failed"]
+    return _print_outcome(records, failed, args.json, "Measurements")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from levit_bench import views
     from levit_bench.reports.store import open_store
     from levit_bench.runners.session import new_run_id
     from levit_bench.runners.sweep import plan, run_sweep, sweep_requests
 
-    check_rpc(args)
     cells = plan(_models(args.models), args.runtimes, workdir(args))
     run_id = args.run_id or new_run_id()
     requests = sweep_requests(cells, args.platform, workdir(args), run_id, batch=args.batch,
                               precision=args.precision, protocol=args.protocol, weights=args.weights,
-                              rpc=args.rpc or args.rpc_tracker, rpc_key=args.rpc_key, mcpu=args.mcpu,
-                              wait_timeout_s=args.wait_timeout)
+                              runtime_options=rpc_options(args), wait_timeout_s=args.wait_timeout)
     store = open_store(workdir(args))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=stderr_console(), transient=False) as progress:
-        task = progress.add_task("sweep", total=len(cells))
-
+    with views.ProgressView("sweep", total=len(cells)) as progress:
         def on_cell(cell, state):
             if state == "running":
-                progress.update(task, description=f"{cell.label}")
+                progress.step(cell.label)
             else:
-                progress.advance(task)
+                progress.advance()
 
         outcomes = run_sweep(requests, workdir(args), is_done=store.has_ok, on_record=store.insert_or_keep,
                              force=args.force, cell_timeout_s=args.cell_timeout, on_cell=on_cell)
-        progress.update(task, description="sweep done")
-    records = [o.record for o in outcomes if o.record]
+        progress.step("sweep done")
     skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
-    if args.json:
-        print_json(records)
-    else:
-        views.print_records(records, title=f"Sweep {run_id} on {args.platform}")
-        if skipped:
-            views.print_note(f"{len(skipped)} cells already measured, skipped (--force to redo): {', '.join(skipped)}")
-    failed = [o for o in outcomes if o.status == "failed"]
-    for outcome in failed:
-        views.print_error(f"{outcome.cell.label} failed: {outcome.error}")
-    return 1 if failed else 0
+    if skipped and not args.json:
+        views.print_note(f"{len(skipped)} cells already measured, skipped (--force to redo): {', '.join(skipped)}")
+    failed = [(o.cell.label, o.error) for o in outcomes if o.status == "failed"]
+    return _print_outcome([o.record for o in outcomes if o.record], failed, args.json,
+                          f"Sweep {run_id} on {args.platform}")
 
 
 def register(commands) -> None:
-    from levit_bench.runners import RUNTIMES, TORCH_MODES, TVM_MODES
     from levit_bench.runners.sweep import DEFAULT_CELL_TIMEOUT_S
+    from levit_bench.runtimes import RUNTIMES
 
     run = commands.add_parser(
         "run",
@@ -152,7 +145,7 @@ def register(commands) -> None:
     )
     run.add_argument("--runtime", required=True, choices=list(RUNTIMES))
     run.add_argument("--model", nargs="+", metavar="NAME", help="models to measure (default: all)")
-    run.add_argument("--mode", choices=[*TORCH_MODES, *TVM_MODES],
+    run.add_argument("--mode", choices=sorted({m for r in RUNTIMES.values() for m in r.modes}),
                      help="torch: traced fused model (default, as the paper), eager fused, or the "
                      "eager unfused model (the paper's baseline); tvm: tuned (the work directory's "
                      "MetaSchedule database; the default when there is one) or untuned (TVM's default schedules)")

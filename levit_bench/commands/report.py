@@ -10,14 +10,13 @@ from levit_bench.commands.common import workdir
 
 def cmd_report(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.console import stderr_console
     from levit_bench.reports.report import build_report
     from levit_bench.reports.store import open_store
 
     out = Path(args.out) if args.out else workdir(args) / "reports"
-    with stderr_console().status("report") as status:
+    with views.ProgressView("report") as progress:
         result = build_report(open_store(workdir(args)), out, args.platform, args.runtime,
-                              on_step=lambda step: status.update(f"report: {step}"))
+                              on_step=lambda step: progress.step(f"report: {step}"))
     views.print_note(f"{result.points} measured points, {len(result.figures)} figures, {result.csv.name}")
     print(result.index.resolve())
     return 0

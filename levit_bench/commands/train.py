@@ -11,22 +11,12 @@ from levit_bench.commands.common import print_json
 def cmd_train(args: argparse.Namespace) -> int:
     import os
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from levit_bench import views
-    from levit_bench.console import stderr_console
-    from levit_bench.errors import LevitBenchError
-    from levit_bench.registry import get_spec
     from levit_bench.train.recipe import TrainConfig
     from levit_bench.train.trainer import Hooks, Trainer
 
-    for name in ("epochs", "batch_size", "warmup_epochs"):
-        if getattr(args, name) < (0 if name == "warmup_epochs" else 1):
-            raise LevitBenchError(f"--{name.replace('_', '-')} must be positive")
-    if args.teacher:
-        get_spec(args.teacher.partition(":")[0])
     config = TrainConfig(
-        model=get_spec(args.model).name, data=Path(args.data), out=Path(args.out or f"runs/{args.model}"),
+        model=args.model, data=Path(args.data), out=Path(args.out or f"runs/{args.model}"),
         teacher=args.teacher, distillation=args.distillation, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, min_lr=args.min_lr, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
         smoothing=args.smoothing, mixup=args.mixup, cutmix=args.cutmix, drop_path=args.drop_path,
@@ -37,22 +27,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     rank0 = int(os.environ.get("RANK", 0)) == 0
     hooks = Hooks()
     trainer = Trainer(config, resume=args.resume, hooks=hooks)  # bad data or model: refused before the bar
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=stderr_console(), disable=not rank0) as progress:
-        bar = progress.add_task("train", total=None, info="")
-
-        def epoch_start(epoch: int, steps: int) -> None:
-            progress.reset(bar, total=steps, description=f"epoch {epoch}/{config.epochs}", info="")
-
-        def step(index: int, loss: float, lr: float) -> None:
-            progress.update(bar, completed=index, info=f"loss {loss:.3f} lr {lr:.2e}")
-
-        def epoch_end(row: dict) -> None:
-            progress.console.log(f"epoch {row['epoch']}: loss {row['loss']:.4f}, val top-1 {row['top1']:.1f}%, "
-                                 f"top-5 {row['top5']:.1f}%, {row['images_per_s']:.0f} images/s")
-
-        hooks.epoch_start, hooks.step, hooks.epoch_end = epoch_start, step, epoch_end
+    with views.ProgressView("train", disable=not rank0) as progress:
+        hooks.epoch_start = lambda epoch, steps: progress.start(steps, f"epoch {epoch}/{config.epochs}")
+        hooks.step = lambda index, loss, lr: progress.update(index, info=f"loss {loss:.3f} lr {lr:.2e}")
+        hooks.epoch_end = lambda row: progress.log(
+            f"epoch {row['epoch']}: loss {row['loss']:.4f}, val top-1 {row['top1']:.1f}%, "
+            f"top-5 {row['top5']:.1f}%, {row['images_per_s']:.0f} images/s")
         try:
             summary = trainer.run()
         except KeyboardInterrupt:
@@ -72,7 +52,7 @@ def register(commands) -> None:
     from levit_bench.train.distillation import MODES
     from levit_bench.train.recipe import TrainConfig
 
-    d = TrainConfig(model="", data=Path(), out=Path())
+    d = argparse.Namespace(**TrainConfig.defaults())
     train = commands.add_parser(
         "train",
         help="train a model on an ImageFolder directory with the paper's recipe and distillation",

@@ -25,7 +25,6 @@ MIN_OPSET = 18  # the torch.export-based exporter writes opset 18 or newer
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 BATCH_AXIS = "batch"
-SHAPE_OPS = ("Shape", "Gather", "Unsqueeze", "Concat", "ConstantOfShape")
 
 
 @contextlib.contextmanager

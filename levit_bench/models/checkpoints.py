@@ -7,6 +7,7 @@ carries a hash prefix (`LeViT-192-92712e41.pth`), the download must match it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import pickle
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from levit_bench.errors import CheckpointError
+from levit_bench.errors import CheckpointError, one_line
 from levit_bench.workdir import atomic_path
 
 StateDict = dict[str, torch.Tensor]
@@ -130,7 +131,7 @@ def read_state_dict(path: Path) -> tuple[StateDict, dict[str, str]]:
     except pickle.UnpicklingError as e:
         raise _unpickling_error(path, str(e)) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_one_line(e)}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {one_line(e, name_foreign=False)}") from None
     except Exception:  # noqa: BLE001 - torch.load reads any other file (e.g. text) as a broken pickle
         raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or safetensors file") from None
     return _unwrap(obj, path)
@@ -158,7 +159,7 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
             metadata = dict(f.metadata() or {})
             return {k: f.get_tensor(k) for k in f.keys()}, metadata
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read safetensors file {path}: {_one_line(e)}") from None
+        raise CheckpointError(f"cannot read safetensors file {path}: {one_line(e, name_foreign=False)}") from None
 
 
 def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, str]]:
@@ -229,10 +230,34 @@ class Checkpoint:
         return int(value) if value.isdigit() else None
 
 
+def weights_id(weights: dict | None) -> str | None:
+    """The identity of a set of weights as a record or sidecar keeps them (`source`, `sha256` or
+    `seed`): a checkpoint's sha256, or the seed of a random init."""
+    if not weights:
+        return None
+    return weights.get("sha256") or f"random-init:{weights.get('seed')}"
+
+
+_last_read: list[tuple[tuple, Checkpoint]] = []  # the most recent checkpoint read, by file identity
+
+
 def read_checkpoint(source: str, cache_dir: Path | None = None) -> Checkpoint:
+    """The checkpoint at `source` (a path or URL), read and hashed once while its file is unchanged.
+
+    A measurement asks for its weights several times (to name the artifact, to export, to
+    build the reference); the last checkpoint read is kept, keyed by its file's identity
+    (path, inode, size, mtime), so the file is read once and a changed file is read again.
+    Callers share its tensors and must not change them.
+    """
     path = resolve(source, cache_dir)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if _last_read and _last_read[0][0] == key:
+        return dataclasses.replace(_last_read[0][1], source=source)
     state_dict, metadata = read_state_dict(path)
-    return Checkpoint(source, path, sha256_of(path), state_dict, metadata)
+    checkpoint = Checkpoint(source, path, sha256_of(path), state_dict, metadata)
+    _last_read[:] = [(key, checkpoint)]
+    return checkpoint
 
 
 def fit(
@@ -252,17 +277,6 @@ def fit(
                      if v.is_floating_point()})
     return LoadedWeights(source=checkpoint.source, path=checkpoint.path, sha256=checkpoint.sha256, layout=layout,
                          dtype="+".join(dtypes) or "float32")
-
-
-def load_weights(
-    model: nn.Module,
-    source: str,
-    layouts: Iterable[CheckpointLayout] = (),
-    model_name: str | None = None,
-    cache_dir: Path | None = None,
-) -> LoadedWeights:
-    """Load `source` (path or URL) into `model`, all or nothing."""
-    return fit(model, read_checkpoint(source, cache_dir), layouts, model_name)
 
 
 def save_weights(model: nn.Module, path: Path, model_name: str) -> None:
@@ -334,7 +348,3 @@ def _abbreviate(keys: list[str], limit: int = 6) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f", ... {len(keys) - limit} more" if len(keys) > limit else "")
 
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

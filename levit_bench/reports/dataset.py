@@ -9,26 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from levit_bench.models.checkpoints import weights_id
 from levit_bench.platforms import PLATFORMS
 from levit_bench.registry import REGISTRY
+from levit_bench.runtimes import RUNTIMES
 
 PYTORCH_REFERENCE = "torch"  # the traced fused model, as the paper's speed_test
 
 
-def weights_id(weights: dict | None) -> str | None:
-    """The identity of a set of weights: a checkpoint's sha256, or the seed of a random init."""
-    if not weights:
-        return None
-    return weights.get("sha256") or f"random-init:{weights.get('seed')}"
-
-
 def variant(record: dict) -> str:
     """The runtime as measured: `openvino`, `openvino bf16`, `torch:unfused`, `tvm:tuned`, ..."""
-    label = record["runtime"]
-    if record["runtime"] == "torch" and record.get("mode") not in (None, "traced"):
-        label += f":{record['mode']}"
-    if record["runtime"] == "tvm" and record.get("mode"):  # tuned and untuned are different programs
-        label += f":{record['mode']}"
+    runtime, mode = record["runtime"], record.get("mode")
+    spec = RUNTIMES.get(runtime)
+    label = spec.variant(mode) if spec else (f"{runtime}:{mode}" if mode else runtime)
     platform = PLATFORMS.get(record["platform"])
     precision = record.get("precision")
     if platform and precision not in (None, platform.default_precision):
@@ -38,13 +31,11 @@ def variant(record: dict) -> str:
     return label
 
 
-_RUNTIME_ORDER = ("torch", "onnxruntime", "openvino", "tvm")
-
-
 def variant_order(label: str) -> tuple:
-    """The PyTorch reference first, then the runtimes in their usual order, variants after each."""
+    """The PyTorch reference first, then the runtimes in the table's order, variants after each."""
     runtime = label.split()[0].split(":")[0]
-    rank = _RUNTIME_ORDER.index(runtime) if runtime in _RUNTIME_ORDER else len(_RUNTIME_ORDER)
+    order = list(RUNTIMES)
+    rank = order.index(runtime) if runtime in order else len(order)
     return rank, label != runtime, label
 
 

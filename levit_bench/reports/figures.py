@@ -19,35 +19,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from levit_bench.registry import REGISTRY  # noqa: E402
+from levit_bench.registry import PAPER_PLATFORMS, REGISTRY  # noqa: E402
+from levit_bench.registry import family as family_info  # noqa: E402
+from levit_bench.runtimes import RUNTIMES  # noqa: E402
 from levit_bench.workdir import atomic_path  # noqa: E402
 
-FAMILIES = {"levit": ("LeViT", "#d62728"), "efficientnet": ("EfficientNet", "#1f77b4"),
-            "deit": ("DeiT", "#2ca02c"), "mobilevit": ("MobileViT", "#9467bd"), "unknown": ("other", "#7f7f7f")}
-MARKERS = {"torch": "o", "onnxruntime": "s", "openvino": "^", "tvm": "D", "tvm:tuned": "D", "tvm:untuned": "d"}
 EXTRA_MARKERS = ("v", "P", "X", "h", "<", ">", "p")
 LINESTYLES = ("-", "--", ":", "-.")
-PAPER_PLATFORM = {"xeon": "Intel Xeon 6138", "arm": "ARM Graviton2", "gpu": "V100 GPU"}
-SHORT = {"levit_128s": "128S", "levit_128": "128", "levit_192": "192", "levit_256": "256", "levit_384": "384",
-         "deit_tiny": "DeiT-Ti", "deit_small": "DeiT-S", "mobilevit_xxs": "XXS", "mobilevit_xs": "XS",
-         "mobilevit_s": "S"}
 
 
-def family_style(family: str) -> tuple[str, str]:
-    """(legend name, colour) of a family; one this module does not know is drawn grey, named as it is."""
-    return FAMILIES.get(family, (family, FAMILIES["unknown"][1]))
+def family_style(name: str) -> tuple[str, str]:
+    """(legend name, colour) of a family, from the registry (grey, named as it is, if unknown)."""
+    found = family_info(name)
+    return found.label, found.colour
 
 
 def short_name(model: str) -> str:
-    if model in SHORT:
-        return SHORT[model]
-    return model.replace("efficientnet_", "").upper() if model.startswith("efficientnet_") else model
+    spec = REGISTRY.get(model)
+    return spec.label if spec else model
 
 
 def _marker(variant: str, extra: dict[str, str]) -> str:
-    """The runtime's own marker; variants (modes, precisions, batches) get the next spare one."""
-    if variant in MARKERS:
-        return MARKERS[variant]
+    """The runtime's own marker (runtimes table); other variants (precisions, batches, an
+    unregistered runtime) get the next spare one."""
+    name, _, mode = variant.partition(":")
+    runtime = RUNTIMES.get(name)
+    if runtime is not None and " " not in variant:
+        return runtime.mode_markers.get(mode, runtime.marker)
     return extra.setdefault(variant, EXTRA_MARKERS[len(extra) % len(EXTRA_MARKERS)])
 
 
@@ -160,7 +158,7 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
         Line2D([], [], color="#555555", marker="o", markerfacecolor="white", linestyle="none", label="top-1 reported"),
         Line2D([], [], color="#555555", marker="o", linestyle="none", label="top-1 measured"),
         Line2D([], [], color="#999999", marker="*", linestyle=":", alpha=0.5,
-               label=f"paper Table 3 ({PAPER_PLATFORM.get(platform, platform)}, PyTorch)"),
+               label=f"paper Table 3 ({PAPER_PLATFORMS[platform].column if platform in PAPER_PLATFORMS else platform}, PyTorch)"),
         Line2D([], [], color="black", linestyle="--", alpha=0.6, label="Pareto frontier (measured)"),
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from levit_bench import __version__
 from levit_bench.errors import LevitBenchError
-from levit_bench.overview import measured_counts
 from levit_bench.registry import REGISTRY
 from levit_bench.reports import figures, html, tables
 from levit_bench.reports.dataset import report_points
@@ -70,7 +69,7 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
         figure_blocks.append(block)
 
     on_step("tables")
-    counts = {m: measured_counts(REGISTRY[m]) for m in dict.fromkeys(p["model"] for p in points) if m in REGISTRY}
+    counts = {m: REGISTRY[m].measured_counts() for m in dict.fromkeys(p["model"] for p in points) if m in REGISTRY}
     csv_path = out_dir / "results.csv"
     tables.write_csv(in_scope, csv_path)
     filters = "; ".join(f"{name}: {', '.join(values)}" for name, values in (("platforms", platforms), ("runtimes", runtimes)) if values)

@@ -8,14 +8,17 @@ batch matches the run's (or is symbolic); otherwise a run keeps its own export p
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from levit_bench.errors import LevitBenchError
-from levit_bench.exporters.pipeline import ExportOptions, export_model
+from levit_bench.exporters.pipeline import ExportOptions, export_model, model_from_sidecar
 from levit_bench.models.checkpoints import read_checkpoint, sha256_of
 
 
@@ -47,6 +50,13 @@ class Artifact:
     @property
     def weights(self) -> dict:
         return self.sidecar["weights"]
+
+    @functools.cached_property
+    def reference_model(self) -> nn.Module:
+        """The unfused eval model the artifact was exported from, built once per artifact and
+        shared by whoever needs it in this process (the torch runner, the parity reference):
+        treat it as read-only."""
+        return model_from_sidecar(self.sidecar)
 
 
 def _sidecar(onnx_path: Path) -> dict | None:

@@ -1,18 +1,22 @@
 """One interface for every runtime: load (timed by the caller), call, describe.
 
-A runner is built for one platform and precision, loads one artifact, and then is called on
-inputs it has already placed where it computes (`to_input`), so that the timed call is the
-inference alone, as in the paper's speed_test.
+Every runner is made the same way, `Runner(platform, options)`, where `options` is its
+runtime's `Options` dataclass (precision, mode and work directory, plus what that runtime
+alone takes, as TVM's device address), checked when it is made. A runner loads one
+artifact and is then called on inputs it has already placed where it computes (`to_input`),
+so that the timed call is the inference alone, as in the paper's speed_test.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from levit_bench import environment
 from levit_bench.errors import LevitBenchError
 from levit_bench.platforms import Platform
 from levit_bench.runners.artifacts import Artifact
@@ -30,30 +34,66 @@ class RuntimeDescription:
     device: str  # e.g. "CPUExecutionProvider", "CPU", "cpu", "cuda:0 (NVIDIA H100)"
     precision: str  # what was actually asked of (and, where it says, confirmed by) the runtime
     threads: int | None
-    mode: str | None = None  # torch: traced | eager | unfused
+    mode: str | None = None  # the mode it ran in (see levit_bench.runtimes)
     details: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class RunnerOptions:
+    """What every runner is made with; a runtime that takes more subclasses it as its `Options`."""
+
+    precision: str = "fp32"  # resolved already (runtimes.RuntimeSpec.resolve_precision)
+    mode: str | None = None  # resolved already (runtimes.RuntimeSpec.resolve_mode)
+    workdir: Path = Path(".")  # where a runtime keeps what it builds (TVM's libraries)
+
+    @classmethod
+    def extra_fields(cls) -> set[str]:
+        """The options this runtime takes beyond the common ones."""
+        return {f.name for f in fields(cls)} - {f.name for f in fields(RunnerOptions)}
+
+    @classmethod
+    def make(cls, runtime: str, precision: str, mode: str | None, workdir: Path,
+             extra: dict | None = None) -> "RunnerOptions":
+        """`runtime`'s options, refusing in one line an extra one it does not take."""
+        extra = {k: v for k, v in (extra or {}).items() if v is not None}
+        unknown = sorted(set(extra) - cls.extra_fields())
+        if unknown:
+            flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
+            raise RunnerError(f"{flags}: not an option of {runtime}")
+        return cls(precision=precision, mode=mode, workdir=Path(workdir), **extra)
+
+
 class Runner(ABC):
     runtime: str
+    Options: type[RunnerOptions] = RunnerOptions
+    emulated: bool = False  # True: outputs are checked, timings are not a measurement of anything
 
-    def __init__(self, platform: Platform, precision: str | None = None, mode: str | None = None):
+    def __init__(self, platform: Platform, options: RunnerOptions):
+        if not isinstance(options, self.Options):
+            raise RunnerError(f"{type(self).__name__} takes {self.Options.__name__}, not {type(options).__name__}")
         self.platform = platform
-        self.precision = self.effective_precision(platform, precision)
-        self.mode = self.effective_mode(mode)
+        self.options = options
+        self.precision = options.precision
+        self.mode = options.mode
 
     @classmethod
-    def effective_precision(cls, platform: Platform, requested: str | None) -> str:
-        """The precision a request for `requested` (None: the platform's) runs in."""
-        return requested or platform.default_precision
+    def sweep_modes(cls, model: str, workdir: Path) -> list[str | None]:
+        """The modes a sweep measures when it names the runtime bare: the default one."""
+        from levit_bench.runtimes import get_runtime
+
+        return [get_runtime(cls.runtime).default_mode]
 
     @classmethod
-    def effective_mode(cls, requested: str | None) -> str | None:
-        """The mode a request for `requested` (None: the runtime's default) runs in."""
-        return requested
+    def runs_elsewhere(cls, options: RunnerOptions) -> bool:
+        """True when these options run the model on another machine (its host is `device_host`)."""
+        return False
+
+    def device_host(self) -> environment.HostInfo | None:
+        """The machine measured, when it is not this host (None: this host)."""
+        return None
 
     @abstractmethod
     def load(self, artifact: Artifact, batch: int) -> None:
@@ -75,7 +115,7 @@ class Runner(ABC):
         return measure(lambda: self(inputs), protocol)
 
     def close(self) -> None:
-        """Undo any process-wide setting made in `load` (thread counts)."""
+        """Undo every process-wide setting the runner made (thread counts, environment)."""
 
     @abstractmethod
     def describe(self) -> RuntimeDescription:

@@ -39,17 +39,17 @@ def lock_dir() -> Path:
     return path
 
 
-def holder(resource: str) -> str:
+def holder(resource: str, directory: Path | None = None) -> str:
     """Who holds `resource` (as its holder wrote it), or 'unknown'."""
     try:
-        return (lock_dir() / f"{resource}.lock").read_text().strip() or "unknown"
+        return ((directory or lock_dir()) / f"{resource}.lock").read_text().strip() or "unknown"
     except OSError:
         return "unknown"
 
 
-def _try_lock(resource: str) -> int | None:
+def _try_lock(directory: Path, resource: str) -> int | None:
     """An fd holding `resource`'s lock, or None when another process holds it."""
-    path = lock_dir() / f"{resource}.lock"
+    path = directory / f"{resource}.lock"
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         with contextlib.suppress(OSError):
@@ -88,11 +88,11 @@ def physical_core(cpu: int) -> tuple[int, ...]:
     return tuple(cpus) if cpu in cpus else (cpu,)
 
 
-def _try_core(siblings: tuple[int, ...], held: dict[str, int]) -> str | None:
+def _try_core(directory: Path, siblings: tuple[int, ...], held: dict[str, int]) -> str | None:
     """Lock every sibling of one physical core into `held`; None, or the first one busy."""
     taken = {}
     for cpu in siblings:
-        fd = _try_lock(f"cpu{cpu}")
+        fd = _try_lock(directory, f"cpu{cpu}")
         if fd is None:
             _release(taken)
             return f"cpu{cpu}"
@@ -117,6 +117,7 @@ def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_W
     if count > len(cores):
         raise LevitBenchError(f"{count} cores asked for, but this process may use only {len(cores)} "
                               f"(CPUs {candidates})")
+    directory = lock_dir()
     deadline = time.monotonic() + wait_timeout_s
     held: dict[str, int] = {}
     told = None
@@ -126,7 +127,7 @@ def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_W
             for siblings, cpu in cores.items():
                 if len(chosen) == count:
                     break
-                blocked = _try_core(siblings, held)
+                blocked = _try_core(directory, siblings, held)
                 if blocked:
                     busy.append(blocked)
                 else:
@@ -134,7 +135,7 @@ def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_W
             if len(chosen) == count:
                 break
             _release(held)  # never sit on some cores while waiting for others
-            whom = "; ".join(f"{r} held by {holder(r)}" for r in busy)
+            whom = "; ".join(f"{r} held by {holder(r, directory)}" for r in busy)
             if time.monotonic() >= deadline:
                 raise CoresBusy(f"no free core after waiting {wait_timeout_s:g} s ({whom}); "
                                 "raise --wait-timeout or stop the other measurement")

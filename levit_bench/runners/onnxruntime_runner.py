@@ -22,10 +22,8 @@ def _import():
 class OnnxRuntimeRunner(Runner):
     runtime = "onnxruntime"
 
-    def __init__(self, platform, precision=None, mode=None):
-        super().__init__(platform, precision, mode)
-        if mode:
-            raise RunnerError(f"--mode applies to torch and tvm, not {self.runtime}")
+    def __init__(self, platform, options):
+        super().__init__(platform, options)
         if self.precision != "fp32":
             raise RunnerError(f"onnxruntime runs the exported fp32 graph; --precision {self.precision} is not available")
         self.ort = _import()
@@ -34,11 +32,6 @@ class OnnxRuntimeRunner(Runner):
             raise RunnerError(
                 f"onnxruntime here has no {self.provider} (install onnxruntime-gpu for the gpu platform)"
             )
-
-    @classmethod
-    def effective_precision(cls, platform, requested):
-        precision = super().effective_precision(platform, requested)
-        return "fp32" if precision == "mixed" else precision  # the gpu default: ORT runs the fp32 graph
 
     def load(self, artifact: Artifact, batch: int) -> None:
         ort = self.ort

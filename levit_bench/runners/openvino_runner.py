@@ -31,10 +31,8 @@ def _import():
 class OpenVinoRunner(Runner):
     runtime = "openvino"
 
-    def __init__(self, platform, precision=None, mode=None):
-        super().__init__(platform, precision, mode)
-        if mode:
-            raise RunnerError(f"--mode applies to torch and tvm, not {self.runtime}")
+    def __init__(self, platform, options):
+        super().__init__(platform, options)
         if platform.device != "cpu":
             raise RunnerError("openvino is measured on the CPU platforms (xeon, arm); its GPU plugin is not used")
         if self.precision not in _HINTS:

@@ -13,7 +13,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,15 +21,16 @@ import numpy as np
 import torch
 
 from levit_bench import environment
-from levit_bench.errors import LevitBenchError
+from levit_bench.errors import LevitBenchError, one_line
 from levit_bench.exporters.parity import seeded_images, tolerance_for, torch_logits
-from levit_bench.exporters.pipeline import model_from_sidecar
 from levit_bench.platforms import GPU_MAX_BATCH, get_platform
 from levit_bench.registry import get_spec
-from levit_bench.runners import core_locks, host_load, runner_class
+from levit_bench.runners import core_locks, host_load
 from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_artifact
+from levit_bench.runners.base import Runner
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S, CoresBusy
 from levit_bench.runners.measure import get_protocol, summarise
+from levit_bench.runtimes import get_runtime
 
 PARITY_IMAGES = 64  # at most this many of the batch are compared with the reference
 
@@ -40,14 +41,12 @@ class RunRequest:
     runtime: str
     platform: str
     batch: int | None = None  # None: the platform's batch
-    precision: str | None = None  # None: the platform's precision
-    mode: str | None = None  # torch only: traced (default), eager, unfused
+    precision: str | None = None  # None: the platform's precision where the runtime has it, else fp32
+    mode: str | None = None  # None: the runtime's default mode (runtimes.RuntimeSpec)
     protocol: str = "default"
     weights: str | None = None
     run_id: str | None = None
-    rpc: str | None = None  # tvm: a device's RPC server HOST:PORT, a tracker's with rpc_key, or "emulator"
-    rpc_key: str | None = None
-    mcpu: str | None = None  # tvm: the LLVM CPU to compile for (default: this host's; generic aarch64)
+    runtime_options: dict = field(default_factory=dict)  # what only this runtime takes (tvm: rpc, rpc_key, mcpu)
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S  # how long to wait for a free core
 
     def __post_init__(self):
@@ -57,14 +56,33 @@ class RunRequest:
             raise LevitBenchError(f"the wait timeout must be >= 0 s, not {self.wait_timeout_s:g}")
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """What a request runs as, resolved once: the record starts from it, the runner is made
+    with it, and a sweep's resume key compares it, whatever the request left to defaults."""
+
+    batch: int | None  # None: the largest that fits, searched on the GPU
+    precision: str
+    mode: str | None  # None: decided by the runner when it loads (tvm: tuned if a database exists)
+    threads: int | None
+    protocol: str
+
+    @classmethod
+    def of(cls, request: RunRequest) -> "RunSettings":
+        platform = get_platform(request.platform)
+        runtime = get_runtime(request.runtime)
+        return cls(batch=request.batch or platform.default_batch,
+                   precision=runtime.resolve_precision(request.precision, platform.default_precision),
+                   mode=runtime.resolve_mode(request.mode), threads=platform.threads,
+                   protocol=get_protocol(request.protocol).name)
+
+    def key(self) -> dict:
+        """The columns of a stored record these settings fix."""
+        return {"batch": self.batch, "precision": self.precision, "mode": self.mode, "protocol": self.protocol}
+
+
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text and not isinstance(e, LevitBenchError) else (
-        text[0] if text else type(e).__name__)
 
 
 @torch.no_grad()
@@ -73,7 +91,7 @@ def _reference_logits(artifact: Artifact, images: np.ndarray, threads: int) -> n
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return torch_logits(model_from_sidecar(artifact.sidecar), torch.from_numpy(images[:PARITY_IMAGES]))
+        return torch_logits(artifact.reference_model, torch.from_numpy(images[:PARITY_IMAGES]))
     finally:
         torch.set_num_threads(saved)
 
@@ -82,7 +100,7 @@ def _is_out_of_memory(e: BaseException) -> bool:
     return "out of memory" in str(e).lower() or "failed to allocate" in str(e).lower()
 
 
-def _largest_fitting_batch(runner, artifact: Artifact) -> int:
+def _largest_fitting_batch(runner: Runner, artifact: Artifact) -> int:
     """The GPU protocol: the largest power-of-two batch (at most 2048) that runs."""
     batch = GPU_MAX_BATCH
     while batch >= 1:
@@ -98,64 +116,19 @@ def _largest_fitting_batch(runner, artifact: Artifact) -> int:
     raise LevitBenchError("not even a batch of 1 fits on the GPU")
 
 
-def _runner(request: RunRequest, platform, workdir: Path):
-    """The request's runner; tvm also takes the work directory, the device and the CPU.
-
-    Making it checks the request against the runtime (mode, precision, device address): an
-    invalid request raises here, before a record exists.
-    """
-    cls = runner_class(request.runtime)
-    if request.runtime != "tvm":
-        if request.rpc or request.mcpu or request.rpc_key:
-            raise LevitBenchError("--rpc, --rpc-tracker and --mcpu apply to --runtime tvm only")
-        return cls(platform, request.precision, request.mode)
-    if request.rpc and platform.name != "arm":
-        raise LevitBenchError(f"--rpc runs on a remote ARM device: use it with --platform arm, not {platform.name}")
-    return cls(platform, request.precision, request.mode, workdir=workdir,
-               rpc=resolve_rpc(request.rpc, request.rpc_key), mcpu=request.mcpu)
-
-
-def resolve_rpc(rpc: str | None, key: str | None):
-    """`HOST:PORT`, a tracker's `HOST:PORT` with a key, or `emulator` (the running QEMU one)."""
-    if rpc is None:
-        if key:
-            raise LevitBenchError("--rpc-key needs --rpc-tracker HOST:PORT")
-        return None
-    from levit_bench.runners.tvm_backend import RpcAddress
-
-    if rpc == "emulator":
-        from levit_bench.runners import arm_emulator
-
-        state = arm_emulator.status()
-        if state is None:
-            raise LevitBenchError("the ARM emulator is not running: levit-bench arm-emulator start")
-        return RpcAddress(state.host, state.port)
-    return RpcAddress.parse(rpc, key)
-
-
-def effective_settings(request: RunRequest) -> dict:
-    """What the request will run as: batch (None: searched on the GPU), precision and mode.
-
-    The one place these are resolved: the record starts from them and a sweep's resume key
-    compares them, so a finished cell is found again whatever the request left to defaults.
-    """
-    platform = get_platform(request.platform)
-    cls = runner_class(request.runtime)
-    return {"batch": request.batch or platform.default_batch,
-            "precision": cls.effective_precision(platform, request.precision),
-            "mode": cls.effective_mode(request.mode)}
-
-
-def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInfo | None = None):
-    """The request's runner, made only for a request that can be a cell: an unknown model,
-    platform or protocol, a precision or mode the runtime lacks, an unreachable device or a
-    host the platform refuses raises here, in one line, before any record exists."""
+def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInfo | None = None) -> Runner:
+    """The request's runner, made as every runner is (its platform and its runtime's options),
+    and only for a request that can be a cell: an unknown model, platform or protocol, a
+    precision or mode the runtime lacks, a host the platform refuses or an unreachable device
+    raises here, in one line, before any record exists."""
     get_spec(request.model)
-    get_protocol(request.protocol)
+    settings = RunSettings.of(request)
     platform = get_platform(request.platform)
-    if not (request.runtime == "tvm" and request.rpc):  # with --rpc the device is measured, not this host
+    cls = get_runtime(request.runtime).runner_class()
+    options = cls.Options.make(request.runtime, settings.precision, settings.mode, workdir, request.runtime_options)
+    if not cls.runs_elsewhere(options):  # a remote device is measured, not this host
         platform.check_host(host or environment.host_info(), request.runtime)
-    return _runner(request, platform, workdir)
+    return cls(platform, options)
 
 
 def new_record(request: RunRequest, host: environment.HostInfo | None = None) -> dict:
@@ -163,6 +136,7 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
     spec = get_spec(request.model)
     platform = get_platform(request.platform)
     protocol = get_protocol(request.protocol)
+    settings = RunSettings.of(request)
     host = host or environment.host_info()
     versions = environment.package_versions()
     return {
@@ -172,14 +146,13 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
         "model": spec.name,
         "runtime": request.runtime,
         "runtime_version": versions.get(request.runtime),
-        **effective_settings(request),
+        **settings.key(),
         "platform": platform.name,
-        "threads": platform.threads,
+        "threads": settings.threads,
         "host": host.fingerprint,
         "cpu_model": host.cpu_model,
         "host_info": host.as_dict(),
         "versions": versions,
-        "protocol": protocol.name,
         "protocol_params": protocol.as_dict(),
         "status": "failed",
         "error": None,
@@ -226,7 +199,7 @@ def _gate(record: dict, outputs: np.ndarray, reference: np.ndarray) -> None:
         raise LevitBenchError(wrong)
 
 
-def _measure(runner, request: RunRequest, record: dict, host: environment.HostInfo,
+def _measure(runner: Runner, request: RunRequest, record: dict, host: environment.HostInfo,
              workdir: Path, on_step: Callable[[str], None], on_wait: Callable[[str], None]) -> None:
     """Fill `record` in: measured and gated (`ok`), `emulated`, or `failed` with the reason."""
     platform = get_platform(request.platform)
@@ -250,10 +223,9 @@ def _measure(runner, request: RunRequest, record: dict, host: environment.HostIn
             record["load_s"] = time.perf_counter() - t0
             images = seeded_images(batch, artifact.resolution).numpy()
             inputs = runner.to_input(images)
-            emulated = getattr(runner, "emulated", False)
-            on_step("parity only (emulated)" if emulated else "measure")
+            on_step("parity only (emulated)" if runner.emulated else "measure")
             timings = None
-            if not emulated:
+            if not runner.emulated:
                 record["settle_s"] = host_load.settle(cores)
                 with host_load.watch(cores) as load:
                     timings = runner.measure(inputs, protocol)
@@ -262,9 +234,11 @@ def _measure(runner, request: RunRequest, record: dict, host: environment.HostIn
             on_step("parity")
             reference = _reference_logits(artifact, images, max(1, len(cores)))
         description = runner.describe()
+        # what the runtime confirms: the precision it compiled (openvino), the threads it has
+        # (a device), the mode a default resolved to at load (tvm)
         record.update(precision=description.precision, threads=description.threads, mode=description.mode,
                       runtime_info=description.as_dict())
-        device = getattr(runner, "device_host", lambda: None)()
+        device = runner.device_host()
         if device is not None:
             record.update(host=device.fingerprint, cpu_model=device.cpu_model, host_info=device.as_dict(),
                           measuring_host=host.as_dict())
@@ -281,6 +255,6 @@ def _measure(runner, request: RunRequest, record: dict, host: environment.HostIn
     except (CoresBusy, DamagedArtifact):  # not the runtime's failure: nothing was measured
         raise
     except Exception as e:  # noqa: BLE001 - any failure of the runtime is this cell's result
-        record["error"] = _one_line(e)
+        record["error"] = one_line(e)
         if not isinstance(e, LevitBenchError):
             record["traceback"] = traceback.format_exc(limit=8)

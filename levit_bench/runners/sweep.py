@@ -24,11 +24,11 @@ from levit_bench import environment
 from levit_bench.errors import LevitBenchError
 from levit_bench.platforms import get_platform
 from levit_bench.registry import get_spec
-from levit_bench.runners import MODES, RUNTIMES
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
-from levit_bench.runners.session import RunRequest, checked_runner, effective_settings, new_record
+from levit_bench.runners.session import RunRequest, RunSettings, checked_runner, new_record
 from levit_bench.runners.worker import request_payload
+from levit_bench.runtimes import RUNTIMES, get_runtime
 
 DEFAULT_CELL_TIMEOUT_S = 900.0
 
@@ -55,48 +55,42 @@ class CellOutcome:
 
 def parse_runtime(entry: str) -> tuple[str, str | None]:
     """`torch`, `torch:eager`, `onnxruntime`, `tvm:tuned`, ... -> (runtime, mode)."""
-    runtime, _, mode = entry.partition(":")
-    if runtime not in RUNTIMES:
-        raise LevitBenchError(f"unknown runtime {runtime!r}; known runtimes: {', '.join(RUNTIMES)}")
-    if mode and mode not in MODES.get(runtime, ()):
-        variants = ", ".join(f"{r}:{m}" for r, modes in MODES.items() for m in modes)
+    name, _, mode = entry.partition(":")
+    runtime = get_runtime(name)
+    if mode and mode not in runtime.modes:
+        variants = ", ".join(f"{r.name}:{m}" for r in RUNTIMES.values() for m in r.modes)
         raise LevitBenchError(f"unknown runtime variant {entry!r}; the variants are {variants}")
-    return runtime, mode or None
+    return name, mode or None
 
 
-def plan(models: Iterable[str], runtimes: Iterable[str], workdir: Path | None = None) -> list[Cell]:
-    """The cells; a bare `tvm` is untuned, plus tuned for a model with a tuning database."""
-    from levit_bench.runners.tvm_library import has_tuning
-
+def plan(models: Iterable[str], runtimes: Iterable[str], workdir: Path) -> list[Cell]:
+    """The cells; a bare runtime gives the modes its runner sweeps for the model (tvm: untuned,
+    plus tuned where the work directory has a tuning database), a `runtime:mode` that mode."""
     names = [get_spec(m).name for m in models]
     variants = [parse_runtime(r) for r in runtimes]
     cells = []
     for m in names:
         for runtime, mode in variants:
-            if runtime == "tvm" and mode is None:
-                cells.append(Cell(m, "tvm", "untuned"))
-                if workdir is not None and has_tuning(workdir, m):
-                    cells.append(Cell(m, "tvm", "tuned"))
-            else:
-                cells.append(Cell(m, runtime, mode))
+            modes = [mode] if mode else get_runtime(runtime).runner_class().sweep_modes(m, workdir)
+            cells.extend(Cell(m, runtime, each) for each in modes)
     return cells
 
 
 def _resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | None:
     """The stored columns a finished twin of this cell would have; None if its artifact is missing.
 
-    Settings are the effective ones (see session.effective_settings); a batch of None (the GPU's
+    Settings are the effective ones (session.RunSettings); a batch of None (the GPU's
     searched batch) matches whatever batch the twin found.
     """
-    settings = effective_settings(request)
-    artifact = find_artifact(workdir, cell.model, settings["batch"])
+    settings = RunSettings.of(request)
+    artifact = find_artifact(workdir, cell.model, settings.batch)
     if artifact is None:
         return None
     return {
         "model": cell.model, "runtime": cell.runtime,
         "runtime_version": environment.package_versions().get(cell.runtime),
         "platform": get_platform(request.platform).name, "host": host.fingerprint,
-        "artifact_sha256": artifact.sha256, "protocol": request.protocol, **settings,
+        "artifact_sha256": artifact.sha256, **settings.key(),
     }
 
 
@@ -128,16 +122,25 @@ def _run_isolated(request: RunRequest, workdir: Path, timeout_s: float) -> tuple
 def sweep_requests(
     cells: list[Cell], platform: str, workdir: Path, run_id: str,
     batch: int | None = None, precision: str | None = None, protocol: str = "default",
-    weights: str | None = None, rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
+    weights: str | None = None, runtime_options: dict | None = None,
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
 ) -> list[RunRequest]:
-    """Each cell's request, checked: an invalid one refuses the whole sweep before any cell runs."""
+    """Each cell's request, checked: an invalid one refuses the whole sweep before any cell runs.
+
+    `runtime_options` (e.g. tvm's rpc) go to the cells of the runtimes that take them; one
+    that no runtime of the sweep takes is refused.
+    """
     host = environment.host_info()
+    given = {k: v for k, v in (runtime_options or {}).items() if v is not None}
+    accepted = {c.runtime: get_runtime(c.runtime).runner_class().Options.extra_fields() for c in cells}
+    unused = sorted(set(given) - set().union(*accepted.values()))
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise LevitBenchError(f"{flags}: not an option of {' or '.join(sorted(accepted)) or 'any runtime swept'}")
     requests = [RunRequest(cell.model, cell.runtime, platform, batch=batch, precision=precision,
                            mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id,
-                           rpc=rpc if cell.runtime == "tvm" else None,
-                           rpc_key=rpc_key if cell.runtime == "tvm" else None,
-                           mcpu=mcpu if cell.runtime == "tvm" else None, wait_timeout_s=wait_timeout_s)
+                           runtime_options={k: v for k, v in given.items() if k in accepted[cell.runtime]},
+                           wait_timeout_s=wait_timeout_s)
                 for cell in cells]
     checked = set()
     for request in requests:  # one runner per runtime variant proves the settings valid

@@ -3,6 +3,7 @@ the fused model eager, or the unfused eager model (the paper's baseline before f
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
@@ -10,8 +11,6 @@ import numpy as np
 import torch
 
 from levit_bench.exporters.fuse import fuse_for_inference
-from levit_bench.exporters.pipeline import model_from_sidecar
-from levit_bench.runners import TORCH_MODES
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
 
@@ -22,26 +21,19 @@ _GPU_PRECISIONS = ("mixed", "fp32")
 class TorchRunner(Runner):
     runtime = "torch"
 
-    def __init__(self, platform, precision=None, mode=None):
-        super().__init__(platform, precision, mode)
-        if self.mode not in TORCH_MODES:
-            raise RunnerError(f"unknown torch mode {self.mode!r}; known modes: {', '.join(TORCH_MODES)}")
+    def __init__(self, platform, options):
+        super().__init__(platform, options)
         allowed = _GPU_PRECISIONS if platform.device == "cuda" else _CPU_PRECISIONS
         if self.precision not in allowed:
             raise RunnerError(f"torch on {platform.name} runs {' or '.join(allowed)}, not {self.precision}")
         self.device = torch.device("cuda:0" if platform.device == "cuda" else "cpu")
         self._saved_threads = torch.get_num_threads()
 
-    @classmethod
-    def effective_mode(cls, requested):
-        return requested or "traced"  # as the paper's speed_test
-
     def load(self, artifact: Artifact, batch: int) -> None:
         if self.platform.threads:
             torch.set_num_threads(self.platform.threads)
-        model = model_from_sidecar(artifact.sidecar)
-        if self.mode != "unfused":
-            model = fuse_for_inference(model)
+        reference = artifact.reference_model  # shared with the parity check: never changed here
+        model = fuse_for_inference(reference) if self.mode != "unfused" else copy.deepcopy(reference)
         model = model.to(self.device).eval()
         if self.mode == "traced":
             example = torch.zeros(batch, 3, artifact.resolution, artifact.resolution, device=self.device)

@@ -12,21 +12,27 @@ import json
 import sys
 from pathlib import Path
 
-from levit_bench.errors import LevitBenchError
+from levit_bench import runtimes
+from levit_bench.errors import LevitBenchError, one_line
 from levit_bench.runners.session import RunRequest, run_cell
 
 
 def request_payload(request: RunRequest, workdir: Path) -> str:
-    """What the parent writes to a worker's stdin."""
-    return json.dumps({"request": dataclasses.asdict(request), "workdir": str(workdir)})
+    """What the parent writes to a worker's stdin: the request, and what the worker needs to
+    see the parent's runtimes (those registered beyond the built-in ones, and where to import them)."""
+    return json.dumps({"request": dataclasses.asdict(request), "workdir": str(workdir),
+                       "runtimes": runtimes.added_runtimes(), "sys_path": sys.path})
 
 
 def main() -> int:
     try:
         payload = json.loads(sys.stdin.read())
+        sys.path.extend(p for p in payload["sys_path"] if p not in sys.path)  # this process's own come first
+        for spec in payload["runtimes"]:
+            runtimes.register_runtime(spec, replace=True)
         record = run_cell(RunRequest(**payload["request"]), Path(payload["workdir"]))
     except LevitBenchError as e:
-        print(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, file=sys.stderr)
+        print(one_line(e), file=sys.stderr)
         return 1
     json.dump(record, sys.stdout)
     return 0

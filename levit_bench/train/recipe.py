@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -48,6 +48,25 @@ class TrainConfig:
     stop_after: int | None = None  # stop after this many epochs of the schedule (--resume continues)
     amp: bool | None = None  # None: on with CUDA
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        """Refuse, in one line, a configuration no run could follow (before any data is read)."""
+        from levit_bench.errors import LevitBenchError
+        from levit_bench.registry import get_spec
+
+        for name, low in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0), ("workers", 0),
+                          ("steps_per_epoch", 1), ("stop_after", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise LevitBenchError(f"--{name.replace('_', '-')} must be at least {low}, not {value}")
+        self.model = get_spec(self.model).name
+        if self.teacher:
+            get_spec(self.teacher.partition(":")[0])
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Each option's default, for --help."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
     def as_dict(self) -> dict:
         d = asdict(self)

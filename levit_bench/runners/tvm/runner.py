@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import platform as host_platform
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,77 +20,87 @@ import numpy as np
 from levit_bench import environment
 from levit_bench.platforms import ARM
 from levit_bench.runners.artifacts import Artifact
-from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
+from levit_bench.runners.base import Runner, RunnerError, RunnerOptions, RuntimeDescription
 from levit_bench.runners.measure import Protocol, Timings, measure_timed
-from levit_bench.runners.tvm_backend import RpcAddress
+from levit_bench.runners.tvm import rpc as tvm_rpc
+from levit_bench.runners.tvm.api import import_tvm, tvm_version
+from levit_bench.runners.tvm.target import arm_target, check_target, host_target, target_features
 
 
 def platform_target(platform_name: str, threads: int | None, mcpu: str | None) -> dict:
-    from levit_bench.runners import tvm_backend
-
+    """The TVM target a platform compiles for: this host's CPU (xeon), aarch64+NEON (arm)."""
     if platform_name == "arm":
-        return tvm_backend.arm_target(mcpu, threads)
+        return arm_target(mcpu, threads)
     if platform_name == "xeon":
-        target = tvm_backend.host_target(threads)
+        target = host_target(threads)
         if mcpu:
             target["mcpu"] = mcpu
         return target
     raise RunnerError(f"the tvm runtime is measured on the CPU platforms (xeon, arm), not {platform_name}")
 
 
-def _emulated(address: RpcAddress | None) -> bool:
-    if address is None or address.key:
-        return False
-    from levit_bench.runners import arm_emulator
-
-    return arm_emulator.is_emulator_address(address.host, address.port)
+@dataclass(frozen=True)
+class TvmOptions(RunnerOptions):
+    rpc: str | None = None  # a device's RPC server HOST:PORT, a tracker's (with rpc_key), or "emulator"
+    rpc_key: str | None = None
+    mcpu: str | None = None  # the LLVM CPU to compile for (default: this host's; generic aarch64)
 
 
 class TvmRunner(Runner):
     runtime = "tvm"
+    Options = TvmOptions
 
-    def __init__(self, platform, precision=None, mode=None, *, workdir: Path | None = None,
-                 rpc: RpcAddress | None = None, mcpu: str | None = None):
-        super().__init__(platform, precision, mode)
+    def __init__(self, platform, options: TvmOptions):
+        super().__init__(platform, options)
         if self.precision != "fp32":
             raise RunnerError(f"the tvm runtime compiles the fp32 graph; precision {self.precision} is not offered")
-        if mode is not None and mode not in ("tuned", "untuned"):
-            raise RunnerError(f"tvm modes are tuned, untuned, not {mode}")
+        if options.rpc and platform.name != "arm":
+            raise RunnerError(f"--rpc runs on a remote ARM device: use it with --platform arm, not {platform.name}")
+        self.rpc = tvm_rpc.resolve_address(options.rpc, options.rpc_key)
         local_arm = host_platform.machine().lower() in ARM
-        if platform.name == "arm" and rpc is None and not local_arm:
+        if platform.name == "arm" and self.rpc is None and not local_arm:
             raise RunnerError(
                 "platform arm on this x86-64 host runs the cross-compiled library on a device: "
                 "--rpc HOST:PORT (a TVM rpc_server there), --rpc-tracker HOST:PORT --rpc-key KEY, "
                 "or the emulator (`levit-bench arm-emulator start`, then --rpc emulator)"
             )
-        if rpc is not None:
-            rpc.check_reachable()
+        if self.rpc is not None:
+            self.rpc.check_reachable()
+        import_tvm()
+        self.workdir = options.workdir
+        self.emulated = tvm_rpc.is_emulated(self.rpc)
+        self.target = platform_target(platform.name, platform.threads, options.mcpu)
+        check_target(self.target)
+        self._saved_threads = os.environ.get("TVM_NUM_THREADS")
         if platform.threads:  # the runtime's thread pool reads this once, when it starts
             os.environ["TVM_NUM_THREADS"] = str(platform.threads)
-        from levit_bench.runners import tvm_backend
 
-        self.backend = tvm_backend
-        self.backend.import_tvm()
-        self.workdir = Path(workdir) if workdir else Path.cwd()
-        self.rpc = rpc
-        self.emulated = _emulated(rpc)
-        self.target = platform_target(platform.name, platform.threads, mcpu)
-        self.backend.check_target(self.target)
+    @classmethod
+    def sweep_modes(cls, model: str, workdir) -> list[str | None]:
+        """Untuned, plus tuned where the work directory has a tuning database for the model."""
+        from levit_bench.runners.tvm.library import has_tuning
+
+        return ["untuned", *(["tuned"] if has_tuning(workdir, model) else [])]
+
+    @classmethod
+    def runs_elsewhere(cls, options: TvmOptions) -> bool:
+        return options.rpc is not None
 
     def load(self, artifact: Artifact, batch: int) -> None:
-        from levit_bench.runners.tvm_library import build_library, resolve_schedules
+        from levit_bench.runners.tvm.library import build_library, resolve_schedules
+        from levit_bench.runners.tvm.vm import LocalVm, RemoteVm
 
         if artifact.batch not in (batch, None):
             raise RunnerError(f"the artifact has batch {artifact.batch}, the run asks for {batch}")
         if artifact.batch is None:
             raise RunnerError("TVM compiles static shapes: export with --batch N, not --dynamic-batch")
         self.schedules = resolve_schedules(self.workdir, artifact.model, self.target, self.mode)
+        self.mode = self.schedules  # a default (None) is decided here: tuned when a database exists
         self.library = build_library(self.workdir, artifact, self.target, self.schedules)
         if self.rpc is not None:
-            self.session = self.backend.connect(self.rpc)
-            self.vm = self.backend.RemoteVm(self.session, self.library.path)
+            self.vm = RemoteVm(tvm_rpc.connect(self.rpc), self.library.path)
         else:
-            self.vm = self.backend.LocalVm(self.library.path)
+            self.vm = LocalVm(self.library.path)
 
     def to_input(self, images: np.ndarray) -> Any:
         return self.vm.tensor(images)
@@ -99,13 +109,21 @@ class TvmRunner(Runner):
         return self.vm(inputs)
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
-        return self.backend.to_numpy(outputs)
+        from levit_bench.runners.tvm.vm import to_numpy
+
+        return to_numpy(outputs)
 
     def measure(self, inputs: Any, protocol: Protocol) -> Timings:
         """On a device, each sample is timed there by the VM's time evaluator, not over RPC."""
         if self.rpc is None:
             return super().measure(inputs, protocol)
         return measure_timed(lambda: self.vm.time_calls(inputs, 1)[0], protocol)
+
+    def close(self) -> None:
+        if self._saved_threads is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = self._saved_threads
 
     def device_host(self) -> environment.HostInfo | None:
         """The device's fingerprint when the run is remote (None: this host)."""
@@ -126,12 +144,12 @@ class TvmRunner(Runner):
             count = self.vm.remote_function("runtime.NumThreads")
             threads = int(count()) if count is not None else threads
         return RuntimeDescription(
-            runtime=self.runtime, version=self.backend.tvm_version(),
+            runtime=self.runtime, version=tvm_version(),
             device=f"rpc {self.rpc}" if self.rpc else "cpu", precision="fp32", threads=threads,
             mode=self.schedules,
             details={
                 "target": self.target,
-                "features": self.backend.target_features(self.target),
+                "features": target_features(self.target),
                 "schedules": self.schedules,
                 "tasks": self.library.manifest["tasks"],
                 "tuned_tasks": self.library.manifest["tuned_tasks"],

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.base import RunnerError
-from levit_bench.runners.tvm_backend import (
-    compile_module, database_records, export_library, target_key, tvm_version,
-)
+from levit_bench.runners.tvm.api import tvm_version
+from levit_bench.runners.tvm.compile import compile_module, database_records, export_library
+from levit_bench.runners.tvm.target import target_key
 from levit_bench.workdir import atomic_path, write_atomic
 
 SCHEDULES = ("tuned", "untuned")

@@ -8,14 +8,25 @@ tasks must come from the same fused module the build later applies the database 
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from levit_bench.runners.tvm_backend import RpcAddress, connect, import_tvm, is_cross, open_database, relax_module
+from levit_bench.errors import LevitBenchError
+from levit_bench.platforms import get_platform
+from levit_bench.registry import get_spec
+from levit_bench.runners.artifacts import ensure_artifact
+
+from levit_bench.runners.tvm.api import import_tvm
+from levit_bench.runners.tvm.compile import CROSS_COMPILER, open_database, relax_module
+from levit_bench.runners.tvm.library import database_dir
+from levit_bench.runners.tvm.rpc import RpcAddress, connect, resolve_address
+from levit_bench.runners.tvm.target import is_cross
 
 DEFAULT_TRIALS = 200  # levit_128s: ~10-20 min on one core of a 2-core VM
 TRIALS_PER_ROUND = 16
@@ -35,8 +46,6 @@ def build_candidate(mod, target, _params):
 
 def export_cross_candidate(module) -> str:
     """A candidate as an aarch64 shared library the device can load without a compiler."""
-    from levit_bench.runners.tvm_backend import CROSS_COMPILER
-
     path = Path(tempfile.mkdtemp()) / "candidate.so"
     module.export_library(str(path), cc=CROSS_COMPILER)
     return str(path)
@@ -157,3 +166,64 @@ def tune(onnx_path: Path, target: dict, database_dir: Path, trials: int,
     )
     return TuningResult(tasks=len(contexts), trials=progress.trials, seconds=time.perf_counter() - started,
                         best_ms=progress.best_ms, records=len(database))
+
+
+@dataclass(frozen=True)
+class TuningRequest:
+    """What `levit-bench tune` asks for, checked when made."""
+
+    model: str
+    platform: str
+    trials: int = DEFAULT_TRIALS
+    batch: int | None = None  # None: the platform's
+    weights: str | None = None
+    rpc: str | None = None  # where candidates are measured for arm: a device (as for runs)
+    rpc_key: str | None = None
+    mcpu: str | None = None
+
+    def __post_init__(self):
+        if self.trials < 1:
+            raise LevitBenchError(f"--trials must be at least 1, not {self.trials}")
+        if self.batch is not None and self.batch < 1:
+            raise LevitBenchError(f"the batch must be a positive integer, not {self.batch}")
+
+
+def tune_model(request: TuningRequest, workdir: Path, on_step: Callable[[str], None] = lambda step: None,
+               on_progress: Callable[[TuningProgress], None] = lambda progress: None) -> dict:
+    """Tune `request.model` for its platform's target into the work directory's database.
+
+    Finds (or exports) the artifact, measures candidates as runs measure (on the platform's
+    threads, here or on the device), and returns a summary: trials, tasks, wall time, the
+    estimated time per batch, and where the database is.
+    """
+    from levit_bench.runners.tvm.runner import platform_target
+
+    spec = get_spec(request.model)
+    platform = get_platform(request.platform)
+    address = resolve_address(request.rpc, request.rpc_key)
+    if platform.name == "arm" and address is None:
+        raise LevitBenchError("tuning for arm measures candidates on the device: give --rpc or --rpc-tracker")
+    if address is not None:
+        address.check_reachable()
+    target = platform_target(platform.name, platform.threads, request.mcpu)
+    batch = request.batch or platform.default_batch or 1
+    on_step("artifact")
+    artifact = ensure_artifact(workdir, spec.name, batch, request.weights, on_step)
+    database = database_dir(workdir, spec.name, target)
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    saved_threads = os.environ.get("TVM_NUM_THREADS")
+    if platform.threads:  # candidates are measured as runs are: on the platform's threads
+        os.environ["TVM_NUM_THREADS"] = str(platform.threads)
+    try:
+        on_step("tuning")
+        result = tune(artifact.onnx_path, target, database, request.trials, address, on_progress)
+    finally:
+        if saved_threads is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = saved_threads
+    return {
+        "model": spec.name, "target": target, "batch": batch, "trials": result.trials, "tasks": result.tasks,
+        "seconds": round(result.seconds, 1), "estimated_ms": result.best_ms, "database": str(database),
+        "records": result.records, "artifact_note": artifact.note,
+    }

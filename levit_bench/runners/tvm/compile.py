@@ -1,0 +1,94 @@
+"""ONNX to a Relax module, compiled (with a tuning database's schedules) and exported as a library."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from levit_bench.runners.base import RunnerError
+from levit_bench.runners.tvm.api import import_tvm
+from levit_bench.runners.tvm.target import is_cross
+
+CROSS_COMPILER = "aarch64-linux-gnu-gcc"
+
+
+def relax_module(onnx_path: Path):
+    """The exported ONNX as a Relax module (weights as constants), fused as for tuning.
+
+    Tuning extracts its tasks from this fused module and the build applies the tuning
+    database to the same module, so the two always see the same PrimFuncs.
+    """
+    import onnx
+
+    tvm = import_tvm()
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    mod = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
+    return tvm.transform.Sequential([
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        relax.pipeline.zero_pipeline(),
+    ])(mod)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    executable: Any
+    tasks: int  # PrimFuncs in the module
+    tuned_tasks: int  # of which the tuning database held a schedule
+
+
+def compile_module(onnx_path: Path, target: dict, database_dir: Path | None) -> Compiled:
+    """Compile for `target`, with the tuning database's schedules where it has them."""
+    tvm = import_tvm()
+    from tvm import relax
+
+    tvm_target = tvm.target.Target(target)
+    with tvm_target:
+        mod = relax_module(onnx_path)
+        tasks = sum(1 for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+        tuned = 0
+        if database_dir is not None:
+            database = open_database(database_dir)
+            with database:
+                mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+            tuned = sum(1 for f in mod.functions.values()
+                        if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
+                        and "tirx.is_scheduled" in f.attrs)
+        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax.pipeline.default_build_pipeline())
+    return Compiled(executable, tasks, tuned)
+
+
+def open_database(database_dir: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    database_dir.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(
+        path_workload=str(database_dir / "database_workload.json"),
+        path_tuning_record=str(database_dir / "database_tuning_record.json"),
+        module_equality="structural",
+    )
+
+
+def database_records(database_dir: Path) -> int:
+    """How many measured schedules the database holds (0 when there is none)."""
+    path = database_dir / "database_tuning_record.json"
+    if not path.is_file():
+        return 0
+    with path.open() as f:
+        return sum(1 for line in f if line.strip())
+
+
+def export_library(executable, path: Path, target: dict) -> None:
+    """Write the compiled module as a shared library, cross-linked for aarch64 targets."""
+    if is_cross(target):
+        if shutil.which(CROSS_COMPILER) is None:
+            raise RunnerError(
+                f"the cross compiler {CROSS_COMPILER} is missing: apt-get install gcc-aarch64-linux-gnu"
+            )
+        executable.export_library(str(path), cc=CROSS_COMPILER)
+    else:
+        executable.export_library(str(path))

@@ -1,0 +1,113 @@
+"""The runtimes levit-bench measures: one table of their names, modes, precisions and packages.
+
+Plain data that every layer reads: the runners make a runtime's runner from its `runner`
+reference (imported only then, so a missing runtime is one clear error), the environment
+records its package's version, the sweep expands its modes, reports order and mark points by
+it. `register_runtime` is the public way to add one (a plugin, or a test); a runtime
+registered in a process is registered in the sweep's worker processes too.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
+
+from levit_bench.errors import LevitBenchError
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    name: str
+    runner: str  # "package.module:Class", a `runners.base.Runner` subclass
+    package: str | None  # the distribution whose version every record keeps
+    precisions: tuple[str, ...] = ("fp32",)  # what it may be asked for (a runner refuses per device)
+    modes: tuple[str, ...] = ()  # programs of the same runtime measured as separate variants
+    default_mode: str | None = None  # None with modes: the runner decides when it loads (see its docs)
+    plotted_modes: tuple[str, ...] = ()  # modes that are a variant of their own in reports (not the default's)
+    marker: str = "o"  # its matplotlib marker in figures
+    mode_markers: Mapping[str, str] = field(default_factory=dict)
+    builtin: bool = False
+
+    def __post_init__(self):
+        if ":" not in self.runner:
+            raise LevitBenchError(f"runtime {self.name}: runner must be 'module:Class', not {self.runner!r}")
+        if self.default_mode is not None and self.default_mode not in self.modes:
+            raise LevitBenchError(f"runtime {self.name}: default mode {self.default_mode} is not one of its modes")
+
+    def resolve_mode(self, requested: str | None) -> str | None:
+        """The mode a request for `requested` (None: the default) runs in; an unknown one raises."""
+        if requested is None:
+            return self.default_mode
+        if not self.modes:
+            having = ", ".join(r.name for r in _RUNTIMES.values() if r.modes)
+            raise LevitBenchError(f"--mode applies to {having}, not {self.name}")
+        if requested not in self.modes:
+            raise LevitBenchError(f"{self.name} modes are {', '.join(self.modes)}, not {requested}")
+        return requested
+
+    def resolve_precision(self, requested: str | None, platform_default: str) -> str:
+        """`requested`, or the platform's precision when this runtime offers it, else fp32."""
+        if requested is not None:
+            return requested
+        return platform_default if platform_default in self.precisions else "fp32"
+
+    def variant(self, mode: str | None) -> str:
+        """`torch`, `torch:eager`, `tvm:tuned`: the name a record's runtime and mode show under."""
+        return f"{self.name}:{mode}" if mode in self.plotted_modes else self.name
+
+    def runner_class(self) -> type:
+        module, _, name = self.runner.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "mode_markers": dict(self.mode_markers)}
+
+
+_RUNTIMES: dict[str, RuntimeSpec] = {}
+RUNTIMES: Mapping[str, RuntimeSpec] = MappingProxyType(_RUNTIMES)
+
+
+def register_runtime(spec: RuntimeSpec | dict, replace: bool = False) -> RuntimeSpec:
+    """Add a runtime to the table (a `RuntimeSpec`, or its `as_dict()`); its name must be new."""
+    if isinstance(spec, dict):
+        spec = RuntimeSpec(**{**spec, "precisions": tuple(spec["precisions"]), "modes": tuple(spec["modes"]),
+                              "plotted_modes": tuple(spec["plotted_modes"])})
+    if spec.name in _RUNTIMES and not replace:
+        raise LevitBenchError(f"a runtime named {spec.name} is already registered")
+    _RUNTIMES[spec.name] = spec
+    return spec
+
+
+def unregister_runtime(name: str) -> None:
+    if name in _RUNTIMES and _RUNTIMES[name].builtin:
+        raise LevitBenchError(f"{name} is built in and cannot be unregistered")
+    _RUNTIMES.pop(name, None)
+
+
+def get_runtime(name: str) -> RuntimeSpec:
+    if name not in _RUNTIMES:
+        raise LevitBenchError(f"unknown runtime {name!r}; known runtimes: {', '.join(_RUNTIMES)}")
+    return _RUNTIMES[name]
+
+
+def added_runtimes() -> list[dict]:
+    """The runtimes registered beyond the built-in ones, as data a worker process registers again."""
+    return [spec.as_dict() for spec in _RUNTIMES.values() if not spec.builtin]
+
+
+for _spec in (
+    RuntimeSpec("torch", "levit_bench.runners.torch_runner:TorchRunner", "torch", precisions=("fp32", "mixed"),
+                modes=("traced", "eager", "unfused"), default_mode="traced",  # traced: the paper's speed_test
+                plotted_modes=("eager", "unfused"), marker="o", builtin=True),
+    RuntimeSpec("onnxruntime", "levit_bench.runners.onnxruntime_runner:OnnxRuntimeRunner", "onnxruntime",
+                marker="s", builtin=True),
+    RuntimeSpec("openvino", "levit_bench.runners.openvino_runner:OpenVinoRunner", "openvino",
+                precisions=("fp32", "bf16", "fp16"), marker="^", builtin=True),
+    # tvm's default mode is decided at load: tuned when the work directory has a database
+    RuntimeSpec("tvm", "levit_bench.runners.tvm.runner:TvmRunner", "apache-tvm", modes=("tuned", "untuned"),
+                plotted_modes=("tuned", "untuned"), marker="D", mode_markers={"tuned": "D", "untuned": "d"},
+                builtin=True),
+):
+    register_runtime(_spec)
