@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from levit_bench.errors import LevitBenchError
+from levit_bench.errors import LevitBenchError, one_line
 
 EXPORTER = "torch.onnx dynamo (torch.export)"
 DEFAULT_OPSET = 18
@@ -55,8 +55,8 @@ def export(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: b
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes,
             )
         except Exception as e:  # the exporter raises many types; all mean the same to the user
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise LevitBenchError(f"torch.onnx export failed at opset {opset}: {first}") from None
+            reason = one_line(e, name_foreign=False)
+            raise LevitBenchError(f"torch.onnx export failed at opset {opset}: {reason}") from None
     return program.model_proto
 
 
@@ -78,7 +78,7 @@ def check(model) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
-        raise LevitBenchError(f"exported ONNX fails onnx.checker: {str(e).strip().splitlines()[0]}") from None
+        raise LevitBenchError(f"exported ONNX fails onnx.checker: {one_line(e, name_foreign=False)}") from None
 
 
 def op_histogram(model) -> dict[str, int]:

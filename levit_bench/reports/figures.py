@@ -147,6 +147,7 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
     fig.canvas.draw()
     _place_labels(ax, labels)
 
+    paper_platform = PAPER_PLATFORMS.get(platform)
     handles = [Line2D([], [], color=family_style(f)[1], linewidth=2, label=family_style(f)[0])
                for f in dict.fromkeys(p["family"] for p in plotted)]
     handles += [Line2D([], [], color="#555555", marker=_marker(v, extra), linestyle="none", label=v)
@@ -158,7 +159,7 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
         Line2D([], [], color="#555555", marker="o", markerfacecolor="white", linestyle="none", label="top-1 reported"),
         Line2D([], [], color="#555555", marker="o", linestyle="none", label="top-1 measured"),
         Line2D([], [], color="#999999", marker="*", linestyle=":", alpha=0.5,
-               label=f"paper Table 3 ({PAPER_PLATFORMS[platform].column if platform in PAPER_PLATFORMS else platform}, PyTorch)"),
+               label=f"paper Table 3 ({paper_platform.column if paper_platform else platform}, PyTorch)"),
         Line2D([], [], color="black", linestyle="--", alpha=0.6, label="Pareto frontier (measured)"),
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)

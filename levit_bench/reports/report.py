@@ -69,7 +69,8 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
         figure_blocks.append(block)
 
     on_step("tables")
-    counts = {m: REGISTRY[m].measured_counts() for m in dict.fromkeys(p["model"] for p in points) if m in REGISTRY}
+    models = dict.fromkeys(p["model"] for p in points)
+    counts = {m: REGISTRY[m].measured_counts() for m in models if m in REGISTRY}
     csv_path = out_dir / "results.csv"
     tables.write_csv(in_scope, csv_path)
     filters = "; ".join(f"{name}: {', '.join(values)}" for name, values in (("platforms", platforms), ("runtimes", runtimes)) if values)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from levit_bench.errors import LevitBenchError
+from levit_bench.errors import LevitBenchError, one_line
 from levit_bench.registry import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -95,8 +95,7 @@ def load_rgb(path: Path) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot read image {path}: {reason}") from None
+        raise DataError(f"cannot read image {path}: {one_line(e, name_foreign=False)}") from None
 
 
 def _resample(interpolation: str) -> Image.Resampling:
