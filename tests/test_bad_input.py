@@ -329,3 +329,16 @@ def test_a_gpu_sweep_finds_its_finished_cells_again(workdir_with_artifact):
     key = _resume_key(Cell("levit_128s", "onnxruntime"), request, workdir_with_artifact, host)
     assert store.has_ok(key)
     assert not store.has_ok({**key, "precision": "mixed"})  # what the request alone says: no match
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "--runtime", "onnxruntime", "--mode", "eager"], "--mode applies to torch, tvm, not onnxruntime"),
+    (["run", "--runtime", "torch", "--mode", "tuned"], "torch modes are traced, eager, unfused, not tuned"),
+    (["sweep", "--runtimes", "onnxruntime", "--mcpu", "znver4"], "--mcpu: not an option of onnxruntime"),
+])
+def test_a_refused_request_leaves_no_file_behind(tmp_path, capsys, argv, message):
+    work = tmp_path / "fresh"
+    code, err = _main(capsys, "--workdir", work, *argv, "--platform", "xeon",
+                      "--models" if argv[0] == "sweep" else "--model", "levit_128s")
+    assert code == 1 and _one_line(err) == f"levit-bench {argv[0]}: error: {message}"
+    assert not work.exists()

@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options = rpc_options(args)
     run_id = args.run_id or new_run_id()
-    store = open_store(workdir(args))
+    store = None  # opened with the first record: a refused request leaves no file behind
     records = []
     with views.ProgressView("starting") as progress:
         for name in _models(args.model):
@@ -96,6 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             records.append(run_cell(request, workdir(args),
                                     on_step=lambda step, name=name: progress.step(f"{name} on {args.runtime}: {step}"),
                                     on_wait=lambda message, name=name: progress.log(f"{name}: {message}")))
+            store = store or open_store(workdir(args))
             store.insert_or_keep(records[-1])
     failed = [(f"{r['model']} on {r['runtime']}", r["error"]) for r in records if r["status"] == "failed"]
     return _print_outcome(records, failed, args.json, "Measurements")
