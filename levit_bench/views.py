@@ -132,6 +132,52 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
     console.print(table)
 
 
+def _interval(low: float, high: float, value: float, spec: str = ".1f") -> str:
+    return f"{format(low, spec)}-{format(high, spec)} (±{(high - low) / 2 / value:.1%})" if value else "-"
+
+
+def print_aggregate(rows: list[dict], title: str, console: Console | None = None) -> None:
+    """One row per cell: rounds, median images/s over them and its 95% interval; unstable cells say why."""
+    console = console or stdout_console()
+    if not rows:
+        console.print(f"{title}: nothing to show")
+        return
+    table = Table(title=title)
+    for column, justify in (("model", "left"), ("runtime", "left"), ("platform", "left"), ("prec.", "left"),
+                            ("batch", "right"), ("rounds", "right"), ("images/s", "right"),
+                            ("95% interval", "right"), ("stability", "left"), ("host", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "stability")
+    for r in rows:
+        runtime = r["runtime"] + (f":{r['mode']}" if r.get("mode") else "")
+        stability = "[yellow]unstable[/yellow]: " + "; ".join(r["flags"]) if r["flags"] else "ok"
+        table.add_row(r["model"], runtime, r["platform"], r.get("precision") or "-", _fmt(r.get("batch"), "d"),
+                      str(r["rounds"]), f"{r['images_per_s']:.1f}", _interval(*r["images_per_s_ci"], r["images_per_s"]),
+                      stability, f"{r.get('cpu_model') or '?'} ({r['host']})")
+    console.print(table)
+
+
+def print_comparison(rows: list[dict], by: str, console: Console | None = None) -> None:
+    console = console or stdout_console()
+    a, b = rows[0]["a"], rows[0]["b"]
+    table = Table(title=f"{b} against {a} (by {by}): images/s ratio B / A with its 95% interval")
+    for column, justify in (("model", "left"), ("platform", "left"), ("batch", "right"), ("rounds A/B", "right"),
+                            (f"A: {a}", "right"), (f"B: {b}", "right"), ("B / A", "right"),
+                            ("95% interval", "right"), ("verdict", "left")):
+        table.add_column(column, justify=justify, no_wrap=True)
+    colour = {"faster": "green", "slower": "red", "same": "default"}
+    for r in rows:
+        verdict = f"[{colour[r['verdict']]}]{r['verdict']}[/{colour[r['verdict']]}]"
+        if r["noisy"]:
+            verdict += " [yellow](unstable)[/yellow]"
+        table.add_row(r["model"], r["platform"], _fmt(r.get("batch"), "d"), "/".join(map(str, r["rounds"])),
+                      f"{r['a_images_per_s']:.1f}", f"{r['b_images_per_s']:.1f}", f"{r['ratio']:.3f}",
+                      f"{r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}", verdict)
+    console.print(table)
+    for r in rows:
+        for flag in r["flags"]:
+            print_note(f"{r['model']}: {flag}")
+
+
 def print_error(message: str) -> None:
     stderr_console().print(f"[red]error:[/red] {message}", highlight=False, markup=True)
 

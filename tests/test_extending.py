@@ -50,7 +50,7 @@ def test_a_registered_runtime_is_swept_gated_stored_and_reported(workdir_with_ar
     cells = plan(["levit_128s"], ["onnx-reference", "onnxruntime"], work)
     requests = sweep_requests(cells, "xeon", work, new_run_id(), protocol="smoke")
     store = open_store(work)
-    outcomes = run_sweep(requests, work, is_done=store.has_ok, on_record=store.insert_or_keep)
+    outcomes = run_sweep(requests, work, done_rounds=store.count_ok, on_record=store.insert_or_keep)
     assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
     record = next(r for r in store.records() if r["runtime"] == "onnx-reference")
     # measured in a worker process that knew the runtime only from this one's registration
@@ -60,7 +60,7 @@ def test_a_registered_runtime_is_swept_gated_stored_and_reported(workdir_with_ar
     assert record["images_per_s"] > 0 and len(record["samples_ms"]) >= 3
     # a second sweep finds the finished cell again
     again = run_sweep(sweep_requests(cells[:1], "xeon", work, new_run_id(), protocol="smoke"), work,
-                      is_done=store.has_ok, on_record=store.insert_or_keep)
+                      done_rounds=store.count_ok, on_record=store.insert_or_keep)
     assert [o.status for o in again] == ["skipped"]
     result = build_report(store, tmp_path / "report")
     page = result.index.read_text()

@@ -19,7 +19,7 @@ RUNTIMES = ["openvino", "onnxruntime"]
 def _sweep(workdir, runtimes, **kwargs):
     requests = sweep_requests(plan(["levit_128s"], runtimes, workdir), "xeon", workdir, new_run_id(), protocol="smoke")
     store = open_store(workdir)
-    return run_sweep(requests, workdir, is_done=store.has_ok, on_record=store.insert, **kwargs)
+    return run_sweep(requests, workdir, done_rounds=store.count_ok, on_record=store.insert, **kwargs)
 
 
 def test_a_crashing_runtime_is_a_failed_row_and_the_sweep_goes_on(workdir_with_artifact, tmp_path, monkeypatch):
@@ -58,7 +58,7 @@ def _cli(workdir, *args, **popen):
 
 def test_a_sweep_killed_midway_loses_nothing_and_resumes(workdir_with_artifact):
     args = ("sweep", "--platform", "xeon", "--models", "levit_128s", "--runtimes", "torch", "onnxruntime",
-            "openvino", "--protocol", "smoke")
+            "openvino", "--protocol", "smoke", "--rounds", "2")
     sweep = _cli(workdir_with_artifact, *args, start_new_session=True)
     store = open_store(workdir_with_artifact)
     deadline = time.monotonic() + 300
@@ -68,15 +68,29 @@ def test_a_sweep_killed_midway_loses_nothing_and_resumes(workdir_with_artifact):
     os.killpg(sweep.pid, signal.SIGKILL)  # the sweep and the cell it was running
     sweep.communicate()
     finished = {r["uid"]: r["runtime"] for r in store.records(status="ok")}
-    assert 1 <= len(finished) < 3
+    assert 1 <= len(finished) < 6
 
     resumed = _cli(workdir_with_artifact, *args)
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
     ok = store.records(status="ok")
-    assert sorted(r["runtime"] for r in ok) == ["onnxruntime", "openvino", "torch"]  # one each
-    assert set(finished) <= {r["uid"] for r in ok}  # the finished cells were kept, not redone
-    assert f"{len(finished)} cells already measured, skipped" in err
+    assert sorted(r["runtime"] for r in ok) == ["onnxruntime", "onnxruntime", "openvino", "openvino", "torch",
+                                                 "torch"]  # two rounds each
+    for runtime in ("onnxruntime", "openvino", "torch"):
+        rounds = [r for r in ok if r["runtime"] == runtime]
+        assert sorted(r["round"] for r in rounds) == [1, 2] and len({r["cell"] for r in rounds}) == 1
+    assert set(finished) <= {r["uid"] for r in ok}  # the finished cell-rounds were kept, not redone
+    assert f"{len(finished)} cell-rounds already measured, skipped" in err
+
+
+def test_every_round_runs_the_cells_in_a_new_order():
+    from levit_bench.runners.sweep import round_orders
+
+    orders = round_orders(8, 5, seed=3)
+    assert all(sorted(order) == list(range(8)) for order in orders)  # each round runs every cell once
+    assert len({tuple(order) for order in orders}) == 5  # and in an order of its own
+    assert round_orders(8, 5, seed=3) == orders  # a seed makes them reproducible
+    assert round_orders(8, 5) != round_orders(8, 5)  # without one, every sweep draws new ones
 
 
 def test_run_command_json_and_table(workdir_with_artifact):

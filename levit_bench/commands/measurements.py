@@ -29,6 +29,13 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the stored records as JSON")
 
 
+def _rounds_option(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument("--rounds", type=positive_int, default=default, metavar="N",
+                        help=f"measure every cell N times (default {default}), each time in a fresh process, "
+                        "the cells in a new random order each round; `results --aggregate` and `compare` "
+                        "give the median over rounds with a 95%% confidence interval")
+
+
 def tvm_options(parser: argparse.ArgumentParser) -> None:
     rpc = parser.add_mutually_exclusive_group()
     rpc.add_argument("--rpc", metavar="HOST:PORT",
@@ -83,7 +90,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from levit_bench import views
     from levit_bench.reports.store import open_store
     from levit_bench.runners.session import RunRequest, new_run_id, run_cell
+    from levit_bench.runners.sweep import Cell
 
+    if args.rounds > 1:  # several rounds: every round in a process of its own, as a sweep's
+        cells = [Cell(name, args.runtime, args.mode) for name in _models(args.model)]
+        return _sweep_rounds(args, cells, force=True, title="Measurements")
     options = rpc_options(args)
     run_id = args.run_id or new_run_id()
     store = None  # opened with the first record: a refused request leaves no file behind
@@ -103,33 +114,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from levit_bench.runners.sweep import plan
+
+    cells = plan(_models(args.models), args.runtimes, workdir(args))
+    return _sweep_rounds(args, cells, force=args.force, title=f"Sweep on {args.platform}")
+
+
+def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str) -> int:
+    """Measure `cells` for `args.rounds` rounds, each cell-round in a worker process, storing every record."""
     from levit_bench import views
     from levit_bench.reports.store import open_store
     from levit_bench.runners.session import new_run_id
-    from levit_bench.runners.sweep import plan, run_sweep, sweep_requests
+    from levit_bench.runners.sweep import run_sweep, sweep_requests
 
-    cells = plan(_models(args.models), args.runtimes, workdir(args))
     run_id = args.run_id or new_run_id()
     requests = sweep_requests(cells, args.platform, workdir(args), run_id, batch=args.batch,
                               precision=args.precision, protocol=args.protocol, weights=args.weights,
                               runtime_options=rpc_options(args), wait_timeout_s=args.wait_timeout)
     store = open_store(workdir(args))
-    with views.ProgressView("sweep", total=len(cells)) as progress:
+    timeout = {"cell_timeout_s": args.cell_timeout} if hasattr(args, "cell_timeout") else {}
+    with views.ProgressView("sweep", total=len(cells) * args.rounds) as progress:
         def on_cell(cell, state):
             if state == "running":
                 progress.step(cell.label)
             else:
                 progress.advance()
 
-        outcomes = run_sweep(requests, workdir(args), is_done=store.has_ok, on_record=store.insert_or_keep,
-                             force=args.force, cell_timeout_s=args.cell_timeout, on_cell=on_cell)
-        progress.step("sweep done")
+        outcomes = run_sweep(requests, workdir(args), done_rounds=store.count_ok, on_record=store.insert_or_keep,
+                             force=force, on_cell=on_cell, rounds=args.rounds, **timeout)
     skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
     if skipped and not args.json:
-        views.print_note(f"{len(skipped)} cells already measured, skipped (--force to redo): {', '.join(skipped)}")
+        views.print_note(f"{len(skipped)} cell-rounds already measured, skipped (--force to redo): "
+                         f"{', '.join(dict.fromkeys(skipped))}")
     failed = [(o.cell.label, o.error) for o in outcomes if o.status == "failed"]
-    return _print_outcome([o.record for o in outcomes if o.record], failed, args.json,
-                          f"Sweep {run_id} on {args.platform}")
+    return _print_outcome([o.record for o in outcomes if o.record], failed, args.json, f"{title} ({run_id})")
 
 
 def register(commands) -> None:
@@ -151,6 +169,7 @@ def register(commands) -> None:
                      "eager unfused model (the paper's baseline); tvm: tuned (the work directory's "
                      "MetaSchedule database; the default when there is one) or untuned (TVM's default schedules)")
     _request_options(run)
+    _rounds_option(run, 1)
     tvm_options(run)
     run.set_defaults(handler=cmd_run)
 
@@ -171,5 +190,6 @@ def register(commands) -> None:
     sweep.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT_S, metavar="S",
                        help=f"seconds before a cell is stopped and stored as failed (default {DEFAULT_CELL_TIMEOUT_S:g})")
     _request_options(sweep)
+    _rounds_option(sweep, 3)
     tvm_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)

@@ -16,6 +16,16 @@ def cmd_results(args: argparse.Namespace) -> int:
     store = open_store(workdir(args))
     records = store.records(model=args.model, runtime=args.runtime, platform=args.platform,
                             status=args.status, host=args.host, run_id=args.run_id)
+    if args.aggregate:
+        from levit_bench.reports.confidence import group_cells
+
+        rows = [cell.summary() for cell in group_cells(records)]
+        if args.json:
+            print_json(rows)
+        else:
+            views.print_aggregate(rows, title=f"{len(rows)} cells, median over rounds with 95% intervals "
+                                  f"({store.path})")
+        return 0
     if args.csv:
         write_csv(records, Path(args.csv))
         views.print_note(f"{len(records)} records written to {args.csv}")
@@ -53,7 +63,11 @@ def register(commands) -> None:
     results.add_argument("--host", help="a host fingerprint (see `levit-bench info`)")
     results.add_argument("--run-id")
     results.add_argument("--csv", metavar="FILE", help="write the records as CSV (pandas) instead of a table")
-    results.add_argument("--json", action="store_true", help="print the records as JSON")
+    results.add_argument("--aggregate", action="store_true",
+                         help="one line per cell instead of per record: the median images/s over its rounds, "
+                         "a 95%% confidence interval (bootstrap over rounds and their samples), and whether "
+                         "the cell is flagged unstable (and why)")
+    results.add_argument("--json", action="store_true", help="print the records (or cells) as JSON")
     results.set_defaults(handler=cmd_results)
     actions = results.add_subparsers(dest="results_action", metavar="merge")
     merge = actions.add_parser("merge", help="import another results.db",

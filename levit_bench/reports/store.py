@@ -17,6 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from levit_bench.errors import LevitBenchError
+from levit_bench.records import CELL_KEY
 from levit_bench.workdir import write_atomic
 
 SCHEMA_VERSION = 1
@@ -73,8 +74,7 @@ _SCHEMA = [
     "(model, runtime, platform, batch, status)",
 ]
 FILTERS = ("model", "runtime", "platform", "status", "host", "run_id", "precision")
-RESUME_KEY = ("model", "runtime", "runtime_version", "mode", "platform", "precision", "batch",
-              "host", "artifact_sha256", "protocol")
+RESUME_KEY = CELL_KEY  # a finished cell is found again by what makes it the same cell
 
 
 class StoreError(LevitBenchError):
@@ -196,8 +196,8 @@ class ResultsStore:
         # rows stored before load watching was recorded read as not flagged, load unknown
         return [{"noisy": False, "load": {}, **json.loads(row[0])} for row in rows]
 
-    def has_ok(self, key: Mapping) -> bool:
-        """Is there a successful row for this cell (same artifact, runtime version, protocol, host)?
+    def count_ok(self, key: Mapping) -> int:
+        """How many successful rows this cell has (same artifact, runtime version, protocol, host).
 
         A `batch` of None matches any batch: the GPU's batch is searched, and the row holds the one found.
         """
@@ -205,10 +205,13 @@ class ResultsStore:
         where = " AND ".join(f"{k} IS ?" for k in columns)
         with self._reading() as db:
             row = db.execute(
-                f"SELECT 1 FROM measurements WHERE status = 'ok' AND {where} LIMIT 1",
+                f"SELECT COUNT(*) FROM measurements WHERE status = 'ok' AND {where}",
                 [key.get(k) for k in columns],
             ).fetchone()
-        return row is not None
+        return int(row[0])
+
+    def has_ok(self, key: Mapping) -> bool:
+        return self.count_ok(key) > 0
 
     def merge(self, other: Path) -> tuple[int, int]:
         """Import every row of another store that this one lacks; (imported, already here).

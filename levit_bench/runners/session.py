@@ -24,6 +24,7 @@ from levit_bench import environment
 from levit_bench.errors import LevitBenchError, one_line
 from levit_bench.exporters.parity import seeded_images, tolerance_for, torch_logits
 from levit_bench.platforms import GPU_MAX_BATCH, get_platform
+from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
 from levit_bench.runners import core_locks, host_load
 from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_artifact
@@ -177,6 +178,7 @@ def run_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], None] 
         _measure(runner, request, record, host, workdir, on_step, on_wait or on_step)
     finally:
         runner.close()
+    record["cell"] = cell_id(record)
     return record
 
 

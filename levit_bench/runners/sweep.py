@@ -2,9 +2,10 @@
 
 Each cell runs in a worker process of its own (`runners/worker.py`): a crash (even a segfault
 in a runtime), an unsupported op or a timeout ends that process only, and becomes a failed
-record. Every record goes to the caller's `on_record`, which stores it; a cell the caller
-says `is_done` (measured successfully with the same artifact, runtime version, protocol and
-host) is skipped unless forced.
+record. Every cell runs `rounds` times, the cells shuffled afresh each round. Every record
+goes to the caller's `on_record`, which stores it; a cell-round the caller already holds (as
+many successful rounds with the same artifact, runtime version, protocol and host) is
+skipped unless forced.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from pathlib import Path
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError
 from levit_bench.platforms import get_platform
+from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
@@ -150,20 +153,42 @@ def sweep_requests(
     return requests
 
 
+def round_orders(count: int, rounds: int, seed: int | None = None) -> list[list[int]]:
+    """For each round, the order to run `count` cells in: freshly shuffled every round (as
+    google-benchmark's random interleaving), so that no cell always runs first or after the
+    same neighbour. `seed` makes the orders reproducible (None: new ones every sweep)."""
+    rng = random.Random(seed)
+    orders = []
+    for _ in range(rounds):
+        order = list(range(count))
+        rng.shuffle(order)
+        orders.append(order)
+    return orders
+
+
 def run_sweep(
-    requests: list[RunRequest], workdir: Path, is_done: Callable[[dict], bool],
+    requests: list[RunRequest], workdir: Path, done_rounds: Callable[[dict], int],
     on_record: Callable[[dict], None], force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
-    on_cell: Callable[[Cell, str], None] = lambda cell, state: None,
+    on_cell: Callable[[Cell, str], None] = lambda cell, state: None, rounds: int = 1, seed: int | None = None,
 ) -> list[CellOutcome]:
-    """Measure each request in a worker process of its own and hand every record to
-    `on_record` (the caller stores it); a cell whose resume key `is_done` is skipped unless `force`."""
+    """Measure each request `rounds` times, every cell-round in a worker process of its own, the
+    cells shuffled afresh each round; hand every record to `on_record` (the caller stores it).
+
+    Round k of a cell is skipped, unless `force`, when `done_rounds` (the caller's count of
+    finished rounds with the cell's resume key) is at least k: a killed sweep resumes where it
+    stopped. Each record carries its `round`.
+    """
+    if rounds < 1:
+        raise LevitBenchError(f"--rounds must be at least 1, not {rounds}")
     host = environment.host_info()
     outcomes = []
     with _sigterm_as_interrupt():
-        for request in requests:
-            cell = Cell(request.model, request.runtime, request.mode)
-            outcomes.append(_sweep_cell(cell, request, workdir, host, is_done, on_record, force, cell_timeout_s,
-                                        on_cell))
+        for number, order in enumerate(round_orders(len(requests), rounds, seed), 1):
+            for index in order:
+                request = requests[index]
+                cell = Cell(request.model, request.runtime, request.mode)
+                outcomes.append(_sweep_cell(cell, request, workdir, host, number, done_rounds, on_record, force,
+                                            cell_timeout_s, on_cell))
     return outcomes
 
 
@@ -184,11 +209,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, is_done: Callable[[dict], bool],
-                on_record: Callable[[dict], None], force: bool, cell_timeout_s: float,
-                on_cell: Callable[[Cell, str], None]) -> CellOutcome:
+def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, number: int,
+                done_rounds: Callable[[dict], int], on_record: Callable[[dict], None], force: bool,
+                cell_timeout_s: float, on_cell: Callable[[Cell, str], None]) -> CellOutcome:
     key = _resume_key(cell, request, workdir, host)
-    if not force and request.weights is None and key is not None and is_done(key):
+    if not force and request.weights is None and key is not None and done_rounds(key) >= number:
         on_cell(cell, "skipped")
         return CellOutcome(cell, "skipped")
     on_cell(cell, "running")
@@ -196,6 +221,8 @@ def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, is_done: C
     if record is None:
         record = new_record(request, host)
         record.update(error=error, artifact_sha256=key and key["artifact_sha256"])
+        record["cell"] = cell_id(record)
+    record["round"] = number
     on_record(record)
     on_cell(cell, record["status"])
     return CellOutcome(cell, record["status"], record, record.get("error"))

@@ -1,0 +1,100 @@
+"""`compare`: is B faster than A, cell by cell, and how sure is that?
+
+Two sides are picked along one dimension (two runtimes, runs, hosts, precisions or runtime
+versions); every cell measured on both sides, equal in everything else, gets the ratio of
+images/s B / A with its 95% bootstrap interval and a verdict: `same` when the interval holds
+1 or the effect is smaller than `min_effect`, else `faster` or `slower` (pyperf's
+compare_to, with intervals instead of a t-test, since rounds are few and not normal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from levit_bench.errors import LevitBenchError
+from levit_bench.records import CELL_KEY, stability_flags
+from levit_bench.reports.confidence import estimate, ratio
+from levit_bench.runtimes import RUNTIMES
+
+DEFAULT_MIN_EFFECT = 0.02
+
+
+def variant_name(record: Mapping) -> str:
+    """The runtime as `compare --by runtime` names it: `torch`, `torch:eager`, `tvm:tuned`, ..."""
+    spec = RUNTIMES.get(record["runtime"])
+    mode = record.get("mode")
+    return spec.variant(mode) if spec else (f"{record['runtime']}:{mode}" if mode else record["runtime"])
+
+
+@dataclass(frozen=True)
+class Dimension:
+    side: str  # how a record's side is read
+    differing: tuple[str, ...]  # key fields that may differ between the sides
+
+
+DIMENSIONS = {
+    "runtime": Dimension("variant", ("runtime", "runtime_version", "mode")),
+    "run": Dimension("run_id", ()),
+    "host": Dimension("host", ("host",)),
+    "precision": Dimension("precision", ("precision",)),
+    "version": Dimension("runtime_version", ("runtime_version",)),
+}
+
+
+def _side(record: Mapping, dimension: Dimension) -> str | None:
+    return variant_name(record) if dimension.side == "variant" else record.get(dimension.side)
+
+
+def verdict(found_ratio: float, low: float, high: float, min_effect: float) -> str:
+    if low <= 1.0 <= high or abs(found_ratio - 1.0) < min_effect:
+        return "same"
+    return "faster" if found_ratio > 1.0 else "slower"
+
+
+def compare(records: Iterable[Mapping], by: str, a: str, b: str, models: list[str] | None = None,
+            platforms: list[str] | None = None, min_effect: float = DEFAULT_MIN_EFFECT) -> list[dict]:
+    """One row per cell measured on both sides: B / A with its interval and a verdict."""
+    if by not in DIMENSIONS:
+        raise LevitBenchError(f"--by is one of {', '.join(DIMENSIONS)}, not {by}")
+    if min_effect < 0:
+        raise LevitBenchError(f"--min-effect must be >= 0, not {min_effect:g}")
+    dimension = DIMENSIONS[by]
+    shared = [f for f in CELL_KEY if f not in dimension.differing]
+    sides: dict[str, dict[tuple, list[dict]]] = {a: {}, b: {}}
+    seen = set()
+    for record in records:
+        if record.get("status") != "ok" or not record.get("images_per_s"):
+            continue
+        if (models and record["model"] not in models) or (platforms and record["platform"] not in platforms):
+            continue
+        side = _side(record, dimension)
+        seen.add(side)
+        if side in sides:
+            key = tuple(str(record.get(f)) for f in shared)
+            sides[side].setdefault(key, []).append(dict(record))
+    missing = [s for s in (a, b) if s not in seen]
+    if missing:
+        known = ", ".join(sorted(str(s) for s in seen)) or "none"
+        raise LevitBenchError(f"no successful measurement has {by} {missing[0]!r} (the store has: {known})")
+    rows = []
+    for key, rounds_a in sides[a].items():
+        rounds_b = sides[b].get(key)
+        if not rounds_b:
+            continue
+        first = rounds_a[0]
+        speed_a, speed_b = estimate(rounds_a), estimate(rounds_b)
+        found = ratio(speed_a, speed_b)
+        flags = [f"{a}: {f}" for f in stability_flags(rounds_a)] + [f"{b}: {f}" for f in stability_flags(rounds_b)]
+        rows.append({
+            "model": first["model"], "platform": first["platform"], "batch": first.get("batch"),
+            "precision": first.get("precision") if by != "precision" else None,
+            "a": a, "b": b, "rounds": [len(rounds_a), len(rounds_b)],
+            "a_images_per_s": round(speed_a.value, 3), "b_images_per_s": round(speed_b.value, 3),
+            "ratio": round(found.value, 4), "ratio_ci": [round(found.low, 4), round(found.high, 4)],
+            "verdict": verdict(found.value, found.low, found.high, min_effect),
+            "noisy": bool(flags), "flags": flags,
+        })
+    if not rows:
+        raise LevitBenchError(f"no cell was measured on both sides ({by} {a} and {b}) with everything else equal")
+    return rows
