@@ -63,6 +63,29 @@ def print_info(report: dict, console: Console | None = None) -> None:
         table.add_row(key, value)
     for name, version in report["versions"].items():
         table.add_row(name, version or "not installed")
+    if report.get("peak"):
+        for key, value in _peak_rows(report["peak"]):
+            table.add_row(key, value)
+    console.print(table)
+
+
+def _peak_rows(peak: dict) -> list[tuple[str, str]]:
+    fma = peak["fma"]
+    rows = [("FMA peak (1 core)", f"{fma['gflops']:.0f} GFLOP/s ({fma['vector_bits']}-bit vectors, {fma['compiler']})"
+             if fma.get("gflops") else f"not measured: {fma.get('reason')}")]
+    rows += [(f"GEMM {library}", f"{gflops:.0f} GFLOP/s") for library, gflops in peak["gemm_gflops"].items()]
+    rows.append(("memory bandwidth", f"{peak['memory_gbps']:.1f} GB/s (one core, copy)"))
+    return rows
+
+
+def print_peak(peak: dict, console: Console | None = None) -> None:
+    console = console or stdout_console()
+    table = Table(title=f"Calibration of {peak['cpu_model']} ({peak['host']}), {peak['created_at']}",
+                  show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in _peak_rows(peak):
+        table.add_row(key, value)
     console.print(table)
 
 

@@ -1,17 +1,44 @@
 """The `levit-bench` command as a user runs it: a real process, its stdout, stderr and status."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 from levit_bench.registry import model_names
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, cache=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LEVIT_BENCH_CACHE": str(cache)} if cache else None
     return subprocess.run([sys.executable, "-m", "levit_bench", *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A cache holding this host's calibration, measured once for the module's tests."""
+    cache = tmp_path_factory.mktemp("calibrated")
+    result = run("calibrate", "--json", cache=cache)
+    assert result.returncode == 0, result.stderr
+    return cache, json.loads(result.stdout)
+
+
+def test_calibrate_measures_positive_peaks_and_caches_them(calibrated):
+    cache, peak = calibrated
+    assert peak["fma_gflops"] > 0 and peak["fma"]["vector_bits"] in (128, 256, 512)
+    assert peak["memory_gbps"] > 0
+    assert peak["gemm_gflops"] and all(g > 0 for g in peak["gemm_gflops"].values())
+    assert {"torch", "onnxruntime", "openvino"} <= set(peak["gemm_gflops"])
+    # a core cannot multiply-add faster than its FMA units: the best f32 GEMM stays below the peak
+    f32 = [g for library, g in peak["gemm_gflops"].items() if "bf16" not in library]
+    assert max(f32) <= peak["fma_gflops"] * 1.05
+    assert list(cache.glob("calibration/*.json"))
+    started = time.monotonic()
+    again = run("calibrate", "--json", cache=cache)
+    assert json.loads(again.stdout) == peak and time.monotonic() - started < 30  # read, not measured again
 
 
 def test_models_json_lists_every_model_with_measured_counts():
@@ -54,8 +81,9 @@ def test_unknown_model_gets_the_known_ones_in_one_line():
         assert name in lines[0]
 
 
-def test_info_json_describes_host_and_versions():
-    result = run("info", "--json")
+def test_info_json_describes_host_versions_and_peak(calibrated):
+    cache, peak = calibrated
+    result = run("info", "--json", cache=cache)
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     host = info["host"]
@@ -68,12 +96,13 @@ def test_info_json_describes_host_and_versions():
     for package in ("python", "levit-bench", "torch", "onnx", "onnxruntime", "openvino", "tvm"):
         assert package in info["versions"]
     assert info["versions"]["torch"].startswith("2.")
+    assert info["peak"] == peak and {"fma_gflops", "gemm_gflops", "memory_gbps"} <= set(info["peak"])
 
 
-def test_info_table():
-    result = run("info")
+def test_info_table(calibrated):
+    result = run("info", cache=calibrated[0])
     assert result.returncode == 0, result.stderr
-    for label in ("CPU", "ISA", "memory", "OS", "torch", "openvino", "tvm"):
+    for label in ("CPU", "ISA", "memory", "OS", "torch", "openvino", "tvm", "FMA peak", "GEMM onnxruntime"):
         assert label in result.stdout
 
 

@@ -168,3 +168,21 @@ def test_a_torch_cell_reads_its_checkpoint_once(workdir_with_artifact, monkeypat
     assert record["status"] == "ok", record.get("error")
     assert record["weights"]["path"] == weights
     assert len(reads) == 1 and len(builds) == 1
+
+
+def test_a_record_carries_its_gflops_and_its_share_of_the_calibrated_peak(workdir_with_artifact):
+    import json
+
+    from levit_bench.registry import get_spec
+    from levit_bench.workdir import cache_dir
+
+    uncalibrated = _run(workdir_with_artifact, "onnxruntime")
+    macs = get_spec("levit_128s").measured_counts()[1]
+    assert uncalibrated["gflops"] == pytest.approx(2 * macs * uncalibrated["images_per_s"] / 1e9, rel=1e-3)
+    assert uncalibrated["peak_fraction"] is None  # this host was never calibrated (the test's own cache)
+    calibration = cache_dir() / "calibration" / f"{host_info().fingerprint}.json"
+    calibration.parent.mkdir(parents=True)
+    calibration.write_text(json.dumps({"fma_gflops": 500.0}))  # what `calibrate` would have cached
+    record = _run(workdir_with_artifact, "onnxruntime")
+    assert record["peak_fma_gflops"] == 500.0 and record["peak_fraction"] == pytest.approx(record["gflops"] / 500.0,
+                                                                                            abs=1e-4)

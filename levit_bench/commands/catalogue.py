@@ -1,10 +1,10 @@
-"""`levit-bench models` and `levit-bench info`."""
+"""`levit-bench models`, `levit-bench info` and `levit-bench calibrate`."""
 
 from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import print_json
+from levit_bench.commands.common import calibrated_peak, print_json
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -18,8 +18,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from levit_bench import overview, views
 
-    info = overview.info()
+    info = {**overview.info(), "peak": calibrated_peak()}
     print_json(info) if args.json else views.print_info(info)
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from levit_bench import views
+
+    peak = calibrated_peak(force=args.force)
+    print_json(peak) if args.json else views.printcalibrated_peak(peak)
     return 0
 
 
@@ -41,5 +49,18 @@ def register(commands) -> None:
         description="Describe this host as every measurement records it: CPU model, cores, ISA "
         "flags, memory, OS, GPU, and the versions of python and each runtime.",
     )
-    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.add_argument("--json", action="store_true", help="machine-readable output (the peaks under `peak`)")
     info.set_defaults(handler=cmd_info)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="measure this host's single-core FMA peak, GEMM speed per runtime and memory bandwidth",
+        description="Measure, on one exclusively held and pinned core: the FMA peak (a loop of vector "
+        "fused multiply-adds compiled by the host C compiler with -march=native), a 1024^3 fp32 GEMM in "
+        "each installed runtime's own kernels (and bf16 in OpenVINO where the CPU has it), and the "
+        "bandwidth of a 256 MiB copy. Cached per host fingerprint: `info` and the first `sweep` on a "
+        "host use it, and every record's peak_fraction is its GFLOP/s over the FMA peak.",
+    )
+    calibrate.add_argument("--force", action="store_true", help="measure again even if this host is cached")
+    calibrate.add_argument("--json", action="store_true", help="machine-readable output")
+    calibrate.set_defaults(handler=cmd_calibrate)

@@ -39,3 +39,14 @@ def non_negative_float(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
     return value
+
+
+def calibrated_peak(force: bool = False) -> dict:
+    """This host's calibration (runners.calibrate), measured with a progress display when not cached."""
+    from levit_bench import views
+    from levit_bench.runners.calibrate import calibrate, cached
+
+    if not force and (found := cached()) is not None:
+        return found
+    with views.ProgressView("calibrating this host (once; cached)") as progress:
+        return calibrate(on_step=lambda step: progress.step(f"calibrating: {step}"), force=force)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import non_negative_float, positive_int, print_json, workdir
+from levit_bench.commands.common import calibrated_peak, non_negative_float, positive_int, print_json, workdir
 
 
 def _request_options(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +123,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str) -> int:
     """Measure `cells` for `args.rounds` rounds, each cell-round in a worker process, storing every record."""
     from levit_bench import views
+    from levit_bench.platforms import get_platform
     from levit_bench.reports.store import open_store
     from levit_bench.runners.session import new_run_id
     from levit_bench.runners.sweep import run_sweep, sweep_requests
@@ -131,6 +132,9 @@ def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str
     requests = sweep_requests(cells, args.platform, workdir(args), run_id, batch=args.batch,
                               precision=args.precision, protocol=args.protocol, weights=args.weights,
                               runtime_options=rpc_options(args), wait_timeout_s=args.wait_timeout)
+    if args.protocol != "smoke" and get_platform(args.platform).device == "cpu" \
+            and not (args.rpc or args.rpc_tracker):
+        calibrated_peak()  # once per host, before the first cell: every record's peak_fraction reads it
     store = open_store(workdir(args))
     timeout = {"cell_timeout_s": args.cell_timeout} if hasattr(args, "cell_timeout") else {}
     with views.ProgressView("sweep", total=len(cells) * args.rounds) as progress:

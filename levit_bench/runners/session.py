@@ -9,6 +9,7 @@ reference within its precision's tolerance (exporters.parity.TOLERANCES). Return
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 import uuid
@@ -26,6 +27,7 @@ from levit_bench.exporters.parity import seeded_images, tolerance_for, torch_log
 from levit_bench.platforms import GPU_MAX_BATCH, get_platform
 from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
+from levit_bench.runners import calibrate as calibration
 from levit_bench.runners import core_locks, host_load
 from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_artifact
 from levit_bench.runners.base import Runner
@@ -201,6 +203,22 @@ def _gate(record: dict, outputs: np.ndarray, reference: np.ndarray) -> None:
         raise LevitBenchError(wrong)
 
 
+@functools.lru_cache(maxsize=None)
+def _macs(model: str) -> int:
+    return get_spec(model).measured_counts()[1]
+
+
+def _rooflines(record: dict, platform, host: environment.HostInfo | None) -> dict:
+    """The record's compute rate, 2 x MACs x images/s, and its share of the calibrated FMA peak
+    of the cores it ran on (when `host`, the CPU it ran on, has a calibration)."""
+    gflops = 2 * _macs(record["model"]) * record["images_per_s"] / 1e9
+    peak = calibration.cached(host) if host is not None and platform.device == "cpu" else None
+    per_core = (peak or {}).get("fma_gflops")
+    cores = record.get("threads") or len(record.get("pinned_cores") or ()) or 1
+    return {"gflops": round(gflops, 3), "peak_fma_gflops": per_core * cores if per_core else None,
+            "peak_fraction": round(gflops / (per_core * cores), 4) if per_core else None}
+
+
 def _measure(runner: Runner, request: RunRequest, record: dict, host: environment.HostInfo,
              workdir: Path, on_step: Callable[[str], None], on_wait: Callable[[str], None]) -> None:
     """Fill `record` in: measured and gated (`ok`), `emulated`, or `failed` with the reason."""
@@ -251,6 +269,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
                 samples_ms=[s * 1e3 for s in timings.samples_s],
                 **summarise(timings.samples_s, batch),
             )
+            record.update(_rooflines(record, platform, host if device is None else None))
         _gate(record, outputs, reference)
         # an emulator's outputs are checked, its timings are not a measurement of anything
         record["status"] = "emulated" if timings is None else "ok"
