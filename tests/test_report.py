@@ -7,11 +7,13 @@ import shutil
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from levit_bench import cli
 from levit_bench.models.checkpoints import weights_id
+from levit_bench.reports.confidence import bootstrap
 from levit_bench.reports.dataset import report_points
 from levit_bench.reports.figures import pareto_front
 from levit_bench.reports.html import png_size
@@ -91,7 +93,7 @@ def test_table3_flags_the_best_runtime_and_shows_the_paper(measured_store):
     measured = [c for c in row["cells"] if c["kind"] == "measured"]
     best = max(measured, key=lambda c: c["value"])
     assert best["best"] and sum(c["best"] for c in row["cells"]) == 1
-    assert row["cells"][-1] == {"value": 131.1, "best": False, "kind": "paper"}
+    assert row["cells"][-1] == {"value": 131.1, "best": False, "kind": "paper", "noisy": False}
     assert row["params"] == 7_777_058 and row["top1"] == 76.6 and row["top1_source"] == "reported"
 
 
@@ -133,8 +135,9 @@ def test_hostile_names_are_escaped_and_hosts_kept_apart(measured_store, tmp_path
 
 def test_headline_claims_and_pareto_front():
     def point(model, ips, variant="onnxruntime"):
+        rounds = [np.full(10, ips * f) for f in (0.98, 1.0, 1.02)]  # three rounds, 2% apart
         return {"platform": "xeon", "host": "h", "host_label": "CPU (h)", "variant": variant, "model": model,
-                "images_per_s": ips}
+                "images_per_s": ips, "estimate": bootstrap(rounds, seed=len(model) * 7 + len(variant)), "noisy": False}
 
     points = [point("levit_192", 60.0), point("efficientnet_b2", 30.0), point("levit_256", 40.0),
               point("efficientnet_b3", 10.0), point("levit_192", 50.0, "torch")]
@@ -144,6 +147,8 @@ def test_headline_claims_and_pareto_front():
         ("onnxruntime", "levit_256 : efficientnet_b3", 4.0, 7.0),
     ]
     assert claims[0]["paper_table3"] == pytest.approx(65.0 / 13.1)
+    low, high = claims[0]["measured_ci"]  # the ratio's interval spans the rounds' spread
+    assert 0.95 * 2.0 <= low < 2.0 < high <= 1.05 * 2.0
     assert pareto_front([(100, 70), (50, 80), (60, 75), (40, 79), (10, 82)]) == [(100, 70), (60, 75), (50, 80), (10, 82)]
 
 

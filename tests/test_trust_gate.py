@@ -216,6 +216,6 @@ def test_a_noisy_record_is_shown_as_such_in_results_and_the_report(tmp_path, cap
     assert ["(noisy)" in row for row in rows] == [True, False]
     assert cli.main(["--workdir", str(tmp_path / "work"), "report", "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "index.html").read_text()
-    assert 'title="other work used 50% of the measured core(s) [1]">noisy</td>' in page
+    assert 'title="round 1: other load on its core (other work used 50% of the measured core(s) [1])">noisy</td>' in page
     assert ">quiet</td>" in page
-    assert "1 of these points were measured while other work ran on their core" in page
+    assert "1 of these points failed a stability check" in page

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 from levit_bench.models.checkpoints import weights_id
 from levit_bench.platforms import PLATFORMS
+from levit_bench.records import cell_id, stability_flags
 from levit_bench.registry import REGISTRY
+from levit_bench.reports.confidence import estimate
 from levit_bench.runtimes import RUNTIMES
 
 PYTORCH_REFERENCE = "torch"  # the traced fused model, as the paper's speed_test
@@ -69,8 +71,10 @@ def accuracy_for(model: str, weights: str | None, runtime: str, precision: str |
 
 def report_points(records: list[dict], evaluations: list[dict], platforms: list[str] | None = None,
                   runtimes: list[str] | None = None) -> list[dict]:
-    """One point per (host, platform, model, variant): its latest successful measurement."""
+    """One point per (host, platform, model, variant): the cell of its latest successful
+    measurement, its speed the median over that cell's rounds with a 95% interval."""
     latest: dict[tuple, dict] = {}
+    rounds: dict[str, list[dict]] = {}
     for record in records:  # oldest first, so later rows win
         if record.get("status") != "ok":
             continue
@@ -79,11 +83,15 @@ def report_points(records: list[dict], evaluations: list[dict], platforms: list[
         if runtimes and record["runtime"] not in runtimes:
             continue
         latest[(record["host"], record["platform"], record["model"], variant(record))] = record
+        rounds.setdefault(cell_id(record), []).append(record)
     points = []
     for (host, platform, model, label), record in latest.items():
         spec = REGISTRY.get(model)
         wid = weights_id(record.get("weights"))
         accuracy = accuracy_for(model, wid, record["runtime"], record.get("precision"), evaluations)
+        cell_rounds = rounds[cell_id(record)]
+        speed = estimate(cell_rounds)
+        flags = stability_flags(cell_rounds)
         points.append({
             "model": model,
             "family": spec.family if spec else "unknown",
@@ -92,15 +100,18 @@ def report_points(records: list[dict], evaluations: list[dict], platforms: list[
             "platform": platform,
             "host": host,
             "host_label": host_label(record),
-            "images_per_s": record["images_per_s"],
+            "images_per_s": speed.value,
+            "images_per_s_ci": speed.ci,
+            "estimate": speed,
+            "rounds": len(cell_rounds),
             "median_ms": record["median_ms"],
             "cv": record["cv"],
             "max_abs_diff": record.get("max_abs_diff"),
             "batch": record.get("batch"),
             "precision": record.get("precision"),
             "protocol": record.get("protocol"),
-            "noisy": bool(record.get("noisy")),
-            "noisy_reason": record.get("noisy_reason"),
+            "noisy": bool(flags),
+            "noisy_reason": "; ".join(flags),
             "created_at": record["created_at"],
             "weights_id": wid,
             "top1": accuracy.top1,

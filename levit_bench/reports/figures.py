@@ -1,8 +1,8 @@
 """Figure 1, remade from measurements: images/s (log) against ImageNet top-1.
 
 Colour is the family, the marker the runtime, one line per family (and runtime, and host)
-through its models in order of size; hollow markers have a `reported` top-1, filled ones a
-`measured` one; the paper's own points for the platform are drawn faded; a dashed step line
+through its models in order of size; horizontal bars are each point's 95% interval over its
+rounds; hollow markers have a `reported` top-1, filled ones a `measured` one; the paper's own points for the platform are drawn faded; a dashed step line
 is the Pareto frontier of what was measured. Labels are placed greedily where they cover
 neither a point nor another label.
 """
@@ -123,8 +123,10 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
                         linestyle=LINESTYLES[host_index % len(LINESTYLES)], color=color, linewidth=1.4, alpha=0.85)
                 for p in series:
                     filled = p["top1_source"] == "measured"
-                    ax.plot(p["images_per_s"], p["top1"], marker=marker, markersize=7, color=color,
-                            markerfacecolor=color if filled else "white", markeredgewidth=1.4, linestyle="none")
+                    low, high = p.get("images_per_s_ci") or (p["images_per_s"], p["images_per_s"])
+                    ax.errorbar(p["images_per_s"], p["top1"], xerr=[[p["images_per_s"] - low], [high - p["images_per_s"]]],
+                                marker=marker, markersize=7, color=color, markerfacecolor=color if filled else "white",
+                                markeredgewidth=1.4, linestyle="none", elinewidth=1.2, capsize=3)
                     labels.append((p["images_per_s"], p["top1"], short_name(p["model"]), color))
 
     front = pareto_front((p["images_per_s"], p["top1"]) for p in plotted)
@@ -158,6 +160,7 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
     handles += [
         Line2D([], [], color="#555555", marker="o", markerfacecolor="white", linestyle="none", label="top-1 reported"),
         Line2D([], [], color="#555555", marker="o", linestyle="none", label="top-1 measured"),
+        Line2D([], [], color="#555555", marker="|", markersize=8, linestyle="-", label="95% interval over rounds"),
         Line2D([], [], color="#999999", marker="*", linestyle=":", alpha=0.5,
                label=f"paper Table 3 ({paper_platform.column if paper_platform else platform}, PyTorch)"),
         Line2D([], [], color="black", linestyle="--", alpha=0.6, label="Pareto frontier (measured)"),

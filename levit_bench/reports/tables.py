@@ -11,6 +11,7 @@ from pathlib import Path
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.registry import REGISTRY
+from levit_bench.reports.confidence import ratio
 from levit_bench.reports.dataset import PYTORCH_REFERENCE
 from levit_bench.workdir import atomic_path
 
@@ -67,10 +68,13 @@ def table3(points: list[dict], counts: dict[str, tuple[int, int]]) -> dict:
         for column in ordered:
             if column["kind"] == "paper":
                 value = spec.reported.images_per_s.get(column["platform"]) if spec else None
-                cells.append({"value": value, "best": False, "kind": "paper"})
+                cells.append({"value": value, "best": False, "kind": "paper", "noisy": False})
             else:
                 point = by_cell.get((model, column["platform"], column["host"], column["variant"]))
-                cells.append({"value": point and point["images_per_s"], "best": False, "kind": "measured"})
+                cells.append({"value": point and point["images_per_s"], "best": False, "kind": "measured",
+                              "half_width": point and point["estimate"].half_width,
+                              "rounds": point and point["rounds"], "noisy": bool(point and point["noisy"]),
+                              "flags": point["noisy_reason"] if point else ""})
         for platform, host in groups:
             group = [(i, c) for i, c in enumerate(ordered)
                      if (c["platform"], c["host"]) == (platform, host) and c["kind"] == "measured"
@@ -85,18 +89,22 @@ def table3(points: list[dict], counts: dict[str, tuple[int, int]]) -> dict:
 
 
 def speedups(points: list[dict]) -> list[dict]:
-    """Per model, platform and host: each runtime's images/s over the PyTorch reference's."""
-    groups: dict[tuple, dict[str, float]] = defaultdict(dict)
+    """Per model, platform and host: each runtime's images/s over the PyTorch reference's, with
+    the ratio's 95% interval."""
+    groups: dict[tuple, dict[str, dict]] = defaultdict(dict)
     labels = {}
     for p in points:
-        groups[(p["platform"], p["host"], p["model"])][p["variant"]] = p["images_per_s"]
+        groups[(p["platform"], p["host"], p["model"])][p["variant"]] = p
         labels[(p["platform"], p["host"])] = p["host_label"]
     out = []
     for (platform, host, model), by_variant in groups.items():
         reference = by_variant.get(PYTORCH_REFERENCE)
-        for label, ips in by_variant.items():
+        for label, point in by_variant.items():
+            found = ratio(reference["estimate"], point["estimate"]) if reference else None
             out.append({"platform": platform, "host": labels[(platform, host)], "model": model, "variant": label,
-                        "images_per_s": ips, "speedup": ips / reference if reference else None})
+                        "images_per_s": point["images_per_s"], "half_width": point["estimate"].half_width,
+                        "speedup": found and found.value, "speedup_ci": found and found.ci,
+                        "noisy": point["noisy"] or bool(reference and reference["noisy"])})
     return out
 
 
@@ -112,8 +120,10 @@ def headline_claims(points: list[dict]) -> list[dict]:
                 continue
             paper_a = REGISTRY[fast].reported.images_per_s.get(platform)
             paper_b = REGISTRY[slow].reported.images_per_s.get(platform)
+            found = ratio(b["estimate"], a["estimate"])
             out.append({"platform": platform, "host": a["host_label"], "variant": label, "pair": f"{fast} : {slow}",
-                        "measured": a["images_per_s"] / b["images_per_s"], "claimed": claimed,
+                        "measured": found.value, "measured_ci": found.ci, "claimed": claimed,
+                        "noisy": a["noisy"] or b["noisy"],
                         "paper_table3": paper_a / paper_b if paper_a and paper_b else None})
     return out
 
