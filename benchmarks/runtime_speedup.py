@@ -80,7 +80,7 @@ def main() -> int:
           f"protocol {args.protocol}, {args.repeats} repeats")
     calibration = calibrate()
     peak = calibration["fma_gflops"]
-    gemm = max(g for library, g in calibration["gemm_gflops"].items() if "bf16" not in library)
+    gemm = max(g for library, g in calibration["gemm_gflops"].items() if not library.endswith(("bf16", "int8")))
     print(f"calibrated single core: FMA peak {peak:.0f} GFLOP/s, best fp32 GEMM {gemm:.0f} GFLOP/s "
           f"({', '.join(f'{k} {v:.0f}' for k, v in calibration['gemm_gflops'].items())})")
     results: dict[str, dict[str, list[float]]] = {}

@@ -8,6 +8,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from levit_bench.console import stderr_console, stdout_console
+from levit_bench.records import cell_id
 
 
 def _millions(n: int, decimals: int) -> str:
@@ -73,7 +74,8 @@ def _peak_rows(peak: dict) -> list[tuple[str, str]]:
     fma = peak["fma"]
     rows = [("FMA peak (1 core)", f"{fma['gflops']:.0f} GFLOP/s ({fma['vector_bits']}-bit vectors, {fma['compiler']})"
              if fma.get("gflops") else f"not measured: {fma.get('reason')}")]
-    rows += [(f"GEMM {library}", f"{gflops:.0f} GFLOP/s") for library, gflops in peak["gemm_gflops"].items()]
+    rows += [(f"GEMM {library}", f"{rate:.0f} {'GOP/s' if library.endswith('int8') else 'GFLOP/s'}")
+             for library, rate in peak["gemm_gflops"].items()]
     rows.append(("memory bandwidth", f"{peak['memory_gbps']:.1f} GB/s (one core, copy)"))
     return rows
 
@@ -128,8 +130,10 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_records(records: list[dict], title: str = "Measurements", console: Console | None = None) -> None:
-    """One row per stored measurement; the CPU is named as it is (an EPYC run as xeon stays EPYC)."""
+def print_records(records: list[dict], title: str = "Measurements", console: Console | None = None,
+                  unstable: frozenset[str] = frozenset()) -> None:
+    """One row per stored measurement; the CPU is named as it is (an EPYC run as xeon stays EPYC).
+    A record of a cell in `unstable` (cell ids whose rounds fail a stability check) says so."""
     console = console or stdout_console()
     if not records:
         console.print(f"{title}: nothing to show")
@@ -145,6 +149,8 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
         status = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
         if r.get("noisy"):
             status += " [yellow](noisy)[/yellow]"
+        elif r["status"] == "ok" and cell_id(r) in unstable:
+            status += " [yellow](unstable cell)[/yellow]"
         table.add_row(
             r["created_at"][:16].replace("T", " "), r["model"], runtime, r["platform"],
             r.get("precision") or "-", _fmt(r.get("batch"), "d"), _fmt(r.get("threads"), "d"), status,

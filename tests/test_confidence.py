@@ -122,3 +122,17 @@ def test_compare_cli_json_and_fail_on_slower(tmp_path, capsys):
     capsys.readouterr()
     assert cli(["--workdir", str(tmp_path), "compare", "--by", "run", "old", "nowhere"]) == 1
     assert "no successful measurement has run 'nowhere' (the store has: new, old)" in capsys.readouterr().err
+
+
+def test_results_marks_the_rounds_of_an_unstable_cell(tmp_path, capsys):
+    store = open_store(tmp_path)
+    for number, speed in enumerate((100.0, 101.0, 130.0), 1):  # round 3 is 29% off the others
+        store.insert(make_record(round=number, images_per_s=speed))
+    store.insert(make_record(model="levit_192", round=1))
+    assert cli(["--workdir", str(tmp_path), "results"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "levit_" in line]
+    assert ["(unstable cell)" in row for row in rows] == [True, True, True, False]
+    assert cli(["--workdir", str(tmp_path), "results", "--aggregate", "--json"]) == 0
+    flagged = {row["model"]: row for row in json.loads(capsys.readouterr().out)}
+    assert flagged["levit_128s"]["noisy"] and "round 3: +29% off the other rounds' median" in flagged["levit_128s"]["flags"]
+    assert not flagged["levit_192"]["noisy"]

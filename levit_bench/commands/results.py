@@ -10,16 +10,17 @@ from levit_bench.commands.common import print_json, workdir
 
 def cmd_results(args: argparse.Namespace) -> int:
     from levit_bench import views
+    from levit_bench.records import cell_id
+    from levit_bench.reports.confidence import group_cells
     from levit_bench.reports.store import open_store
     from levit_bench.reports.tables import write_csv
 
     store = open_store(workdir(args))
     records = store.records(model=args.model, runtime=args.runtime, platform=args.platform,
                             status=args.status, host=args.host, run_id=args.run_id)
+    cells = group_cells(records)
     if args.aggregate:
-        from levit_bench.reports.confidence import group_cells
-
-        rows = [cell.summary() for cell in group_cells(records)]
+        rows = [cell.summary() for cell in cells]
         if args.json:
             print_json(rows)
         else:
@@ -32,7 +33,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     elif args.json:
         print_json(records)
     else:
-        views.print_records(records, title=f"{len(records)} stored measurements ({store.path})")
+        unstable = frozenset(cell_id(cell.key) for cell in cells if cell.flags)
+        views.print_records(records, title=f"{len(records)} stored measurements ({store.path})", unstable=unstable)
     return 0
 
 

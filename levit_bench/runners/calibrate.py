@@ -4,8 +4,8 @@
   compiler for this CPU (-march=native; 512-bit vectors where the CPU has AVX-512), so the
   figure is the core's, not a GEMM library's.
 - GEMM: a 1024^3 fp32 matrix product in each installed runtime's own kernels, on one thread
-  (ONNX Runtime's MLAS, OpenVINO's oneDNN, and torch's BLAS), plus OpenVINO in bf16 where the
-  CPU has it.
+  (ONNX Runtime's MLAS, OpenVINO's oneDNN, and torch's BLAS), plus OpenVINO in bf16 and ONNX
+  Runtime in int8 (MatMulInteger) where the CPU has instructions for them.
 - Memory bandwidth: a 256 MiB copy (bytes read + written per second).
 
 Each figure is the best of a few repetitions on one exclusively held, pinned core. The result
@@ -110,23 +110,29 @@ def fma_peak(host: environment.HostInfo) -> dict:
             "compiler": version[0] if version else compiler, "flags": flags[:3]}
 
 
-def _matmul_onnx(directory: Path) -> Path:
+def _matmul_onnx(directory: Path, int8: bool = False) -> Path:
+    """A GEMM as a one-node ONNX graph: fp32 MatMul, or MatMulInteger (uint8 x int8 -> int32)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    weight = np.random.default_rng(0).standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
+    rng = np.random.default_rng(0)
+    if int8:
+        weight = rng.integers(-127, 128, (GEMM_SIZE, GEMM_SIZE), dtype=np.int8)
+        node, inputs, output = helper.make_node("MatMulInteger", ["a", "b"], ["c"]), TensorProto.UINT8, TensorProto.INT32
+    else:
+        weight = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
+        node, inputs, output = helper.make_node("MatMul", ["a", "b"], ["c"]), TensorProto.FLOAT, TensorProto.FLOAT
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [GEMM_SIZE, GEMM_SIZE])],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [GEMM_SIZE, GEMM_SIZE])],
-        [numpy_helper.from_array(weight, "b")])
-    path = directory / "gemm.onnx"
+        [node], "gemm", [helper.make_tensor_value_info("a", inputs, [GEMM_SIZE, GEMM_SIZE])],
+        [helper.make_tensor_value_info("c", output, [GEMM_SIZE, GEMM_SIZE])], [numpy_helper.from_array(weight, "b")])
+    path = directory / ("gemm-int8.onnx" if int8 else "gemm.onnx")
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return path
 
 
-def gemm_peaks() -> dict[str, float]:
-    """GFLOP/s of one fp32 (and, where the CPU has it, bf16) matrix product per installed runtime."""
+def gemm_peaks(host: environment.HostInfo) -> dict[str, float]:
+    """GFLOP/s (GOP/s for int8) of one fp32 matrix product per installed runtime, plus bf16
+    (OpenVINO) and int8 (ONNX Runtime's MatMulInteger) where the CPU has instructions for them."""
     import torch
 
     work = 2 * GEMM_SIZE**3 / 1e9
@@ -151,6 +157,11 @@ def gemm_peaks() -> dict[str, float]:
             options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
             session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
             found["onnxruntime"] = round(_best_rate(work, lambda: session.run(None, {"a": a})), 1)
+            if {"avx512_vnni", "avx_vnni", "asimddp"} & set(host.isa):  # int8 dot-product instructions
+                quantized = ort.InferenceSession(str(_matmul_onnx(Path(tmp), int8=True)), options,
+                                                 providers=["CPUExecutionProvider"])
+                a8 = np.random.default_rng(2).integers(0, 256, a.shape, dtype=np.uint8)
+                found["onnxruntime int8"] = round(_best_rate(work, lambda: quantized.run(None, {"a": a8})), 1)
         except ImportError:
             pass
         try:
@@ -186,7 +197,7 @@ def calibrate(on_step: Callable[[str], None] = lambda step: None, force: bool = 
         on_step("FMA peak")
         fma = fma_peak(host)
         on_step("GEMM in each runtime")
-        gemm = gemm_peaks()
+        gemm = gemm_peaks(host)
         on_step("memory bandwidth")
         memory = memory_bandwidth()
     result = {
