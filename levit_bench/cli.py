@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from levit_bench import __version__
 from levit_bench.errors import LevitBenchError
+from levit_bench.interrupts import sigterm_as_interrupt
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -50,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
-        return handler(args)
+        with sigterm_as_interrupt():
+            return handler(args)
     except LevitBenchError as e:
         print(f"levit-bench {args.command}: error: {e}", file=sys.stderr)
         return 1

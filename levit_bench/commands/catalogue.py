@@ -47,7 +47,8 @@ def register(commands) -> None:
         "info",
         help="this host's hardware and software fingerprint",
         description="Describe this host as every measurement records it: CPU model, cores, ISA "
-        "flags, memory, OS, GPU, and the versions of python and each runtime.",
+        "flags, memory, OS, GPU, the versions of python and each runtime, and its calibrated peaks "
+        "(measured once per host, see `calibrate`).",
     )
     info.add_argument("--json", action="store_true", help="machine-readable output (the peaks under `peak`)")
     info.set_defaults(handler=cmd_info)
@@ -57,7 +58,8 @@ def register(commands) -> None:
         help="measure this host's single-core FMA peak, GEMM speed per runtime and memory bandwidth",
         description="Measure, on one exclusively held and pinned core: the FMA peak (a loop of vector "
         "fused multiply-adds compiled by the host C compiler with -march=native), a 1024^3 fp32 GEMM in "
-        "each installed runtime's own kernels (and bf16 in OpenVINO where the CPU has it), and the "
+        "each installed runtime's own kernels (and OpenVINO bf16 and ONNX Runtime int8 where the CPU has "
+        "the instructions), and the "
         "bandwidth of a 256 MiB copy. Cached per host fingerprint: `info` and the first `sweep` on a "
         "host use it, and every record's peak_fraction is its GFLOP/s over the FMA peak.",
     )

@@ -180,10 +180,11 @@ def register(commands) -> None:
     sweep = commands.add_parser(
         "sweep",
         help="measure the whole models x runtimes matrix, resumably",
-        description="Measure every model x runtime cell on one platform. Each cell runs in its own "
-        "process: a crash, an unsupported op or a timeout is stored as a failed row and the sweep "
-        "goes on. Cells already measured with the same artifact, runtime version, protocol and "
-        "host are skipped unless --force.",
+        description="Measure every model x runtime cell on one platform, --rounds times (default 3), the "
+        "cells in a new random order each round. Each cell-round runs in its own process: a crash, an "
+        "unsupported op or a timeout is stored as a failed row and the sweep goes on. Rounds already "
+        "measured with the same artifact, runtime version, protocol and host are skipped unless --force. "
+        "On a CPU platform the host is calibrated first, once (see `calibrate`).",
     )
     sweep.add_argument("--models", nargs="+", metavar="NAME", help="default: every registered model")
     sweep.add_argument("--runtimes", nargs="+", metavar="RUNTIME", default=list(RUNTIMES),

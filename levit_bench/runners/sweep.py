@@ -10,20 +10,19 @@ skipped unless forced.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError
+from levit_bench.interrupts import sigterm_as_interrupt
 from levit_bench.platforms import get_platform
 from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
@@ -182,7 +181,7 @@ def run_sweep(
         raise LevitBenchError(f"--rounds must be at least 1, not {rounds}")
     host = environment.host_info()
     outcomes = []
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():  # the running cell's process group goes with the sweep
         for number, order in enumerate(round_orders(len(requests), rounds, seed), 1):
             for index in order:
                 request = requests[index]
@@ -190,23 +189,6 @@ def run_sweep(
                 outcomes.append(_sweep_cell(cell, request, workdir, host, number, done_rounds, on_record, force,
                                             cell_timeout_s, on_cell))
     return outcomes
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the sweep as Ctrl-C does: the running cell's process group goes with it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, number: int,
