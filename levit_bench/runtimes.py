@@ -92,6 +92,15 @@ def get_runtime(name: str) -> RuntimeSpec:
     return _RUNTIMES[name]
 
 
+def variant_name(runtime: str, mode: str | None) -> str:
+    """`torch`, `torch:eager`, `tvm:tuned`: how a record's runtime and mode are named in reports
+    and `compare` (an unregistered runtime keeps any mode it names)."""
+    spec = _RUNTIMES.get(runtime)
+    if spec is not None:
+        return spec.variant(mode)
+    return f"{runtime}:{mode}" if mode else runtime
+
+
 def added_runtimes() -> list[dict]:
     """The runtimes registered beyond the built-in ones, as data a worker process registers again."""
     return [spec.as_dict() for spec in _RUNTIMES.values() if not spec.builtin]

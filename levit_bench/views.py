@@ -126,6 +126,11 @@ def print_export(sidecar: dict, onnx_path: str, console: Console | None = None) 
     console.print(table)
 
 
+def _runtime(row: dict) -> str:
+    """The runtime and the mode it ran in, as stored: `torch:traced`, `onnxruntime`."""
+    return row["runtime"] + (f":{row['mode']}" if row.get("mode") else "")
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -145,14 +150,13 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
                             ("p90 ms", "right"), ("CV", "right"), ("max|diff|", "right"), ("host", "left")):
         table.add_column(column, justify=justify, no_wrap=True)
     for r in records:
-        runtime = r["runtime"] + (f":{r['mode']}" if r.get("mode") else "")
         status = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
         if r.get("noisy"):
             status += " [yellow](noisy)[/yellow]"
         elif r["status"] == "ok" and cell_id(r) in unstable:
             status += " [yellow](unstable cell)[/yellow]"
         table.add_row(
-            r["created_at"][:16].replace("T", " "), r["model"], runtime, r["platform"],
+            r["created_at"][:16].replace("T", " "), r["model"], _runtime(r), r["platform"],
             r.get("precision") or "-", _fmt(r.get("batch"), "d"), _fmt(r.get("threads"), "d"), status,
             _fmt(r.get("images_per_s"), ".1f"), _fmt(r.get("median_ms"), ".2f"), _fmt(r.get("p90_ms"), ".2f"),
             _fmt(r.get("cv"), ".1%"), _fmt(r.get("max_abs_diff"), ".1e"),
@@ -177,9 +181,8 @@ def print_aggregate(rows: list[dict], title: str, console: Console | None = None
                             ("95% interval", "right"), ("stability", "left"), ("host", "left")):
         table.add_column(column, justify=justify, no_wrap=column != "stability")
     for r in rows:
-        runtime = r["runtime"] + (f":{r['mode']}" if r.get("mode") else "")
         stability = "[yellow]unstable[/yellow]: " + "; ".join(r["flags"]) if r["flags"] else "ok"
-        table.add_row(r["model"], runtime, r["platform"], r.get("precision") or "-", _fmt(r.get("batch"), "d"),
+        table.add_row(r["model"], _runtime(r), r["platform"], r.get("precision") or "-", _fmt(r.get("batch"), "d"),
                       str(r["rounds"]), f"{r['images_per_s']:.1f}", _interval(*r["images_per_s_ci"], r["images_per_s"]),
                       stability, f"{r.get('cpu_model') or '?'} ({r['host']})")
     console.print(table)

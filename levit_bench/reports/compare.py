@@ -15,16 +15,9 @@ from dataclasses import dataclass
 from levit_bench.errors import LevitBenchError
 from levit_bench.records import CELL_KEY, stability_flags
 from levit_bench.reports.confidence import estimate, ratio
-from levit_bench.runtimes import RUNTIMES
+from levit_bench.runtimes import variant_name
 
 DEFAULT_MIN_EFFECT = 0.02
-
-
-def variant_name(record: Mapping) -> str:
-    """The runtime as `compare --by runtime` names it: `torch`, `torch:eager`, `tvm:tuned`, ..."""
-    spec = RUNTIMES.get(record["runtime"])
-    mode = record.get("mode")
-    return spec.variant(mode) if spec else (f"{record['runtime']}:{mode}" if mode else record["runtime"])
 
 
 @dataclass(frozen=True)
@@ -43,7 +36,9 @@ DIMENSIONS = {
 
 
 def _side(record: Mapping, dimension: Dimension) -> str | None:
-    return variant_name(record) if dimension.side == "variant" else record.get(dimension.side)
+    if dimension.side == "variant":
+        return variant_name(record["runtime"], record.get("mode"))
+    return record.get(dimension.side)
 
 
 def verdict(found_ratio: float, low: float, high: float, min_effect: float) -> str:

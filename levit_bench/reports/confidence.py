@@ -11,6 +11,7 @@ every time it is computed from the same rows.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -88,11 +89,9 @@ class Cell:
     key: dict  # the CELL_KEY fields, plus any extra grouping field
     rounds: list[dict]
 
-    @property
+    @functools.cached_property
     def estimate(self) -> Estimate:
-        if not hasattr(self, "_estimate"):
-            self._estimate = estimate(self.rounds)
-        return self._estimate
+        return estimate(self.rounds)
 
     @property
     def flags(self) -> list[str]:

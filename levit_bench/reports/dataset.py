@@ -14,16 +14,14 @@ from levit_bench.platforms import PLATFORMS
 from levit_bench.records import cell_id, stability_flags
 from levit_bench.registry import REGISTRY
 from levit_bench.reports.confidence import estimate
-from levit_bench.runtimes import RUNTIMES
+from levit_bench.runtimes import RUNTIMES, variant_name
 
 PYTORCH_REFERENCE = "torch"  # the traced fused model, as the paper's speed_test
 
 
 def variant(record: dict) -> str:
     """The runtime as measured: `openvino`, `openvino bf16`, `torch:unfused`, `tvm:tuned`, ..."""
-    runtime, mode = record["runtime"], record.get("mode")
-    spec = RUNTIMES.get(runtime)
-    label = spec.variant(mode) if spec else (f"{runtime}:{mode}" if mode else runtime)
+    label = variant_name(record["runtime"], record.get("mode"))
     platform = PLATFORMS.get(record["platform"])
     precision = record.get("precision")
     if platform and precision not in (None, platform.default_precision):

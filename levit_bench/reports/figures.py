@@ -124,7 +124,8 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
                 for p in series:
                     filled = p["top1_source"] == "measured"
                     low, high = p.get("images_per_s_ci") or (p["images_per_s"], p["images_per_s"])
-                    ax.errorbar(p["images_per_s"], p["top1"], xerr=[[p["images_per_s"] - low], [high - p["images_per_s"]]],
+                    spread = [[p["images_per_s"] - low], [high - p["images_per_s"]]]
+                    ax.errorbar(p["images_per_s"], p["top1"], xerr=spread,
                                 marker=marker, markersize=7, color=color, markerfacecolor=color if filled else "white",
                                 markeredgewidth=1.4, linestyle="none", elinewidth=1.2, capsize=3)
                     labels.append((p["images_per_s"], p["top1"], short_name(p["model"]), color))

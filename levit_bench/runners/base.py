@@ -41,6 +41,11 @@ class RuntimeDescription:
         return asdict(self)
 
 
+def as_flags(options: list[str]) -> str:
+    """Option names as the command line spells them: `rpc_key` -> `--rpc-key`."""
+    return ", ".join("--" + name.replace("_", "-") for name in options)
+
+
 @dataclass(frozen=True)
 class RunnerOptions:
     """What every runner is made with; a runtime that takes more subclasses it as its `Options`."""
@@ -61,8 +66,7 @@ class RunnerOptions:
         extra = {k: v for k, v in (extra or {}).items() if v is not None}
         unknown = sorted(set(extra) - cls.extra_fields())
         if unknown:
-            flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
-            raise RunnerError(f"{flags}: not an option of {runtime}")
+            raise RunnerError(f"{as_flags(unknown)}: not an option of {runtime}")
         return cls(precision=precision, mode=mode, workdir=Path(workdir), **extra)
 
 

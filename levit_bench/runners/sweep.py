@@ -27,6 +27,7 @@ from levit_bench.platforms import get_platform
 from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
 from levit_bench.runners.artifacts import find_artifact
+from levit_bench.runners.base import as_flags
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
 from levit_bench.runners.session import RunRequest, RunSettings, checked_runner, new_record
 from levit_bench.runners.worker import request_payload
@@ -137,8 +138,8 @@ def sweep_requests(
     accepted = {c.runtime: get_runtime(c.runtime).runner_class().Options.extra_fields() for c in cells}
     unused = sorted(set(given) - set().union(*accepted.values()))
     if unused:
-        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
-        raise LevitBenchError(f"{flags}: not an option of {' or '.join(sorted(accepted)) or 'any runtime swept'}")
+        swept = " or ".join(sorted(accepted)) or "any runtime swept"
+        raise LevitBenchError(f"{as_flags(unused)}: not an option of {swept}")
     requests = [RunRequest(cell.model, cell.runtime, platform, batch=batch, precision=precision,
                            mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id,
                            runtime_options={k: v for k, v in given.items() if k in accepted[cell.runtime]},

@@ -8,6 +8,9 @@ checked when TVM is imported, and TVM is imported only when a TVM runner, build 
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from importlib import metadata
 
 from levit_bench.runners.base import RunnerError
@@ -35,3 +38,21 @@ def import_tvm():
     import tvm.relax  # noqa: F401 - registers the Relax passes and the VM
 
     return tvm
+
+
+@contextlib.contextmanager
+def thread_count(threads: int | None) -> Iterator[None]:
+    """TVM_NUM_THREADS = `threads` inside (None: left as it is), restored on the way out.
+
+    TVM's thread pool reads it once, when it starts: set it before the first parallel call.
+    """
+    saved = os.environ.get("TVM_NUM_THREADS")
+    if threads:
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = saved

@@ -10,7 +10,7 @@ target (from `levit-bench tune`), else TVM's defaults (`untuned`); the record sa
 
 from __future__ import annotations
 
-import os
+import contextlib
 import platform as host_platform
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.base import Runner, RunnerError, RunnerOptions, RuntimeDescription
 from levit_bench.runners.measure import Protocol, Timings, measure_timed
 from levit_bench.runners.tvm import rpc as tvm_rpc
-from levit_bench.runners.tvm.api import import_tvm, tvm_version
+from levit_bench.runners.tvm.api import import_tvm, thread_count, tvm_version
 from levit_bench.runners.tvm.target import arm_target, check_target, host_target, target_features
 
 
@@ -71,9 +71,8 @@ class TvmRunner(Runner):
         self.emulated = tvm_rpc.is_emulated(self.rpc)
         self.target = platform_target(platform.name, platform.threads, options.mcpu)
         check_target(self.target)
-        self._saved_threads = os.environ.get("TVM_NUM_THREADS")
-        if platform.threads:  # the runtime's thread pool reads this once, when it starts
-            os.environ["TVM_NUM_THREADS"] = str(platform.threads)
+        self._restore = contextlib.ExitStack()  # undone in close()
+        self._restore.enter_context(thread_count(platform.threads))
 
     @classmethod
     def sweep_modes(cls, model: str, workdir) -> list[str | None]:
@@ -120,10 +119,7 @@ class TvmRunner(Runner):
         return measure_timed(lambda: self.vm.time_calls(inputs, 1)[0], protocol)
 
     def close(self) -> None:
-        if self._saved_threads is None:
-            os.environ.pop("TVM_NUM_THREADS", None)
-        else:
-            os.environ["TVM_NUM_THREADS"] = self._saved_threads
+        self._restore.close()
 
     def device_host(self) -> environment.HostInfo | None:
         """The device's fingerprint when the run is remote (None: this host)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from levit_bench.platforms import get_platform
 from levit_bench.registry import get_spec
 from levit_bench.runners.artifacts import ensure_artifact
 
-from levit_bench.runners.tvm.api import import_tvm
+from levit_bench.runners.tvm.api import import_tvm, thread_count
 from levit_bench.runners.tvm.compile import CROSS_COMPILER, open_database, relax_module
 from levit_bench.runners.tvm.library import database_dir
 from levit_bench.runners.tvm.rpc import RpcAddress, connect, resolve_address
@@ -211,17 +210,9 @@ def tune_model(request: TuningRequest, workdir: Path, on_step: Callable[[str], N
     artifact = ensure_artifact(workdir, spec.name, batch, request.weights, on_step)
     database = database_dir(workdir, spec.name, target)
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-    saved_threads = os.environ.get("TVM_NUM_THREADS")
-    if platform.threads:  # candidates are measured as runs are: on the platform's threads
-        os.environ["TVM_NUM_THREADS"] = str(platform.threads)
-    try:
+    with thread_count(platform.threads):  # candidates are measured as runs are: on the platform's threads
         on_step("tuning")
         result = tune(artifact.onnx_path, target, database, request.trials, address, on_progress)
-    finally:
-        if saved_threads is None:
-            os.environ.pop("TVM_NUM_THREADS", None)
-        else:
-            os.environ["TVM_NUM_THREADS"] = saved_threads
     return {
         "model": spec.name, "target": target, "batch": batch, "trials": result.trials, "tasks": result.tasks,
         "seconds": round(result.seconds, 1), "estimated_ms": result.best_ms, "database": str(database),
