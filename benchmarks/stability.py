@@ -1,8 +1,9 @@
 """Can a user decide with levit-bench's numbers? Two identical sweeps must agree, and `compare`
 must catch a slowdown while it leaves an unchanged runtime alone.
 
-1. `levit-bench sweep --rounds R` of the five LeViTs x {torch, onnxruntime, openvino} on `xeon`,
-   twice back to back, each in a fresh work directory (same seeded weights, so the same
+1. `levit-bench sweep --rounds R --target H --max-rounds M` of the five LeViTs x {torch,
+   onnxruntime, openvino} on `xeon` (every cell gets rounds until its interval is within ±H, up
+   to M), twice back to back, each in a fresh work directory (same seeded weights, so the same
    artifacts). For every model, the OpenVINO / ONNX Runtime and ONNX Runtime / torch ratios of
    both sweeps with their 95% interval half-widths, and how far the two sweeps disagree.
 2. levit_128s on onnxruntime, an unchanged copy of it, and a copy slowed by 10%
@@ -11,7 +12,8 @@ must catch a slowdown while it leaves an unchanged runtime alone.
 
 Goals (the 2-core VM): every ratio's half-width <= 3%, the sweeps agree within 3%, the slowed
 copy is `slower` and the unchanged one `same`.
-Run: .venv/bin/python benchmarks/stability.py [--rounds 3] [--check-rounds 5] [--models ...]
+Run: .venv/bin/python benchmarks/stability.py [--rounds 3] [--target 0.02] [--max-rounds 12]
+     [--check-rounds 5] [--models ...]
 """
 
 from __future__ import annotations
@@ -35,10 +37,9 @@ from levit_bench.runtimes import register_runtime
 GOAL = 0.03
 
 
-def _sweep(workdir: Path, models: list[str], rounds: int) -> list[dict]:
+def _sweep(workdir: Path, models: list[str], rounds: list[str]) -> list[dict]:
     command = [sys.executable, "-m", "levit_bench", "--workdir", str(workdir), "sweep", "--platform", "xeon",
-               "--models", *models, "--runtimes", "torch", "onnxruntime", "openvino", "--rounds", str(rounds),
-               "--json"]
+               "--models", *models, "--runtimes", "torch", "onnxruntime", "openvino", *rounds, "--json"]
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -63,19 +64,26 @@ def _half(row: dict) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--target", type=float, default=0.02, help="cell half-width to reach (0: fixed rounds)")
+    parser.add_argument("--max-rounds", type=int, default=12)
     parser.add_argument("--check-rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(LEVIT_CONFIGS))
     args = parser.parse_args()
     host = host_info()
     peak = calibrate()
     print(f"# {host.cpu_model} ({host.fingerprint}, {host.logical_cores} cores); xeon: 1 pinned thread, batch 16; "
-          f"{args.rounds} rounds per cell")
+          f"{args.rounds} rounds per cell"
+          + (f", then more until ±{args.target:.1%} (at most {args.max_rounds})" if args.target else ""))
     print(f"# calibrated single core: FMA {peak['fma_gflops']} GFLOP/s; GEMM "
           + ", ".join(f"{k} {v}" for k, v in peak["gemm_gflops"].items()) + f"; copy {peak['memory_gbps']} GB/s")
     with tempfile.TemporaryDirectory() as tmp:
-        sweeps = [_ratios(_sweep(Path(tmp) / f"sweep{n}", args.models, args.rounds)) for n in (1, 2)]
-        print("\n| model | ratio | sweep 1 (95% interval) | ± | sweep 2 (95% interval) | ± | disagreement |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        rounds = ["--rounds", str(args.rounds)]
+        if args.target:
+            rounds += ["--target", str(args.target), "--max-rounds", str(args.max_rounds)]
+        sweeps = [_ratios(_sweep(Path(tmp) / f"sweep{n}", args.models, rounds)) for n in (1, 2)]
+        print("\n| model | ratio | sweep 1 (95% interval) | ± | rounds | sweep 2 (95% interval) | ± | rounds "
+              "| disagreement |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         worst_half, worst_gap = 0.0, 0.0
         for key in sweeps[0]:
             first, second = sweeps[0][key], sweeps[1].get(key)
@@ -84,8 +92,8 @@ def main() -> int:
             gap = abs(second["ratio"] / first["ratio"] - 1)
             worst_half = max(worst_half, _half(first), _half(second))
             worst_gap = max(worst_gap, gap)
-            cells = [f"{r['ratio']:.3f} ({r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}) | {_half(r):.1%}"
-                     for r in (first, second)]
+            cells = [f"{r['ratio']:.3f} ({r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}) | {_half(r):.1%} | "
+                     f"{r['rounds'][0]}+{r['rounds'][1]}" for r in (first, second)]
             print(f"| {key[0]} | {key[1]} | {cells[0]} | {cells[1]} | {gap:.1%} |")
         print(f"\ngoal every half-width <= {GOAL:.0%}: worst {worst_half:.1%}, {'met' if worst_half <= GOAL else 'NOT met'}")
         print(f"goal sweeps agree within {GOAL:.0%}: worst {worst_gap:.1%}, {'met' if worst_gap <= GOAL else 'NOT met'}")

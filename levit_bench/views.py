@@ -263,6 +263,12 @@ class ProgressView:
     def advance(self, units: int = 1) -> None:
         self.update(advance=units)
 
+    def extend(self, units: int) -> None:
+        """`units` more work than the bar's total said (e.g. another round for some cells)."""
+        task = self._progress.tasks[self._task]
+        self._progress.update(self._task, total=(task.total or 0) + units)
+        self.update()
+
     def log(self, message: str) -> None:
         """A line printed above the display, kept after it goes."""
         self._progress.console.print(message, highlight=False)

@@ -85,13 +85,34 @@ def test_a_sweep_killed_midway_loses_nothing_and_resumes(workdir_with_artifact):
 
 
 def test_every_round_runs_the_cells_in_a_new_order():
-    from levit_bench.runners.sweep import round_orders
+    import random
 
-    orders = round_orders(8, 5, seed=3)
-    assert all(sorted(order) == list(range(8)) for order in orders)  # each round runs every cell once
-    assert len({tuple(order) for order in orders}) == 5  # and in an order of its own
-    assert round_orders(8, 5, seed=3) == orders  # a seed makes them reproducible
-    assert round_orders(8, 5) != round_orders(8, 5)  # without one, every sweep draws new ones
+    from levit_bench.runners.sweep import shuffled
+
+    def orders(seed):
+        rng = random.Random(seed)
+        return [shuffled(range(8), rng) for _ in range(5)]
+
+    drawn = orders(3)
+    assert all(sorted(order) == list(range(8)) for order in drawn)  # each round runs every cell once
+    assert len({tuple(order) for order in drawn}) == 5  # and in an order of its own
+    assert orders(3) == drawn  # a seed makes them reproducible
+    assert orders(None) != orders(None)  # without one, every sweep draws new ones
+
+
+def test_more_rounds_go_to_the_cells_that_want_them_up_to_the_cap(workdir_with_artifact):
+    from levit_bench.runners.sweep import MoreRounds
+
+    asked, rounds = [], []
+    more = MoreRounds(3, wanted=lambda key: asked.append(key["runtime"]) or key["runtime"] == "onnxruntime")
+    outcomes = _sweep(workdir_with_artifact, RUNTIMES, rounds=1, more=more,
+                      on_round=lambda number, cells: rounds.append((number, cells)))
+    assert rounds == [(1, 2), (2, 1), (3, 1)]  # after round 1 only the wanting cell runs, until the cap
+    assert sorted(asked) == ["onnxruntime", "onnxruntime", "openvino"]  # a cell let go is not asked again
+    stored = open_store(workdir_with_artifact).records()
+    assert sorted((r["runtime"], r["round"]) for r in stored) == [
+        ("onnxruntime", 1), ("onnxruntime", 2), ("onnxruntime", 3), ("openvino", 1)]
+    assert all(o.status == "ok" for o in outcomes)
 
 
 def test_run_command_json_and_table(workdir_with_artifact):
@@ -113,6 +134,9 @@ def test_run_command_json_and_table(workdir_with_artifact):
     (("run", "--runtime", "onnxruntime", "--platform", "moon", "--model", "levit_128s"), "unknown platform 'moon'"),
     (("run", "--runtime", "onnxruntime", "--platform", "xeon", "--model", "levit_9"), "unknown model 'levit_9'"),
     (("sweep", "--platform", "xeon", "--runtimes", "torch:fast"), "unknown runtime variant 'torch:fast'"),
+    (("sweep", "--platform", "xeon", "--rounds", "2", "--target", "0.02"), "--target needs --rounds 3 or more"),
+    (("sweep", "--platform", "xeon", "--target", "0.02", "--max-rounds", "2"),
+     "--max-rounds (2) must be at least --rounds (3)"),
 ])
 def test_bad_requests_are_one_line_errors(workdir_with_artifact, args, message):
     process = _cli(workdir_with_artifact, *args)
@@ -120,3 +144,12 @@ def test_bad_requests_are_one_line_errors(workdir_with_artifact, args, message):
     assert process.returncode == 1
     assert len(err.strip().splitlines()) == 1 and message in err
     assert open_store(workdir_with_artifact).records() == []
+
+
+def test_sweep_target_adds_rounds_until_the_cap_and_names_the_cells_still_wide(workdir_with_artifact):
+    process = _cli(workdir_with_artifact, "sweep", "--platform", "xeon", "--models", "levit_128s", "--runtimes",
+                   "onnxruntime", "--protocol", "smoke", "--rounds", "3", "--target", "0.001", "--max-rounds", "4")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert sorted(r["round"] for r in open_store(workdir_with_artifact).records()) == [1, 2, 3, 4]
+    assert "1 cells still wider than ±0.1% after 4 rounds" in err and "levit_128s / onnxruntime" in err

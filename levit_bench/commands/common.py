@@ -41,6 +41,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """argparse type: a share strictly between 0 and 1 (0.02 is 2%)."""
+    value = non_negative_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0.02 is 2%), not {text}")
+    return value
+
+
 def calibrated_peak(force: bool = False) -> dict:
     """This host's calibration (runners.calibrate), measured with a progress display when not cached."""
     from levit_bench import views

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from levit_bench.commands.common import calibrated_peak, non_negative_float, positive_int, print_json, workdir
+from levit_bench.commands.common import (calibrated_peak, fraction, non_negative_float, positive_int, print_json,
+                                         workdir)
+from levit_bench.errors import LevitBenchError
+
+if TYPE_CHECKING:
+    from levit_bench.reports.store import ResultsStore
+    from levit_bench.runners.sweep import MoreRounds
+
+MAX_ROUNDS = 12
+MIN_ROUNDS_FOR_TARGET = 3
 
 
 def _request_options(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +44,27 @@ def _rounds_option(parser: argparse.ArgumentParser, default: int) -> None:
                         help=f"measure every cell N times (default {default}), each time in a fresh process, "
                         "the cells in a new random order each round; `results --aggregate` and `compare` "
                         "give the median over rounds with a 95%% confidence interval")
+    parser.add_argument("--target", type=fraction, metavar="H",
+                        help="then keep giving a cell more rounds until its 95%% interval is within ±H of its "
+                        "median (0.02: ±2%%; a ratio of two such cells is within about ±1.4H), up to "
+                        "--max-rounds; needs --rounds 3 or more")
+    parser.add_argument("--max-rounds", type=positive_int, default=MAX_ROUNDS, metavar="M",
+                        help=f"with --target, at most M rounds per cell (default {MAX_ROUNDS})")
+
+
+def _more_rounds(args: argparse.Namespace, store: ResultsStore) -> MoreRounds | None:
+    """--target as the sweep's rule for more rounds: a cell runs again while its interval is wider."""
+    from levit_bench.reports.confidence import estimate
+    from levit_bench.runners.sweep import MoreRounds
+
+    if args.target is None:
+        return None
+
+    def wanted(key: dict) -> bool:
+        rounds = store.ok_records(key)
+        return bool(rounds) and estimate(rounds).half_width > args.target
+
+    return MoreRounds(args.max_rounds, wanted)
 
 
 def tvm_options(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from levit_bench.runners.session import RunRequest, new_run_id, run_cell
     from levit_bench.runners.sweep import Cell
 
-    if args.rounds > 1:  # several rounds: every round in a process of its own, as a sweep's
+    if args.rounds > 1 or args.target:  # several rounds: every round in a process of its own, as a sweep's
         cells = [Cell(name, args.runtime, args.mode) for name in _models(args.model)]
         return _sweep_rounds(args, cells, force=True, title="Measurements")
     options = rpc_options(args)
@@ -126,8 +157,12 @@ def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str
     from levit_bench.platforms import get_platform
     from levit_bench.reports.store import open_store
     from levit_bench.runners.session import new_run_id
-    from levit_bench.runners.sweep import run_sweep, sweep_requests
+    from levit_bench.runners.sweep import check_rounds, run_sweep, sweep_requests
 
+    check_rounds(args.rounds, args.max_rounds if args.target is not None else None)
+    if args.target is not None and args.rounds < MIN_ROUNDS_FOR_TARGET:
+        raise LevitBenchError(f"--target needs --rounds {MIN_ROUNDS_FOR_TARGET} or more: fewer rounds cannot "
+                              "show how much a cell moves between processes")
     run_id = args.run_id or new_run_id()
     requests = sweep_requests(cells, args.platform, workdir(args), run_id, batch=args.batch,
                               precision=args.precision, protocol=args.protocol, weights=args.weights,
@@ -136,6 +171,7 @@ def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str
             and not (args.rpc or args.rpc_tracker):
         calibrated_peak()  # once per host, before the first cell: every record's peak_fraction reads it
     store = open_store(workdir(args))
+    more = _more_rounds(args, store)
     timeout = {"cell_timeout_s": args.cell_timeout} if hasattr(args, "cell_timeout") else {}
     with views.ProgressView("sweep", total=len(cells) * args.rounds) as progress:
         def on_cell(cell, state):
@@ -144,14 +180,33 @@ def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str
             else:
                 progress.advance()
 
+        def on_round(number, count):
+            if number > args.rounds:
+                progress.extend(count)
+                progress.update(info=f"round {number}: {count} cells wider than ±{args.target:.1%}")
+
         outcomes = run_sweep(requests, workdir(args), done_rounds=store.count_ok, on_record=store.insert_or_keep,
-                             force=force, on_cell=on_cell, rounds=args.rounds, **timeout)
+                             force=force, on_cell=on_cell, rounds=args.rounds, more=more, on_round=on_round,
+                             **timeout)
     skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
     if skipped and not args.json:
         views.print_note(f"{len(skipped)} cell-rounds already measured, skipped (--force to redo): "
                          f"{', '.join(dict.fromkeys(skipped))}")
+    if more is not None and not args.json:
+        wide = _still_wide(outcomes, more)
+        if wide:
+            views.print_note(f"{len(wide)} cells still wider than ±{args.target:.1%} after {args.max_rounds} "
+                             f"rounds (see `results --aggregate`): {', '.join(wide)}")
     failed = [(o.cell.label, o.error) for o in outcomes if o.status == "failed"]
     return _print_outcome([o.record for o in outcomes if o.record], failed, args.json, f"{title} ({run_id})")
+
+
+def _still_wide(outcomes: list, more) -> list[str]:
+    """The cells whose last record the rule for more rounds still wants."""
+    from levit_bench.records import CELL_KEY
+
+    last = {o.cell.label: o.record for o in outcomes if o.record and o.record["status"] == "ok"}
+    return [label for label, record in last.items() if more.wanted({k: record.get(k) for k in CELL_KEY})]
 
 
 def register(commands) -> None:

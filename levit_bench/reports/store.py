@@ -193,22 +193,30 @@ class ResultsStore:
                 f"SELECT record_json FROM measurements WHERE {where} ORDER BY created_at, id",
                 [v for _, v in clauses],
             ).fetchall()
-        # rows stored before load watching was recorded read as not flagged, load unknown
-        return [{"noisy": False, "load": {}, **json.loads(row[0])} for row in rows]
+        return [_measurement(row[0]) for row in rows]
 
-    def count_ok(self, key: Mapping) -> int:
-        """How many successful rows this cell has (same artifact, runtime version, protocol, host).
-
-        A `batch` of None matches any batch: the GPU's batch is searched, and the row holds the one found.
-        """
+    def _cell_where(self, key: Mapping) -> tuple[str, list]:
+        """The WHERE clause (and its values) of a cell's successful rows: same artifact, runtime
+        version, protocol and host. A `batch` of None matches any batch: the GPU's batch is
+        searched, and the row holds the one found."""
         columns = [k for k in RESUME_KEY if not (k == "batch" and key.get(k) is None)]
         where = " AND ".join(f"{k} IS ?" for k in columns)
+        return f"status = 'ok' AND {where}", [key.get(k) for k in columns]
+
+    def count_ok(self, key: Mapping) -> int:
+        """How many successful rows (rounds) this cell has."""
+        where, values = self._cell_where(key)
         with self._reading() as db:
-            row = db.execute(
-                f"SELECT COUNT(*) FROM measurements WHERE status = 'ok' AND {where}",
-                [key.get(k) for k in columns],
-            ).fetchone()
+            row = db.execute(f"SELECT COUNT(*) FROM measurements WHERE {where}", values).fetchone()
         return int(row[0])
+
+    def ok_records(self, key: Mapping) -> list[dict]:
+        """This cell's successful records (its rounds), oldest first."""
+        where, values = self._cell_where(key)
+        with self._reading() as db:
+            rows = db.execute(f"SELECT record_json FROM measurements WHERE {where} ORDER BY created_at, id",
+                              values).fetchall()
+        return [_measurement(row[0]) for row in rows]
 
     def has_ok(self, key: Mapping) -> bool:
         return self.count_ok(key) > 0
@@ -246,6 +254,12 @@ class ResultsStore:
                     imported += cursor.rowcount
                     total += 1
         return imported, total - imported
+
+
+def _measurement(text: str) -> dict:
+    """A stored measurement; rows stored before load watching was recorded read as not flagged,
+    load unknown."""
+    return {"noisy": False, "load": {}, **json.loads(text)}
 
 
 def _parse_row(store: Path, table: str, number: int, text: object) -> tuple[dict, str]:

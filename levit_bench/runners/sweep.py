@@ -2,7 +2,8 @@
 
 Each cell runs in a worker process of its own (`runners/worker.py`): a crash (even a segfault
 in a runtime), an unsupported op or a timeout ends that process only, and becomes a failed
-record. Every cell runs `rounds` times, the cells shuffled afresh each round. Every record
+record. Every cell runs `rounds` times, the cells shuffled afresh each round, and, when the
+caller asks for a given precision, more rounds for the cells still short of it. Every record
 goes to the caller's `on_record`, which stores it; a cell-round the caller already holds (as
 many successful rounds with the same artifact, runtime version, protocol and host) is
 skipped unless forced.
@@ -153,42 +154,62 @@ def sweep_requests(
     return requests
 
 
-def round_orders(count: int, rounds: int, seed: int | None = None) -> list[list[int]]:
-    """For each round, the order to run `count` cells in: freshly shuffled every round (as
-    google-benchmark's random interleaving), so that no cell always runs first or after the
-    same neighbour. `seed` makes the orders reproducible (None: new ones every sweep)."""
-    rng = random.Random(seed)
-    orders = []
-    for _ in range(rounds):
-        order = list(range(count))
-        rng.shuffle(order)
-        orders.append(order)
-    return orders
+def shuffled(indices: Iterable[int], rng: random.Random) -> list[int]:
+    """A round's order of its cells: shuffled afresh every round (as google-benchmark's random
+    interleaving), so that no cell always runs first or after the same neighbour."""
+    order = list(indices)
+    rng.shuffle(order)
+    return order
+
+
+@dataclass(frozen=True)
+class MoreRounds:
+    """Rounds past a sweep's first ones, for the cells still too uncertain: after each round, a
+    cell whose `wanted(resume key)` is true runs again, up to `most` rounds in all."""
+
+    most: int
+    wanted: Callable[[dict], bool]
+
+
+def check_rounds(rounds: int, most: int | None = None) -> None:
+    """Refuse a number of rounds a sweep cannot run (`most`: the cap on further rounds, if any)."""
+    if rounds < 1:
+        raise LevitBenchError(f"--rounds must be at least 1, not {rounds}")
+    if most is not None and most < rounds:
+        raise LevitBenchError(f"--max-rounds ({most}) must be at least --rounds ({rounds})")
 
 
 def run_sweep(
     requests: list[RunRequest], workdir: Path, done_rounds: Callable[[dict], int],
     on_record: Callable[[dict], None], force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
     on_cell: Callable[[Cell, str], None] = lambda cell, state: None, rounds: int = 1, seed: int | None = None,
+    more: MoreRounds | None = None, on_round: Callable[[int, int], None] = lambda number, cells: None,
 ) -> list[CellOutcome]:
     """Measure each request `rounds` times, every cell-round in a worker process of its own, the
-    cells shuffled afresh each round; hand every record to `on_record` (the caller stores it).
+    cells shuffled afresh each round (`seed`: reproducibly); hand every record to `on_record`
+    (the caller stores it). With `more`, the cells it still wants get further rounds.
 
     Round k of a cell is skipped, unless `force`, when `done_rounds` (the caller's count of
     finished rounds with the cell's resume key) is at least k: a killed sweep resumes where it
-    stopped. Each record carries its `round`.
+    stopped. Each record carries its `round`; `on_round(k, cells)` announces each round.
     """
-    if rounds < 1:
-        raise LevitBenchError(f"--rounds must be at least 1, not {rounds}")
+    check_rounds(rounds, more and more.most)
     host = environment.host_info()
+    rng = random.Random(seed)
+    cells = [Cell(r.model, r.runtime, r.mode) for r in requests]
+    pending = list(range(len(requests)))
     outcomes = []
     with sigterm_as_interrupt():  # the running cell's process group goes with the sweep
-        for number, order in enumerate(round_orders(len(requests), rounds, seed), 1):
-            for index in order:
-                request = requests[index]
-                cell = Cell(request.model, request.runtime, request.mode)
-                outcomes.append(_sweep_cell(cell, request, workdir, host, number, done_rounds, on_record, force,
-                                            cell_timeout_s, on_cell))
+        for number in range(1, (more.most if more else rounds) + 1):
+            if number > rounds:
+                keys = {i: _resume_key(cells[i], requests[i], workdir, host) for i in pending}
+                pending = [i for i in pending if keys[i] is not None and more.wanted(keys[i])]
+                if not pending:
+                    break
+            on_round(number, len(pending))
+            for index in shuffled(pending, rng):
+                outcomes.append(_sweep_cell(cells[index], requests[index], workdir, host, number, done_rounds,
+                                            on_record, force, cell_timeout_s, on_cell))
     return outcomes
 
 
