@@ -1,6 +1,7 @@
 """Runners against the PyTorch reference; platforms; precision recorded as it ran."""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -63,6 +64,8 @@ def test_run_records_everything(workdir_with_artifact, runtime, mode):
     assert record["cpu_model"] == host_info().cpu_model  # the real CPU, whatever the platform's name
     assert record["artifact_sha256"] == find_artifact(workdir_with_artifact, "levit_128s", 16).sha256
     assert record["versions"][runtime] == record["runtime_version"]
+    assert record["peak_rss_mb"] > 0 and record["load_rss_mb"] is not None and record["peak_since_load"]
+    assert record["malloc"] == {"allocator": "glibc", "M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 2**31 - 1}
     stored = open_store(workdir_with_artifact).records()
     assert [r["uid"] for r in stored] == [record["uid"]]
 
@@ -186,3 +189,26 @@ def test_a_record_carries_its_gflops_and_its_share_of_the_calibrated_peak(workdi
     record = _run(workdir_with_artifact, "onnxruntime")
     assert record["peak_fma_gflops"] == 500.0 and record["peak_fraction"] == pytest.approx(record["gflops"] / 500.0,
                                                                                             abs=1e-4)
+
+
+def test_a_cells_peak_memory_starts_at_its_load():
+    import subprocess
+    import sys
+
+    code = """
+import json, numpy as np
+from levit_bench.runners.memory import MemoryWatch, resident_mb
+earlier = np.ones(400 * 2**20 // 8)  # 400 MiB touched and freed before the model loads
+del earlier
+watch = MemoryWatch.start()
+loaded = np.ones(100 * 2**20 // 8)  # a 100 MiB model
+watch.loaded()
+print(json.dumps({**watch.fields(), "before": watch.before_mb, "now": resident_mb()}))
+"""
+    # a fresh process, as a cell's: a test process's allocator may hold memory freed by other tests
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    fields = json.loads(done.stdout)
+    assert fields["peak_since_load"]
+    assert 95 < fields["load_rss_mb"] < 110
+    assert fields["now"] - 1 <= fields["peak_rss_mb"] < fields["before"] + 200  # the earlier 400 MiB is not counted

@@ -125,6 +125,8 @@ def test_run_command_json_and_table(workdir_with_artifact):
                 "median_ms", "p90_ms", "cv", "max_abs_diff", "host", "created_at"):
         assert key in record, key
     assert record["status"] == "ok" and record["platform"] == "xeon"
+    # measured in a fresh process: the weights (31 MB of fp32) are in what loading added
+    assert 10 < record["load_rss_mb"] < record["peak_rss_mb"]
     process = _cli(workdir_with_artifact, "results")
     out, _ = process.communicate(timeout=120)
     assert "levit_128s" in out and "onnxruntime" in out and record["host"] in out

@@ -33,6 +33,7 @@ from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_arti
 from levit_bench.runners.base import Runner
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S, CoresBusy
 from levit_bench.runners.measure import get_protocol, summarise
+from levit_bench.runners.memory import MemoryWatch, keep_freed_memory
 from levit_bench.runtimes import get_runtime
 
 PARITY_IMAGES = 64  # at most this many of the batch are compared with the reference
@@ -234,6 +235,8 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
         with core_locks.pinned(platform, request.wait_timeout_s, on_wait) as cores:
             record["pinned_cores"] = cores
             on_step("load")
+            record["malloc"] = keep_freed_memory()
+            memory = MemoryWatch.start()
             t0 = time.perf_counter()
             if batch is None:
                 batch = _largest_fitting_batch(runner, artifact)
@@ -241,6 +244,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
             else:
                 runner.load(artifact, batch)
             record["load_s"] = time.perf_counter() - t0
+            memory.loaded()
             images = seeded_images(batch, artifact.resolution).numpy()
             inputs = runner.to_input(images)
             on_step("parity only (emulated)" if runner.emulated else "measure")
@@ -251,6 +255,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
                     timings = runner.measure(inputs, protocol)
                 record.update(load=load.load, noisy=load.noisy, noisy_reason=load.noisy_reason)
             outputs = runner.to_numpy(runner(inputs))
+            record.update(memory.fields())  # before the reference model runs in this process
             on_step("parity")
             reference = _reference_logits(artifact, images, max(1, len(cores)))
         description = runner.describe()
