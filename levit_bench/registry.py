@@ -18,8 +18,9 @@ from torch import nn
 
 from levit_bench.errors import LevitBenchError, UnknownModelError
 from levit_bench.models import checkpoints, deit, efficientnet, levit, mobilevit
-from levit_bench.models.counting import count_macs, count_parameters
 from levit_bench.models.baseline_layouts import DEIT_LAYOUTS, EFFICIENTNET_LAYOUTS, MOBILEVIT_LAYOUTS
+from levit_bench.models.components import GENERIC, ComponentRules
+from levit_bench.models.counting import count_macs, count_parameters
 from levit_bench.models.levit_layouts import LEVIT_LAYOUTS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,19 +48,21 @@ PAPER_PLATFORMS: Mapping[str, PaperPlatform] = MappingProxyType({
 
 @dataclass(frozen=True)
 class Family:
-    """A model family as reports show it: its name in legends and its colour."""
+    """A model family as reports show it: its name in legends, its colour, and the vocabulary
+    its profiles are told in (`models/components.py`)."""
 
     name: str
     label: str
     colour: str
+    components: ComponentRules = GENERIC
 
 
 UNKNOWN_FAMILY_COLOUR = "#7f7f7f"
 _FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("levit", "LeViT", "#d62728"),
-    Family("efficientnet", "EfficientNet", "#1f77b4"),
-    Family("deit", "DeiT", "#2ca02c"),
-    Family("mobilevit", "MobileViT", "#9467bd"),
+    Family("levit", "LeViT", "#d62728", levit.COMPONENTS),
+    Family("efficientnet", "EfficientNet", "#1f77b4", efficientnet.COMPONENTS),
+    Family("deit", "DeiT", "#2ca02c", deit.COMPONENTS),
+    Family("mobilevit", "MobileViT", "#9467bd", mobilevit.COMPONENTS),
 )}
 FAMILIES: Mapping[str, Family] = MappingProxyType(_FAMILIES)
 

@@ -147,7 +147,8 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
     for column, justify in (("created (UTC)", "left"), ("model", "left"), ("runtime", "left"),
                             ("platform", "left"), ("prec.", "left"), ("batch", "right"), ("thr.", "right"),
                             ("status", "left"), ("images/s", "right"), ("median ms", "right"),
-                            ("p90 ms", "right"), ("CV", "right"), ("max|diff|", "right"), ("host", "left")):
+                            ("p90 ms", "right"), ("CV", "right"), ("peak MiB", "right"), ("max|diff|", "right"),
+                            ("host", "left")):
         table.add_column(column, justify=justify, no_wrap=True)
     for r in records:
         status = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
@@ -159,7 +160,7 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
             r["created_at"][:16].replace("T", " "), r["model"], _runtime(r), r["platform"],
             r.get("precision") or "-", _fmt(r.get("batch"), "d"), _fmt(r.get("threads"), "d"), status,
             _fmt(r.get("images_per_s"), ".1f"), _fmt(r.get("median_ms"), ".2f"), _fmt(r.get("p90_ms"), ".2f"),
-            _fmt(r.get("cv"), ".1%"), _fmt(r.get("max_abs_diff"), ".1e"),
+            _fmt(r.get("cv"), ".1%"), _fmt(r.get("peak_rss_mb"), ".0f"), _fmt(r.get("max_abs_diff"), ".1e"),
             f"{r.get('cpu_model', '?')} ({r['host']})",
         )
     console.print(table)
@@ -208,6 +209,23 @@ def print_comparison(rows: list[dict], by: str, console: Console | None = None) 
     for r in rows:
         for flag in r["flags"]:
             print_note(f"{r['model']}: {flag}")
+
+
+def print_profile(result: dict, console: Console | None = None) -> None:
+    """A cell's time per component: ms per call, share, GFLOP/s; then the profiler's totals."""
+    console = console or stdout_console()
+    table = Table(title=f"{result['model']} on {_runtime(result)} ({result['platform']}, batch {result['batch']}, "
+                        f"{result['precision']}): time per component, {result['calls']} profiled calls")
+    for column in ("component", "ms / call", "share", "GFLOP/s", "kernels"):
+        table.add_column(column, justify="left" if column == "component" else "right")
+    for row in result["components"]:
+        if row["kernels"]:
+            table.add_row(row["name"], f"{row['ms']:.3f}", f"{row['share']:.1%}", _fmt(row.get("gflops"), ".1f"),
+                          str(row["kernels"]))
+    console.print(table)
+    console.print(f"kernels sum {result['kernels_ms']:.3f} ms; profiled total {result['total_ms']:.3f} ms per call; "
+                  f"unprofiled median {result['median_ms']:.3f} ms (profiler overhead {result['overhead']:+.1%})",
+                  highlight=False)
 
 
 def print_error(message: str) -> None:

@@ -1,7 +1,8 @@
 """export: model name + weights -> DIR/NAME.onnx + DIR/NAME.json, verified or not written.
 
 Steps: build (seeded random init, or a checkpoint), fold for inference, export, simplify,
-check, stamp metadata, verify parity in ONNX Runtime, then write both files atomically.
+check, map every node to its model component, stamp metadata, verify parity in ONNX Runtime,
+then write both files atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from levit_bench import environment, registry
 from levit_bench.errors import LevitBenchError
 from levit_bench.exporters import onnx_graph
+from levit_bench.exporters.components import component_map, tensor_scopes
 from levit_bench.exporters.fuse import fuse_for_inference
 from levit_bench.exporters.parity import check_parity, fused_difference, seeded_images
 from levit_bench.models.init import representative_init
@@ -113,11 +115,13 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] = lambda
     example = seeded_images(2 if options.dynamic_batch else options.batch, spec.resolution)
     with timer.step("export"):
         proto = onnx_graph.export(fused, example, options.opset, options.dynamic_batch)
+        scopes = tensor_scopes(proto)  # read before onnxsim, which drops node metadata
     if options.simplify:
         with timer.step("simplify"):
             proto = onnx_graph.simplify(proto)
     with timer.step("check"):
         onnx_graph.check(proto)
+    components = component_map(proto, scopes, registry.family(spec.family).components)
     versions = environment.package_versions()
     facts = {
         "model": spec.name,
@@ -157,6 +161,7 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] = lambda
         "exporter": onnx_graph.EXPORTER,
         "simplified": options.simplify,
         "op_histogram": onnx_graph.op_histogram(proto),
+        "components": components,
         "parity": parity.as_dict(),
         "fused_vs_unfused": fused_vs_unfused,
         "preprocessing": {

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from levit_bench.models.components import ComponentRules, Rule
 from levit_bench.models.transformer import TransformerBlock
 
 
@@ -43,6 +44,17 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)
         return x.reshape(-1, x.shape[1], self.num_patches).transpose(1, 2)
+
+
+# Where a DeiT's time goes: by module path, first match wins.
+COMPONENTS = ComponentRules((
+    Rule(r"^patch_embed", "patch"),
+    Rule(r"^$", "patch", frozenset({"Concat", "Expand", "Add", "aten::cat", "aten::expand", "aten::add"})),  # tokens
+    Rule(r"\.(norm1|attn)(\.|$)", "attention"),
+    Rule(r"\.(norm2|mlp)(\.|$)", "mlp"),
+    Rule(r"^blocks\.\d+$", "residual", frozenset({"Add", "aten::add"})),
+    Rule(r"^(norm|head|)$", "head"),
+))
 
 
 class DeiT(nn.Module):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from levit_bench.models.components import ComponentRules, Rule
 from levit_bench.models.layers import ConvNormAct
 from levit_bench.models.mbconv import DepthwiseSeparable, InvertedResidual
 
@@ -60,6 +61,17 @@ def stage_plan(config: EfficientNetConfig) -> list[tuple[str, int, int, int, int
         (block, math.ceil(repeats * config.depth), kernel, stride, expansion, round_channels(channels * config.width))
         for block, repeats, kernel, stride, expansion, channels in BASE_STAGES
     ]
+
+
+# Where an EfficientNet's time goes: by module path, first match wins.
+COMPONENTS = ComponentRules((
+    Rule(r"^stem", "stem"),
+    Rule(r"\.se(\.|$)", "mbconv.se"),
+    Rule(r"\.dw(\.|$)", "mbconv.dw"),
+    Rule(r"\.(expand|project)(\.|$)", "mbconv.pw"),
+    Rule(r"^stages\.\d+\.\d+$", "residual", frozenset({"Add", "aten::add"})),
+    Rule(r"^(head_conv|classifier|dropout|)$|^head_conv\.", "head"),  # the 1x1 head, pooling, classifier
+))
 
 
 class EfficientNet(nn.Module):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from levit_bench.models.components import LAYOUT, ComponentRules, Rule
 from levit_bench.models.layers import ConvNorm, DropPath, LinearNorm, NormLinear
 
 
@@ -39,6 +40,20 @@ LEVIT_CONFIGS: dict[str, LeViTConfig] = {
 }
 
 STEM_STRIDE = 16  # four stride-2 convolutions
+
+# Where a LeViT's time goes (Section 4 of the paper): by module path, first match wins.
+COMPONENTS = ComponentRules((
+    Rule(r"^patch_conv", "stem"),
+    Rule(r"", LAYOUT, frozenset({LAYOUT})),  # reshapes, transposes, splits, copies: wherever they are
+    Rule(r"\.shrink\.attn", "shrink"),
+    Rule(r"\.attn\.qkv", "attention.qkv"),
+    Rule(r"\.attn\.(scores|attention_bias)", "attention.scores"),  # Q K^T, scale, bias, softmax
+    Rule(r"\.attn\.mix", "attention.mix"),  # A V
+    Rule(r"\.attn(\.proj)?$", "attention.proj"),  # the Hardswish and the projection after the mix
+    Rule(r"\.mlp", "mlp"),
+    Rule(r"\.(blocks\.\d+|shrink)$", "residual", frozenset({"Add", "aten::add"})),  # x + f(x)
+    Rule(r"^(head|)$", "head"),  # the pooling and the classifier
+))
 
 
 def _relative_offsets(q_res: int, k_res: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +98,25 @@ class FixedAttentionBias(nn.Module):
         return self.bias
 
 
+class AttentionScores(nn.Module):
+    """softmax(Q K^T / sqrt(D) + bias): how much each query reads each key. A module of its own
+    (no weights) so that a profile can tell it from the mixing that follows."""
+
+    def __init__(self, key_dim: int):
+        super().__init__()
+        self.scale = key_dim**-0.5
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        return ((q @ k.transpose(-2, -1)) * self.scale + bias).softmax(dim=-1)
+
+
+class AttentionMix(nn.Module):
+    """The scores applied to the values: A V."""
+
+    def forward(self, scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return scores @ v
+
+
 class Attention(nn.Module):
     """Multi-head attention with small keys (D), values of attn_ratio*D and Hardswish before
     the output projection; one fused qkv projection whose channels are grouped per head."""
@@ -92,9 +126,10 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.value_dim = attn_ratio * key_dim
-        self.scale = key_dim**-0.5
         self.tokens = resolution * resolution
         self.qkv = LinearNorm(dim, num_heads * (2 * key_dim + self.value_dim))
+        self.scores = AttentionScores(key_dim)
+        self.mix = AttentionMix()
         self.proj = LinearNorm(num_heads * self.value_dim, dim, bn_weight_init=0.0)
         self.attention_bias = AttentionBias(num_heads, resolution, resolution)
 
@@ -103,8 +138,8 @@ class Attention(nn.Module):
         # shapes everywhere else and needs no shape arithmetic.
         qkv = self.qkv(x).view(-1, self.tokens, self.num_heads, 2 * self.key_dim + self.value_dim)
         q, k, v = (t.transpose(1, 2) for t in qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=3))
-        logits = (q @ k.transpose(-2, -1)) * self.scale + self.attention_bias()
-        out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(-1, self.tokens, self.num_heads * self.value_dim)
+        scores = self.scores(q, k, self.attention_bias())
+        out = self.mix(scores, v).transpose(1, 2).reshape(-1, self.tokens, self.num_heads * self.value_dim)
         return self.proj(F.hardswish(out))
 
 

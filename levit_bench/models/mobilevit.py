@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from levit_bench.models.components import LAYOUT, ComponentRules, Rule
 from levit_bench.models.layers import ConvNormAct
 from levit_bench.models.mbconv import InvertedResidual
 from levit_bench.models.transformer import TransformerBlock
@@ -38,6 +39,17 @@ MOBILEVIT_CONFIGS = {
     "mobilevit_xs": MobileViTConfig((32, 48, 64, 80, 96), 4, (96, 120, 144), 384),
     "mobilevit_s": MobileViTConfig((32, 64, 96, 128, 160), 4, (144, 192, 240), 640),
 }
+
+
+# Where a MobileViT's time goes: by module path, first match wins. `local` (the convolutions
+# around each transformer) is not in the paper's vocabulary; without it they would be `other`.
+COMPONENTS = ComponentRules((
+    Rule(r"\.transformer\.|\.norm$", "transformer"),
+    Rule(r"", "unfold_fold", frozenset({LAYOUT})),  # patches to sequences and back, the concat before fusion
+    Rule(r"\.(local|to_tokens|to_channels|fusion)(\.|$)", "local"),
+    Rule(r"^(head_conv|classifier|)$|^head_conv\.", "head"),
+    Rule(r"^(stem|stages)", "mv2"),
+))
 
 
 class MobileViTBlock(nn.Module):

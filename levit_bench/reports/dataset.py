@@ -7,6 +7,8 @@ machines are never merged into one point or one line.
 
 from __future__ import annotations
 
+import statistics
+
 from dataclasses import dataclass
 
 from levit_bench.models.checkpoints import weights_id
@@ -104,6 +106,8 @@ def report_points(records: list[dict], evaluations: list[dict], platforms: list[
             "rounds": len(cell_rounds),
             "median_ms": record["median_ms"],
             "cv": record["cv"],
+            "peak_rss_mb": _median(r.get("peak_rss_mb") for r in cell_rounds),
+            "load_rss_mb": _median(r.get("load_rss_mb") for r in cell_rounds),
             "max_abs_diff": record.get("max_abs_diff"),
             "batch": record.get("batch"),
             "precision": record.get("precision"),
@@ -121,3 +125,9 @@ def report_points(records: list[dict], evaluations: list[dict], platforms: list[
     points.sort(key=lambda p: (p["platform"], p["host"], order.get(p["model"], len(order)), p["model"],
                                variant_order(p["variant"])))
     return points
+
+
+def _median(values) -> float | None:
+    """The median of the known values (rows stored before a field existed have none)."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None

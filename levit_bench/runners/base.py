@@ -21,6 +21,7 @@ from levit_bench.errors import LevitBenchError
 from levit_bench.platforms import Platform
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.measure import Protocol, Timings, measure
+from levit_bench.runners.profiling import Profile
 
 
 class RunnerError(LevitBenchError):
@@ -117,6 +118,10 @@ class Runner(ABC):
     def measure(self, inputs: Any, protocol: Protocol) -> Timings:
         """Time calls on `inputs` under `protocol` (wall clock here, by default)."""
         return measure(lambda: self(inputs), protocol)
+
+    def profile(self, inputs: Any, protocol: Protocol) -> Profile:
+        """The runtime's own per-kernel times over the protocol's calls (`runners/profiling.py`)."""
+        raise RunnerError(f"{self.runtime} cannot be profiled by levit-bench")
 
     def close(self) -> None:
         """Undo every process-wide setting the runner made (thread counts, environment)."""

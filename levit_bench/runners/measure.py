@@ -63,8 +63,10 @@ def measure(call: Callable[[], object], protocol: Protocol,
     return measure_timed(timed_call, protocol)
 
 
-def measure_timed(timed_call: Callable[[], float], protocol: Protocol) -> Timings:
-    """The protocol over calls that time themselves (e.g. on a remote device), in seconds."""
+def measure_timed(timed_call: Callable[[], float], protocol: Protocol,
+                  after_sample: Callable[[], None] = lambda: None) -> Timings:
+    """The protocol over calls that time themselves (e.g. on a remote device), in seconds;
+    `after_sample` runs after each measured call, outside its timing (a profiler's readout)."""
     first = timed_call()
     warmup_calls, warmup_total = 1, first  # the first call counts towards the warm-up
     while warmup_calls < protocol.warmup_calls or warmup_total < protocol.warmup_s:
@@ -75,6 +77,7 @@ def measure_timed(timed_call: Callable[[], float], protocol: Protocol) -> Timing
     total = 0.0
     while len(samples) < protocol.min_calls or total < protocol.min_s:
         elapsed = timed_call()
+        after_sample()
         samples.append(elapsed)
         total += elapsed
     return Timings(first_call_s=first, warmup_calls=warmup_calls, samples_s=samples)

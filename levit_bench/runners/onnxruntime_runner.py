@@ -3,12 +3,21 @@ optimisation, intra-op threads = the platform's threads, one inter-op thread."""
 
 from __future__ import annotations
 
+import collections
+import json
+import statistics
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
+from levit_bench.runners.measure import Protocol, measure
+from levit_bench.runners.profiling import Kernel, Profile
+
+KERNEL_SUFFIX = "_kernel_time"  # ORT's name for a node's compute event in its trace
 
 
 def _import():
@@ -17,6 +26,28 @@ def _import():
     except ImportError:
         raise RunnerError("onnxruntime is not installed (pip install 'levit-bench[onnx]')") from None
     return onnxruntime
+
+
+def trace_profile(trace: list[dict], tensors: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
+                  calls: int) -> Profile:
+    """The last `calls` runs of an ORT trace (the earlier ones were the warm-up), per node;
+    `tensors`: each node's inputs and outputs in ORT's optimised graph."""
+    runs = sorted((e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])[-calls:]
+    start = runs[0]["ts"]
+    microseconds: dict[str, float] = collections.defaultdict(float)
+    ops = {}
+    for event in trace:
+        if event.get("cat") == "Node" and event["name"].endswith(KERNEL_SUFFIX) and event["ts"] >= start:
+            name = event["name"][: -len(KERNEL_SUFFIX)]
+            microseconds[name] += event["dur"]
+            ops[name] = event.get("args", {}).get("op_name", "")
+    kernels = []
+    for name, us in microseconds.items():
+        inputs, outputs = tensors.get(name, ((), ()))
+        kernels.append(Kernel(name, ops[name], us / len(runs) / 1e3, outputs=outputs, inputs=inputs))
+    return Profile("onnxruntime", len(runs), statistics.fmean(r["dur"] for r in runs) / 1e3, kernels,
+                   {"profiler": "SessionOptions.enable_profiling (JSON trace)"})
 
 
 class OnnxRuntimeRunner(Runner):
@@ -33,18 +64,41 @@ class OnnxRuntimeRunner(Runner):
                 f"onnxruntime here has no {self.provider} (install onnxruntime-gpu for the gpu platform)"
             )
 
-    def load(self, artifact: Artifact, batch: int) -> None:
+    def _options(self):
         ort = self.ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.platform.threads or 0  # 0: ORT's default, every core
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(artifact.onnx_path), options, providers=[self.provider])
+        return options
+
+    def load(self, artifact: Artifact, batch: int) -> None:
+        self.artifact = artifact
+        self.session = self.ort.InferenceSession(str(artifact.onnx_path), self._options(), providers=[self.provider])
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, inputs: np.ndarray) -> Any:
         return self.session.run(None, {self.input_name: inputs})[0]
+
+    def profile(self, inputs: np.ndarray, protocol: Protocol) -> Profile:
+        """ORT's own profiler (a JSON trace of every node's kernel) on a second session, built the
+        same way; its optimised graph is saved too, so that a fused node's outputs are known."""
+        import onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            options = self._options()
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp) / "ort")
+            options.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            options.log_severity_level = 3  # its warning that a saved NCHWc graph is host-specific
+            session = self.ort.InferenceSession(str(self.artifact.onnx_path), options, providers=[self.provider])
+            feed = {self.input_name: inputs}
+            timings = measure(lambda: session.run(None, feed), protocol)
+            trace = json.loads(Path(session.end_profiling()).read_text())
+            optimized = onnx.load(options.optimized_model_filepath, load_external_data=False)
+        tensors = {node.name: (tuple(node.input), tuple(node.output)) for node in optimized.graph.node}
+        return trace_profile(trace, tensors, len(timings.samples_s))
 
     def describe(self) -> RuntimeDescription:
         return RuntimeDescription(

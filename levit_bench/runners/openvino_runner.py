@@ -7,6 +7,9 @@ quietly run another), and the precision the compiled model reports is what gets 
 
 from __future__ import annotations
 
+import collections
+import statistics
+import time
 from importlib import metadata
 from typing import Any
 
@@ -14,6 +17,8 @@ import numpy as np
 
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
+from levit_bench.runners.measure import Protocol, measure_timed
+from levit_bench.runners.profiling import Kernel, Profile
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16"}
@@ -46,14 +51,18 @@ class OpenVinoRunner(Runner):
                 f"{', '.join(capabilities)}); OpenVINO would silently use another precision"
             )
 
-    def load(self, artifact: Artifact, batch: int) -> None:
+    def _config(self) -> dict:
         config = {
             "INFERENCE_PRECISION_HINT": _HINTS[self.precision],
             "PERFORMANCE_HINT": "LATENCY",
         }
         if self.platform.threads:
             config["INFERENCE_NUM_THREADS"] = self.platform.threads
-        self.compiled = self.core.compile_model(str(artifact.onnx_path), "CPU", config)
+        return config
+
+    def load(self, artifact: Artifact, batch: int) -> None:
+        self.artifact = artifact
+        self.compiled = self.core.compile_model(str(artifact.onnx_path), "CPU", self._config())
         confirmed = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.confirmed_precision = _RECORDED.get(confirmed.split("'")[1] if "'" in confirmed else confirmed, confirmed)
         if self.confirmed_precision != self.precision:
@@ -68,6 +77,38 @@ class OpenVinoRunner(Runner):
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return np.array(outputs, copy=True)  # the request reuses its output buffer
+
+    def profile(self, inputs: np.ndarray, protocol: Protocol) -> Profile:
+        """OpenVINO's PERF_COUNT on a second compilation, built the same way: each executed
+        node's real time, read after every measured call (it holds the last call only) and
+        summed; each node names the original nodes it fused (rt_info originalLayersNames)."""
+        compiled = self.core.compile_model(str(self.artifact.onnx_path), "CPU", {**self._config(), "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        original = {}  # executed node -> the original nodes it runs ("Gemm_3/WithoutBiases" is Gemm_3's)
+        for op in compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            names = info["originalLayersNames"].astype(str).split(",") if "originalLayersNames" in info else []
+            original[op.get_friendly_name()] = tuple(dict.fromkeys(n.split("/")[0] for n in names if n))
+        microseconds: dict[str, float] = collections.defaultdict(float)
+        kinds: dict[str, str] = {}
+
+        def timed_call() -> float:
+            started = time.perf_counter()
+            request.infer({0: inputs})
+            return time.perf_counter() - started
+
+        def collect() -> None:
+            for info in request.get_profiling_info():
+                microseconds[info.node_name] += info.real_time.total_seconds() * 1e6
+                kinds[info.node_name] = f"{info.node_type}/{info.exec_type}"
+
+        timings = measure_timed(timed_call, protocol, after_sample=collect)
+        calls = len(timings.samples_s)
+        kernels = [Kernel(name, kinds[name], us / calls / 1e3, outputs=original.get(name, ()),
+                          covers=original.get(name, ()))
+                   for name, us in microseconds.items() if us > 0]
+        return Profile("openvino", calls, statistics.fmean(timings.samples_s) * 1e3, kernels,
+                       {"profiler": "PERF_COUNT + InferRequest.get_profiling_info()"})
 
     def describe(self) -> RuntimeDescription:
         return RuntimeDescription(

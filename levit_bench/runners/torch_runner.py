@@ -3,8 +3,13 @@ the fused model eager, or the unfused eager model (the paper's baseline before f
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import copy
+import statistics
 import warnings
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -12,10 +17,97 @@ import torch
 
 from levit_bench.exporters.fuse import fuse_for_inference
 from levit_bench.runners.artifacts import Artifact
+from levit_bench.models.components import OTHER
+from levit_bench.registry import family, get_spec
 from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
+from levit_bench.runners.measure import Protocol, measure
+from levit_bench.runners.profiling import Kernel, Profile
 
 _CPU_PRECISIONS = ("fp32",)
 _GPU_PRECISIONS = ("mixed", "fp32")
+
+
+CALL_RANGE = "levit_bench.call"
+MODULE_RANGE = "module:"
+
+
+@contextlib.contextmanager
+def _module_ranges(model) -> Iterator[None]:
+    """Every module's forward inside a `module:<path>` profiler range (eager models only)."""
+    if isinstance(model, torch.jit.ScriptModule):
+        yield
+        return
+    from torch.profiler import record_function
+
+    handles, open_ranges = [], []
+    for path, module in model.named_modules():
+        def enter(module, args, path=path):
+            open_ranges.append(record_function(MODULE_RANGE + path))
+            open_ranges[-1].__enter__()
+
+        def leave(module, args, output):
+            open_ranges.pop().__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _graph_ops(traced) -> list[tuple[str, str]]:
+    """(op, module path) of each op a traced model runs, in the order it runs them."""
+    ops = []
+    for node in traced.inlined_graph.nodes():
+        if node.kind().startswith("aten::"):
+            innermost = node.scopeName().split("/")[-1]  # "__module.stages.0.blocks.0.attn.qkv"
+            ops.append((node.kind(), innermost.removeprefix("__module").removeprefix(".")))
+    return ops
+
+
+def _traced_paths(forward, graph: list[tuple[str, str]]) -> dict[int, str]:
+    """id of each top-level op event of one traced call -> its module path: the events and the
+    graph's ops walked side by side, an event taking the next graph op of its name."""
+    paths, position = {}, 0
+    for event in forward.cpu_children:
+        found = next((i for i in range(position, len(graph)) if graph[i][0] == event.name), None)
+        if found is not None:
+            paths[id(event)] = graph[found][1]
+            position = found + 1
+    return paths
+
+
+def _attribute(events, rules, graph: list[tuple[str, str]] | None, calls: int, device_time: bool) -> Profile:
+    """Self time per (component, op) over the last `calls` call ranges, as kernels."""
+    ranges = [e for e in events if e.name == CALL_RANGE][-calls:]
+    kept = {id(e) for e in ranges}
+    traced: dict[int, str] = {}
+    if graph is not None:
+        for call in ranges:
+            for forward in call.cpu_children:
+                traced.update(_traced_paths(forward, graph))
+    microseconds: dict[tuple[str, str], float] = collections.defaultdict(float)
+    for event in events:
+        chain = [event]
+        while chain[-1].cpu_parent is not None:
+            chain.append(chain[-1].cpu_parent)
+        if id(chain[-1]) not in kept or event.name == CALL_RANGE:
+            continue
+        if graph is None:  # eager: the innermost module range
+            path = next((e.name[len(MODULE_RANGE):] for e in chain if e.name.startswith(MODULE_RANGE)), "")
+            op = "" if event.name.startswith(MODULE_RANGE) else event.name  # a range's own time is Python's
+        else:  # traced: the top-level op (right under `forward`) the event belongs to
+            top = chain[-3] if len(chain) >= 3 else event
+            path, op = traced.get(id(top)), top.name
+        component = OTHER if path is None else rules.component(path, op)
+        spent = event.self_device_time_total if device_time else event.self_cpu_time_total
+        microseconds[(component, op or "python")] += spent
+    kernels = [Kernel(f"{op} @ {component}", op, us / len(ranges) / 1e3, component=component)
+               for (component, op), us in microseconds.items()]
+    total_ms = statistics.fmean(e.cpu_time_total for e in ranges) / 1e3
+    return Profile("torch", len(ranges), total_ms, kernels,
+                   {"profiler": f"torch.profiler (self {'device' if device_time else 'CPU'} time)"})
 
 
 class TorchRunner(Runner):
@@ -32,6 +124,7 @@ class TorchRunner(Runner):
     def load(self, artifact: Artifact, batch: int) -> None:
         if self.platform.threads:
             torch.set_num_threads(self.platform.threads)
+        self.artifact = artifact
         reference = artifact.reference_model  # shared with the parity check: never changed here
         model = fuse_for_inference(reference) if self.mode != "unfused" else copy.deepcopy(reference)
         model = model.to(self.device).eval()
@@ -54,6 +147,28 @@ class TorchRunner(Runner):
 
     def to_numpy(self, outputs: torch.Tensor) -> np.ndarray:
         return outputs.float().cpu().numpy()
+
+    def profile(self, inputs: torch.Tensor, protocol: Protocol) -> Profile:
+        """torch.profiler over the protocol's calls, each call a `record_function` range (the
+        first, a warm-up, is left out). Every op's self time goes to a module path: in eager
+        modes from `record_function` ranges that module hooks open around every module; in
+        the traced mode from the traced graph, whose op nodes carry their module scope and run
+        in graph order. The family's rules then name the component."""
+        from torch.profiler import ProfilerActivity, record_function
+        from torch.profiler import profile as torch_profile
+
+        self.measure(inputs, replace(protocol, min_calls=0, min_s=0.0))  # the warm-up, unprofiled
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+
+        def call() -> None:
+            with record_function(CALL_RANGE):
+                self(inputs)
+
+        with _module_ranges(self.model), torch_profile(activities=activities) as profiler:
+            timings = measure(call, replace(protocol, warmup_calls=1, warmup_s=0.0))
+        rules = family(get_spec(self.artifact.model).family).components
+        graph = _graph_ops(self.model) if self.mode == "traced" else None
+        return _attribute(profiler.events(), rules, graph, len(timings.samples_s), self.device.type == "cuda")
 
     def close(self) -> None:
         torch.set_num_threads(self._saved_threads)

@@ -1,0 +1,58 @@
+"""`levit-bench profile`: where one cell's time goes, per model component, by the runtime's own profiler."""
+
+from __future__ import annotations
+
+import argparse
+
+from levit_bench.commands.common import non_negative_float, positive_int, print_json, workdir
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from levit_bench import views
+    from levit_bench.runners.profile_run import profile_cell
+    from levit_bench.runners.session import RunRequest
+
+    request = RunRequest(args.model, args.runtime, args.platform, batch=args.batch, precision=args.precision,
+                         mode=args.mode, protocol=args.protocol, weights=args.weights,
+                         wait_timeout_s=args.wait_timeout)
+    with views.ProgressView("profile") as progress:
+        result = profile_cell(request, workdir(args),
+                              on_step=lambda step: progress.step(f"{args.model} on {args.runtime}: {step}"))
+    if args.json:
+        print_json(result)
+    else:
+        views.print_profile(result)
+    return 0
+
+
+def register(commands) -> None:
+    from levit_bench.registry import normalise_name
+    from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
+    from levit_bench.runners.measure import PROTOCOLS
+    from levit_bench.runtimes import RUNTIMES
+
+    profile = commands.add_parser(
+        "profile",
+        help="where one model's time goes on one runtime: per component, by the runtime's own profiler",
+        description="Measure one cell as `run` does (unprofiled median), then profile it with the runtime's "
+        "own profiler (ONNX Runtime's JSON trace, ...) over the protocol's calls, and tell the time per "
+        "component of the model (LeViT: stem, attention.qkv, attention.scores, attention.mix, "
+        "attention.proj, mlp, shrink, residual, head, layout; every kernel no component claims is `other`), "
+        "with each component's FLOPs and GFLOP/s. The profiler's overhead is printed: its total per call "
+        "against the unprofiled median. Nothing is stored.",
+    )
+    profile.add_argument("--model", required=True, type=normalise_name, metavar="NAME")
+    profile.add_argument("--runtime", required=True, choices=list(RUNTIMES))
+    profile.add_argument("--platform", required=True, help="xeon, arm or gpu (as `run`)")
+    profile.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
+    profile.add_argument("--mode", choices=sorted({m for r in RUNTIMES.values() for m in r.modes}),
+                         help="the runtime's mode (as `run`)")
+    profile.add_argument("--precision", choices=("fp32", "bf16", "fp16", "mixed"), help="as `run`")
+    profile.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
+                         help="the calls measured and profiled (as `run`)")
+    profile.add_argument("--weights", metavar="PATH|URL", help="profile these weights (exported if needed)")
+    profile.add_argument("--wait-timeout", type=non_negative_float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
+                         help="how long to wait for a free core (as `run`)")
+    profile.add_argument("--json", action="store_true",
+                         help="print the profile as JSON (model, runtime, total_ms, median_ms, components, ...)")
+    profile.set_defaults(handler=cmd_profile)
