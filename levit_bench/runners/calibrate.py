@@ -66,6 +66,12 @@ def cached(host: environment.HostInfo | None = None) -> dict | None:
         return None
 
 
+def fma_gflops(host: environment.HostInfo, cores: int) -> float | None:
+    """The calibrated FMA peak of `cores` cores of `host` (None: never calibrated, or no compiler)."""
+    per_core = (cached(host) or {}).get("fma_gflops")
+    return per_core * cores if per_core else None
+
+
 def _best_rate(work: float, call: Callable[[], object], min_s: float = 0.15) -> float:
     """`work` units per second of `call`, the best of REPEATS timings of at least `min_s` each."""
     call()  # warm up

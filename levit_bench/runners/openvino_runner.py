@@ -104,6 +104,7 @@ class OpenVinoRunner(Runner):
 
         timings = measure_timed(timed_call, protocol, after_sample=collect)
         calls = len(timings.samples_s)
+        # an original name is an ONNX node's name, or for some ops the tensor it wrote: tried as both
         kernels = [Kernel(name, kinds[name], us / calls / 1e3, outputs=original.get(name, ()),
                           covers=original.get(name, ()))
                    for name, us in microseconds.items() if us > 0]

@@ -72,7 +72,6 @@ def profile_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], No
     for row in components:
         _roofline(row, flops.get(row["name"], 0), moved.get(row["name"], 0), settings.batch)
     peak = calibration.cached(host) if platform.device == "cpu" else None
-    cores = description.threads or 1
     kernels_ms = sum(k.ms for k in profile.kernels)
     return {
         "model": request.model, "runtime": request.runtime, "mode": description.mode, "platform": platform.name,
@@ -85,7 +84,7 @@ def profile_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], No
         "overhead": round(profile.total_ms / median_ms - 1, 4),
         "components": components,
         # the ceilings a roofline draws: this host's calibrated FMA peak and copy bandwidth, for its cores
-        "peak_fma_gflops": peak["fma_gflops"] * cores if peak and peak.get("fma_gflops") else None,
+        "peak_fma_gflops": calibration.fma_gflops(host, description.threads or 1) if peak else None,
         "memory_gbps": peak.get("memory_gbps") if peak else None,
         "kernels": [{"name": k.name, "op": k.op, "ms": round(k.ms, 4)}
                     for k in sorted(profile.kernels, key=lambda k: -k.ms)],

@@ -213,11 +213,10 @@ def _rooflines(record: dict, platform, host: environment.HostInfo | None) -> dic
     """The record's compute rate, 2 x MACs x images/s, and its share of the calibrated FMA peak
     of the cores it ran on (when `host`, the CPU it ran on, has a calibration)."""
     gflops = 2 * _macs(record["model"]) * record["images_per_s"] / 1e9
-    peak = calibration.cached(host) if host is not None and platform.device == "cpu" else None
-    per_core = (peak or {}).get("fma_gflops")
     cores = record.get("threads") or len(record.get("pinned_cores") or ()) or 1
-    return {"gflops": round(gflops, 3), "peak_fma_gflops": per_core * cores if per_core else None,
-            "peak_fraction": round(gflops / (per_core * cores), 4) if per_core else None}
+    peak = calibration.fma_gflops(host, cores) if host is not None and platform.device == "cpu" else None
+    return {"gflops": round(gflops, 3), "peak_fma_gflops": peak,
+            "peak_fraction": round(gflops / peak, 4) if peak else None}
 
 
 def _measure(runner: Runner, request: RunRequest, record: dict, host: environment.HostInfo,

@@ -16,19 +16,17 @@ import numpy as np
 import torch
 
 from levit_bench.exporters.fuse import fuse_for_inference
-from levit_bench.runners.artifacts import Artifact
 from levit_bench.models.components import OTHER
 from levit_bench.registry import family, get_spec
+from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
 from levit_bench.runners.measure import Protocol, measure
 from levit_bench.runners.profiling import Kernel, Profile
 
 _CPU_PRECISIONS = ("fp32",)
 _GPU_PRECISIONS = ("mixed", "fp32")
-
-
-CALL_RANGE = "levit_bench.call"
-MODULE_RANGE = "module:"
+CALL_RANGE = "levit_bench.call"  # one measured call, in a profile
+MODULE_RANGE = "module:"  # a module's forward, in a profile of an eager model
 
 
 @contextlib.contextmanager
