@@ -5,6 +5,8 @@ the profiler's total, and the profiler's overhead against the unprofiled median,
 in one process on one held core. Goals (issue 15): the components sum to within 10% of the
 profiled total, and the profiled total is within 25% of the unprofiled median.
 Run: .venv/bin/python benchmarks/profiles.py [--models levit_128s levit_384] [--runtimes ...]
+     [--batch N] [--protocol default|smoke]
+(untuned TVM is ~60x slower than ONNX Runtime: profile it with --batch 2 --protocol smoke)
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import sys
 import tempfile
 
 
-def _profile(workdir: str, model: str, runtime: str) -> dict:
+def _profile(workdir: str, model: str, runtime: str, batch: int, protocol: str) -> dict:
     command = [sys.executable, "-m", "levit_bench", "--workdir", workdir, "profile", "--model", model,
-               "--runtime", runtime, "--platform", "xeon", "--json"]
+               "--runtime", runtime, "--platform", "xeon", "--batch", str(batch), "--protocol", protocol, "--json"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"profile {model} on {runtime} failed: {done.stderr.strip()}")
@@ -29,12 +31,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["levit_128s", "levit_384"])
     parser.add_argument("--runtimes", nargs="+", default=["onnxruntime", "openvino", "torch"])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--protocol", default="default")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each model's table as soon as it is measured
     met = True
     with tempfile.TemporaryDirectory() as workdir:
         for model in args.models:
-            results = {runtime: _profile(workdir, model, runtime) for runtime in args.runtimes}
-            print(f"\n## {model} (xeon: 1 pinned thread, batch 16): ms per call (share)\n")
+            results = {runtime: _profile(workdir, model, runtime, args.batch, args.protocol)
+                       for runtime in args.runtimes}
+            print(f"\n## {model} (xeon: 1 pinned thread, batch {args.batch}): ms per call (share)\n")
             print("| component | " + " | ".join(args.runtimes) + " |")
             print("| --- |" + " --- |" * len(args.runtimes))
             names = [row["name"] for row in next(iter(results.values()))["components"]]

@@ -8,7 +8,7 @@ import pytest
 from levit_bench.cli import main as cli
 from levit_bench.records import MAX_CV, MAX_ROUND_DEVIATION, cell_id, stability_flags
 from levit_bench.reports.compare import compare
-from levit_bench.reports.confidence import bootstrap, group_cells
+from levit_bench.reports.confidence import bootstrap, cell_ratio, estimate, group_cells, ratio
 from levit_bench.reports.store import open_store
 from records import make_record
 
@@ -136,3 +136,36 @@ def test_results_marks_the_rounds_of_an_unstable_cell(tmp_path, capsys):
     flagged = {row["model"]: row for row in json.loads(capsys.readouterr().out)}
     assert flagged["levit_128s"]["noisy"] and "round 3: +29% off the other rounds' median" in flagged["levit_128s"]["flags"]
     assert not flagged["levit_192"]["noisy"]
+
+
+def _drifting(rng, speeds: tuple[float, float], rounds: int, drift: float, between: float = 0.01):
+    """Two cells measured round by round while the host's speed drifts (shared by both in a round)."""
+    out = ([], [])
+    for number in range(1, rounds + 1):
+        shared = np.exp(rng.normal(0, drift))
+        for cell, speed in enumerate(speeds):
+            samples = BATCH / (speed * shared) * 1e3 * np.exp(rng.normal(0, between)) \
+                * np.exp(rng.normal(0, 0.02, 20))
+            median = float(np.median(samples))
+            out[cell].append(make_record(samples_ms=[float(s) for s in samples], median_ms=median, round=number,
+                                         images_per_s=BATCH / median * 1e3, runtime=("onnxruntime", "openvino")[cell],
+                                         runtime_version=("1.31.1", "2026.0")[cell]))
+    return out
+
+
+def test_a_ratio_of_cells_measured_in_the_same_rounds_is_paired_and_drift_cancels():
+    rng = np.random.default_rng(11)
+    hits, paired_widths, independent_widths = [], [], []
+    for trial in range(100):
+        a, b = _drifting(rng, (100.0, 110.0), rounds=8, drift=0.06)
+        found = cell_ratio(a, b)
+        hits.append(found.low <= 1.10 <= found.high)
+        paired_widths.append(found.half_width)
+        independent_widths.append(ratio(estimate(a), estimate(b)).half_width)
+    assert 0.88 <= np.mean(hits) <= 1.0, np.mean(hits)
+    assert np.median(paired_widths) < 0.5 * np.median(independent_widths)  # a 6% drift, shared, is cancelled
+    a, b = _drifting(rng, (100.0, 110.0), rounds=8, drift=0.06)
+    [row] = compare(a + b, "runtime", "onnxruntime", "openvino")
+    assert row["ratio_ci"] == [round(v, 4) for v in cell_ratio(a, b).ci]  # compare pairs them too
+    unpaired = [dict(r, round=None) for r in b]  # rounds that cannot be matched: independent draws
+    assert cell_ratio(a, unpaired).ci == ratio(estimate(a), estimate(unpaired)).ci

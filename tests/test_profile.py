@@ -152,3 +152,61 @@ def test_profile_of_an_artifact_without_components_says_how_to_mend_it(workdir_w
                   "--platform", "xeon", "--protocol", "smoke")
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "export it again (levit-bench export --model levit_128s)" in result.stderr
+
+
+def test_tvm_kernels_are_wired_to_the_graph_nodes_they_run(tmp_path):
+    # MatMul+Add+Relu fuse into one kernel, Transpose+Split+Mul into another: each kernel names the
+    # graph tensors it writes (its own output, from its consumer, and what it fused) and reads
+    import numpy as np
+    from onnx import numpy_helper
+
+    from levit_bench.runners.tvm.compile import compile_module
+    from levit_bench.runners.tvm.target import host_target
+    from levit_bench.runners.tvm.vm import LocalVm
+    from levit_bench.runners.tvm.wiring import timed_kernels
+
+    weights = [numpy_helper.from_array(np.eye(8, dtype="float32"), "w"),
+               numpy_helper.from_array(np.ones(8, dtype="float32"), "b")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"], name="fc/MatMul"),
+             helper.make_node("Add", ["mm", "b"], ["ad"], name="fc/Add"),
+             helper.make_node("Relu", ["ad"], ["r"], name="act/Relu"),
+             helper.make_node("Transpose", ["r"], ["rt"], name="t/Transpose", perm=[1, 0]),
+             helper.make_node("Split", ["rt"], ["s0", "s1"], name="t/Split", axis=0, num_outputs=2),
+             helper.make_node("Mul", ["s0", "s1"], ["y"], name="out/Mul")]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [value("x", onnx.TensorProto.FLOAT, [2, 8])],
+                              [value("y", onnx.TensorProto.FLOAT, [4, 2])], weights)
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    compiled = compile_module(path, host_target(1), None)
+    assert [(w["function"], set(w["outputs"])) for w in compiled.wiring] == [
+        ("fused_matmul_add_relu", {"mm", "ad", "r"}), ("fused_transpose_split_multiply", {"rt", "s0", "y"})]
+    assert compiled.wiring[1]["inputs"] == ["r"]
+
+    compiled.executable.export_library(str(tmp_path / "tiny.so"))
+    vm = LocalVm(tmp_path / "tiny.so")
+    x = vm.tensor(np.arange(16, dtype="float32").reshape(2, 8))
+    calls = [vm.timed_calls(lambda: vm(x))[1] for _ in range(3)]
+    expected = (np.arange(16, dtype="float32").reshape(2, 8) + 1).T
+    np.testing.assert_allclose(vm(x).numpy(), expected[:4] * expected[4:])  # the instrument changes nothing
+    kernels = {k.name: k for k in timed_kernels(calls, compiled.wiring)}
+    assert set(kernels["fused_matmul_add_relu#0"].outputs) == {"mm", "ad", "r"}
+    assert kernels["fused_transpose_split_multiply#0"].inputs == ("r",)
+    builtins = [k for k in kernels.values() if k.op.startswith("vm.builtin.")]
+    assert builtins and all(not (k.inputs or k.outputs) for k in builtins)  # placed by the kernel run next
+    assert all(k.ms >= 0 for k in kernels.values())
+
+
+def test_tvm_profile_tells_the_time_per_component(workdir_with_artifact):
+    # untuned TVM is slow: the smallest batch that is a batch, the smoke protocol
+    result = _cli(workdir_with_artifact, "profile", "--model", "levit_128s", "--runtime", "tvm",
+                  "--platform", "xeon", "--batch", "2", "--protocol", "smoke", "--json")
+    assert result.returncode == 0, result.stderr
+    profile = json.loads(result.stdout)
+    rows = {row["name"]: row for row in profile["components"]}
+    assert list(rows) == list(LEVIT.names) and profile["mode"] == "untuned"
+    assert sum(r["ms"] for r in rows.values()) == pytest.approx(profile["kernels_ms"], rel=1e-3)
+    assert profile["kernels_ms"] <= profile["total_ms"]  # timed inside each call
+    for name in ("mlp", "stem", "attention.qkv", "attention.scores", "attention.mix", "head"):
+        assert rows[name]["ms"] > 0, name
+    assert rows[OTHER]["share"] < 0.05

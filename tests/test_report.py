@@ -7,20 +7,21 @@ import shutil
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from levit_bench import cli
 from levit_bench.models.checkpoints import weights_id
-from levit_bench.reports.confidence import bootstrap
+from levit_bench.reports.confidence import estimate
 from levit_bench.reports.dataset import report_points
 from levit_bench.reports.figures import pareto_front
 from levit_bench.reports.html import png_size
 from levit_bench.reports.report import build_report
 from levit_bench.reports.store import open_store
 from levit_bench.reports.tables import headline_claims
+from levit_bench.runners.profile_run import profile_cell
 from levit_bench.runners.session import RunRequest, run_cell
+from records import make_record
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 
@@ -38,6 +39,7 @@ def measured_store(exported_128s, tmp_path_factory):
     record = run_cell(RunRequest("efficientnet_b0", "onnxruntime", "xeon", protocol="smoke"), work)
     store.insert(record)
     assert record["status"] == "ok", record["error"]
+    store.insert_profile(profile_cell(RunRequest("levit_128s", "onnxruntime", "xeon", protocol="smoke"), work))
     return work
 
 
@@ -51,17 +53,19 @@ def test_report_files_figures_and_tables(measured_store, tmp_path):
     work = _copy_store(measured_store, tmp_path)
     result = build_report(open_store(work), tmp_path / "out")
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["index.html", "results.csv", "tradeoff-xeon-onnxruntime.png", "tradeoff-xeon-openvino.png",
-                     "tradeoff-xeon-torch.png", "tradeoff-xeon.png"]
+    assert names == ["components-levit-128s.png", "index.html", "results.csv", "roofline-xeon.png",
+                     "tradeoff-xeon-onnxruntime.png", "tradeoff-xeon-openvino.png", "tradeoff-xeon-torch.png",
+                     "tradeoff-xeon.png"]
     for figure in result.figures:
         width, height = png_size(figure.read_bytes())
-        assert (width, height) == (1500, 975)
+        assert (width, height) == (1500, 975) if figure.name.startswith("tradeoff") else width > 600
     assert len(pd.read_csv(result.csv)) == 4
     page = result.index.read_text()
-    for section in ("Where and how", "Figure 1, remade", "Table 3, remade", "speed-up over the PyTorch reference",
-                    "headline claims", "Every measurement"):
+    for section in ("Where and how", "Figure 1, remade", "Where the time goes", "Table 3, remade",
+                    "speed-up over the PyTorch reference", "headline claims", "Every measurement"):
         assert section in page
-    assert page.count("data:image/png;base64,") == 4  # self-contained: every figure embedded
+    assert "levit_128s: time per component (profiler overhead: onnxruntime " in page
+    assert page.count("data:image/png;base64,") == 6  # self-contained: every figure embedded
     assert "http://" not in page and "https://" not in page  # no CDN, nothing fetched
 
 
@@ -135,9 +139,11 @@ def test_hostile_names_are_escaped_and_hosts_kept_apart(measured_store, tmp_path
 
 def test_headline_claims_and_pareto_front():
     def point(model, ips, variant="onnxruntime"):
-        rounds = [np.full(10, ips * f) for f in (0.98, 1.0, 1.02)]  # three rounds, 2% apart
+        # three rounds 2% apart, each model in a run of its own (not paired)
+        rounds = [make_record(model=model, run_id=model, round=number, samples_ms=[16 / (ips * f) * 1e3] * 10)
+                  for number, f in enumerate((0.98, 1.0, 1.02), 1)]
         return {"platform": "xeon", "host": "h", "host_label": "CPU (h)", "variant": variant, "model": model,
-                "images_per_s": ips, "estimate": bootstrap(rounds, seed=len(model) * 7 + len(variant)), "noisy": False}
+                "images_per_s": ips, "estimate": estimate(rounds), "cell_rounds": rounds, "noisy": False}
 
     points = [point("levit_192", 60.0), point("efficientnet_b2", 30.0), point("levit_256", 40.0),
               point("efficientnet_b3", 10.0), point("levit_192", 50.0, "torch")]
@@ -157,8 +163,8 @@ def test_report_command_and_errors(measured_store, tmp_path, capsys):
     assert cli.main(["--workdir", str(work), "report", "--runtime", "onnxruntime"]) == 0
     out = capsys.readouterr().out.strip()
     assert out == str((work / "reports" / "index.html").resolve())
-    assert sorted(p.name for p in (work / "reports").glob("*.png")) == ["tradeoff-xeon-onnxruntime.png",
-                                                                      "tradeoff-xeon.png"]
+    assert sorted(p.name for p in (work / "reports").glob("*.png")) == [
+        "components-levit-128s.png", "roofline-xeon.png", "tradeoff-xeon-onnxruntime.png", "tradeoff-xeon.png"]
     assert cli.main(["--workdir", str(tmp_path / "empty"), "report"]) == 1
     assert "holds no measurements" in capsys.readouterr().err
     assert cli.main(["--workdir", str(work), "report", "--platform", "gpu"]) == 1
@@ -189,7 +195,7 @@ def test_report_renders_in_a_real_browser(measured_store, tmp_path):
             page.goto(index.as_uri())
             page.wait_for_load_state("load")
             images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
-            assert len(images) == 4 and all(complete and width > 0 for complete, width in images)
+            assert len(images) == 6 and all(complete and width > 0 for complete, width in images)
             assert page.locator("table").count() == 5
             assert page.locator("#table3 tbody tr").count() == 2
             assert page.locator("#measurements tbody tr").count() == 4
@@ -205,3 +211,23 @@ def test_report_renders_in_a_real_browser(measured_store, tmp_path):
         finally:
             browser.close()
     assert png_size(screenshot.read_bytes())[0] == 1440
+
+
+def test_roofline_points_are_measured_rates_at_their_models_intensity(measured_store, tmp_path):
+    from levit_bench.models.counting import count_macs
+    from levit_bench.registry import create_model
+    from levit_bench.reports.breakdown import roofline_figure, roofline_points
+
+    store = open_store(measured_store)
+    placed = roofline_points(report_points(store.records(), store.accuracy_records()))
+    assert sorted(p["model"] for p in placed) == ["efficientnet_b0", "levit_128s", "levit_128s", "levit_128s"]
+    macs = {m: count_macs(create_model(m)[0], 224) for m in ("levit_128s", "efficientnet_b0")}
+    for point in placed:
+        assert point["gflops"] == pytest.approx(2 * macs[point["model"]] * point["images_per_s"] / 1e9, rel=1e-3)
+        assert 1 < point["intensity"] < 200  # FLOPs per byte: neither a copy nor pure compute
+    levit = next(p for p in placed if p["model"] == "levit_128s")
+    # a bigger batch shares the weights among more images: more FLOPs per byte
+    assert roofline_points([{**levit, "batch": 64}])[0]["intensity"] > levit["intensity"]
+    ceiled = [{**p, "peak_fma_gflops": 200.0, "memory_gbps": 30.0} for p in placed]
+    roofline_figure(ceiled, "xeon", tmp_path / "roofline.png")
+    assert png_size((tmp_path / "roofline.png").read_bytes())[0] > 600

@@ -78,6 +78,22 @@ def test_merge_imports_once(tmp_path):
         here.merge(tmp_path / "missing.db")
 
 
+def test_profiles_are_kept_and_merged_and_a_store_older_than_them_still_merges(tmp_path):
+    here, there = open_store(tmp_path / "here"), open_store(tmp_path / "there")
+    profile = {"uid": "p1", "created_at": "2026-11-22T10:00:00+00:00", "model": "levit_128s",
+               "runtime": "onnxruntime", "platform": "xeon", "batch": 16, "host": "h", "total_ms": 70.0,
+               "median_ms": 66.0, "components": [{"name": "mlp", "ms": 20.0, "share": 1.0}]}
+    there.insert_profile(profile)
+    there.insert(_record())
+    assert here.merge(tmp_path / "there" / "results.db") == (2, 0)
+    assert here.profile_records("levit_128s") == [profile] and here.profile_records("levit_192") == []
+    old = sqlite3.connect(tmp_path / "there" / "results.db")  # as a store made before profiles were kept
+    old.execute("DROP TABLE profiles")
+    old.commit()
+    old.close()
+    assert here.merge(tmp_path / "there" / "results.db") == (0, 1)
+
+
 def test_results_command_csv_json_and_merge(tmp_path, capsys):
     work, other = tmp_path / "work", tmp_path / "other"
     open_store(work).insert(_record())

@@ -100,19 +100,22 @@ def test_every_round_runs_the_cells_in_a_new_order():
     assert orders(None) != orders(None)  # without one, every sweep draws new ones
 
 
-def test_more_rounds_go_to_the_cells_that_want_them_up_to_the_cap(workdir_with_artifact):
+def test_more_rounds_are_whole_rounds_while_a_cell_wants_them_up_to_the_cap(workdir_with_artifact):
     from levit_bench.runners.sweep import MoreRounds
 
-    asked, rounds = [], []
-    more = MoreRounds(3, wanted=lambda key: asked.append(key["runtime"]) or key["runtime"] == "onnxruntime")
+    rounds = []
+    store = open_store(workdir_with_artifact)
+    # onnxruntime wants rounds until it has 2, openvino never: every cell runs while one wants
+    more = MoreRounds(3, wanted=lambda key: key["runtime"] == "onnxruntime" and store.count_ok(key) < 2)
     outcomes = _sweep(workdir_with_artifact, RUNTIMES, rounds=1, more=more,
-                      on_round=lambda number, cells: rounds.append((number, cells)))
-    assert rounds == [(1, 2), (2, 1), (3, 1)]  # after round 1 only the wanting cell runs, until the cap
-    assert sorted(asked) == ["onnxruntime", "onnxruntime", "openvino"]  # a cell let go is not asked again
-    stored = open_store(workdir_with_artifact).records()
-    assert sorted((r["runtime"], r["round"]) for r in stored) == [
-        ("onnxruntime", 1), ("onnxruntime", 2), ("onnxruntime", 3), ("openvino", 1)]
+                      on_round=lambda number, cells, wanting: rounds.append((number, cells, wanting)))
+    assert rounds == [(1, 2, 0), (2, 2, 1)]  # round 2 for both cells; after it nobody wants a third
+    assert sorted((r["runtime"], r["round"]) for r in store.records()) == [
+        ("onnxruntime", 1), ("onnxruntime", 2), ("openvino", 1), ("openvino", 2)]
     assert all(o.status == "ok" for o in outcomes)
+    capped = MoreRounds(3, wanted=lambda key: key["runtime"] == "openvino")  # wants forever: the cap stops it
+    _sweep(workdir_with_artifact, RUNTIMES, rounds=1, more=capped, force=True)
+    assert sorted(r["round"] for r in store.records() if r["runtime"] == "openvino") == [1, 1, 2, 2, 3]
 
 
 def test_run_command_json_and_table(workdir_with_artifact):
@@ -155,3 +158,16 @@ def test_sweep_target_adds_rounds_until_the_cap_and_names_the_cells_still_wide(w
     assert process.returncode == 0, err
     assert sorted(r["round"] for r in open_store(workdir_with_artifact).records()) == [1, 2, 3, 4]
     assert "1 cells still wider than ±0.1% after 4 rounds" in err and "levit_128s / onnxruntime" in err
+
+
+def test_sweep_profile_profiles_every_cell_measured_ok_once_and_stores_it(workdir_with_artifact):
+    process = _cli(workdir_with_artifact, "sweep", "--platform", "xeon", "--models", "levit_128s", "--runtimes",
+                   "onnxruntime", "openvino", "--protocol", "smoke", "--rounds", "1", "--profile")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "2 of 2 cells profiled and stored" in err
+    profiles = open_store(workdir_with_artifact).profile_records()
+    assert sorted(p["runtime"] for p in profiles) == ["onnxruntime", "openvino"]
+    for profile in profiles:
+        assert profile["model"] == "levit_128s" and profile["batch"] == 16 and profile["uid"]
+        assert abs(sum(c["ms"] for c in profile["components"]) - profile["kernels_ms"]) < 1e-2

@@ -45,15 +45,15 @@ def _rounds_option(parser: argparse.ArgumentParser, default: int) -> None:
                         "the cells in a new random order each round; `results --aggregate` and `compare` "
                         "give the median over rounds with a 95%% confidence interval")
     parser.add_argument("--target", type=fraction, metavar="H",
-                        help="then keep giving a cell more rounds until its 95%% interval is within ±H of its "
-                        "median (0.02: ±2%%; a ratio of two such cells is within about ±1.4H), up to "
-                        "--max-rounds; needs --rounds 3 or more")
+                        help="then keep running whole rounds (every cell, a new order each) while any cell's 95%% "
+                        "interval is wider than ±H of its median (0.02: ±2%%), up to --max-rounds; needs "
+                        "--rounds 3 or more")
     parser.add_argument("--max-rounds", type=positive_int, default=MAX_ROUNDS, metavar="M",
                         help=f"with --target, at most M rounds per cell (default {MAX_ROUNDS})")
 
 
 def _more_rounds(args: argparse.Namespace, store: ResultsStore) -> MoreRounds | None:
-    """--target as the sweep's rule for more rounds: a cell runs again while its interval is wider."""
+    """--target as the sweep's rule for more rounds: all cells run again while one's interval is wider."""
     from levit_bench.reports.confidence import estimate
     from levit_bench.runners.sweep import MoreRounds
 
@@ -180,10 +180,10 @@ def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str
             else:
                 progress.advance()
 
-        def on_round(number, count):
+        def on_round(number, count, wanting):
             if number > args.rounds:
                 progress.extend(count)
-                progress.update(info=f"round {number}: {count} cells wider than ±{args.target:.1%}")
+                progress.update(info=f"round {number}: every cell again, {wanting} wider than ±{args.target:.1%}")
 
         outcomes = run_sweep(requests, workdir(args), done_rounds=store.count_ok, on_record=store.insert_or_keep,
                              force=force, on_cell=on_cell, rounds=args.rounds, more=more, on_round=on_round,
@@ -198,7 +198,40 @@ def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str
             views.print_note(f"{len(wide)} cells still wider than ±{args.target:.1%} after {args.max_rounds} "
                              f"rounds (see `results --aggregate`): {', '.join(wide)}")
     failed = [(o.cell.label, o.error) for o in outcomes if o.status == "failed"]
-    return _print_outcome([o.record for o in outcomes if o.record], failed, args.json, f"{title} ({run_id})")
+    status = _print_outcome([o.record for o in outcomes if o.record], failed, args.json, f"{title} ({run_id})")
+    if getattr(args, "profile", False):
+        _profile_cells(requests, outcomes, store, args)
+    return status
+
+
+def _profile_cells(requests: list, outcomes: list, store: ResultsStore, args: argparse.Namespace) -> None:
+    """`sweep --profile`: every cell measured ok (now or before) profiled once, each in a process of
+    its own, the profiles stored; a cell its runtime cannot profile is named, not fatal."""
+    import dataclasses
+
+    from levit_bench import views
+    from levit_bench.runners.sweep import Cell, run_isolated
+
+    batches = {o.cell: o.record["batch"] for o in outcomes if o.status == "ok"}
+    measured = {o.cell for o in outcomes if o.status in ("ok", "skipped")}
+    todo = [dataclasses.replace(r, batch=batches.get(cell, r.batch)) for r in requests
+            if (cell := Cell(r.model, r.runtime, r.mode)) in measured]
+    failures = []
+    with views.ProgressView("profile", total=len(todo)) as progress:
+        for request in todo:
+            label = Cell(request.model, request.runtime, request.mode).label
+            progress.step(f"profile {label}")
+            profile, error = run_isolated(request, workdir(args), args.cell_timeout, task="profile")
+            if profile is None:
+                failures.append(f"{label}: {error}")
+            else:
+                store.insert_or_keep(profile, table="profiles")
+            progress.advance()
+    if not args.json:
+        views.print_note(f"{len(todo) - len(failures)} of {len(todo)} cells profiled and stored "
+                         "(`levit-bench report` draws them)")
+        for failure in failures:
+            views.print_error(f"profile of {failure}")
 
 
 def _still_wide(outcomes: list, more) -> list[str]:
@@ -249,6 +282,8 @@ def register(commands) -> None:
     sweep.add_argument("--force", action="store_true", help="measure cells that are already stored")
     sweep.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT_S, metavar="S",
                        help=f"seconds before a cell is stopped and stored as failed (default {DEFAULT_CELL_TIMEOUT_S:g})")
+    sweep.add_argument("--profile", action="store_true",
+                       help="then profile every cell measured ok once (as `levit-bench profile`) and store it")
     _request_options(sweep)
     _rounds_option(sweep, 3)
     tvm_options(sweep)

@@ -9,6 +9,7 @@ from levit_bench.commands.common import non_negative_float, positive_int, print_
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from levit_bench import views
+    from levit_bench.reports.store import open_store
     from levit_bench.runners.profile_run import profile_cell
     from levit_bench.runners.session import RunRequest
 
@@ -18,6 +19,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     with views.ProgressView("profile") as progress:
         result = profile_cell(request, workdir(args),
                               on_step=lambda step: progress.step(f"{args.model} on {args.runtime}: {step}"))
+    open_store(workdir(args)).insert_or_keep(result, table="profiles")
     if args.json:
         print_json(result)
     else:
@@ -35,11 +37,13 @@ def register(commands) -> None:
         "profile",
         help="where one model's time goes on one runtime: per component, by the runtime's own profiler",
         description="Measure one cell as `run` does (unprofiled median), then profile it with the runtime's "
-        "own profiler (ONNX Runtime's JSON trace, ...) over the protocol's calls, and tell the time per "
+        "own profiler (ONNX Runtime's JSON trace, OpenVINO's PERF_COUNT, torch.profiler, TVM's VM instrument) "
+        "over the protocol's calls, and tell the time per "
         "component of the model (LeViT: stem, attention.qkv, attention.scores, attention.mix, "
         "attention.proj, mlp, shrink, residual, head, layout; every kernel no component claims is `other`), "
         "with each component's FLOPs and GFLOP/s. The profiler's overhead is printed: its total per call "
-        "against the unprofiled median. Nothing is stored.",
+        "against the unprofiled median. The profile is stored: `levit-bench report` draws each model's "
+        "component times per runtime and every cell on a roofline.",
     )
     profile.add_argument("--model", required=True, type=normalise_name, metavar="NAME")
     profile.add_argument("--runtime", required=True, choices=list(RUNTIMES))

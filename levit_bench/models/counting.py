@@ -61,10 +61,12 @@ def component_flops(model: nn.Module, resolution: int, rules: ComponentRules) ->
     return flops
 
 
-def component_bytes(model: nn.Module, resolution: int, rules: ComponentRules, itemsize: int = 4) -> dict[str, int]:
-    """An estimate of the bytes one image moves per component: every leaf module's weights,
-    inputs and outputs, each read or written once (what a roofline's arithmetic intensity
-    divides by; caches make the true traffic lower, unfused layout ops make it higher)."""
+def component_bytes(model: nn.Module, resolution: int, rules: ComponentRules, batch: int = 1,
+                    itemsize: int = 4) -> dict[str, int]:
+    """An estimate of the bytes one image of a batch of `batch` moves per component: every leaf
+    module's inputs and outputs, and its weights once per batch, each read or written once (what
+    a roofline's arithmetic intensity divides by; caches make the true traffic lower, unfused
+    layout ops make it higher)."""
     if next(model.parameters()).device.type != "meta":
         model = copy.deepcopy(model).to("meta")
     moved = dict.fromkeys(rules.names, 0)
@@ -84,9 +86,9 @@ def component_bytes(model: nn.Module, resolution: int, rules: ComponentRules, it
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.empty(1, 3, resolution, resolution, device="meta"))
+            model(torch.empty(batch, 3, resolution, resolution, device="meta"))
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return moved
+    return {component: total // batch for component, total in moved.items()}

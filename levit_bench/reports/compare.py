@@ -2,7 +2,8 @@
 
 Two sides are picked along one dimension (two runtimes, runs, hosts, precisions or runtime
 versions); every cell measured on both sides, equal in everything else, gets the ratio of
-images/s B / A with its 95% bootstrap interval and a verdict: `same` when the interval holds
+images/s B / A with its 95% bootstrap interval (paired when the two were measured round by
+round in one sweep) and a verdict: `same` when the interval holds
 1 or the effect is smaller than `min_effect`, else `faster` or `slower` (pyperf's
 compare_to, with intervals instead of a t-test, since rounds are few and not normal).
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.records import CELL_KEY, stability_flags
-from levit_bench.reports.confidence import estimate, ratio
+from levit_bench.reports.confidence import cell_ratio, estimate
 from levit_bench.runtimes import variant_name
 
 DEFAULT_MIN_EFFECT = 0.02
@@ -79,7 +80,7 @@ def compare(records: Iterable[Mapping], by: str, a: str, b: str, models: list[st
             continue
         first = rounds_a[0]
         speed_a, speed_b = estimate(rounds_a), estimate(rounds_b)
-        found = ratio(speed_a, speed_b)
+        found = cell_ratio(rounds_a, rounds_b)
         flags = [f"{a}: {f}" for f in stability_flags(rounds_a)] + [f"{b}: {f}" for f in stability_flags(rounds_b)]
         rows.append({
             "model": first["model"], "platform": first["platform"], "batch": first.get("batch"),

@@ -104,6 +104,7 @@ def report_points(records: list[dict], evaluations: list[dict], platforms: list[
             "images_per_s_ci": speed.ci,
             "estimate": speed,
             "rounds": len(cell_rounds),
+            "cell_rounds": cell_rounds,
             "median_ms": record["median_ms"],
             "cv": record["cv"],
             "peak_rss_mb": _median(r.get("peak_rss_mb") for r in cell_rounds),

@@ -11,7 +11,7 @@ from pathlib import Path
 from levit_bench import __version__
 from levit_bench.errors import LevitBenchError
 from levit_bench.registry import REGISTRY
-from levit_bench.reports import figures, html, tables
+from levit_bench.reports import breakdown, figures, html, tables
 from levit_bench.reports.dataset import report_points
 from levit_bench.reports.store import ResultsStore
 from levit_bench.workdir import ensure_writable_dir, write_atomic
@@ -34,6 +34,30 @@ def _title(points: list[dict], platform: str) -> str:
     batches = ", ".join(str(b) for b in sorted({p["batch"] for p in points if p["batch"]}))
     dates = sorted(p["created_at"][:10] for p in points)
     return f"{platform} on {hosts} — batch {batches}; measured {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
+
+
+def _breakdown(store: ResultsStore, points: list[dict], out_dir: Path, platforms: list[str] | None,
+               runtimes: list[str] | None) -> tuple[list[dict], list[dict]]:
+    """(a stacked-bar figure per profiled model, a roofline figure per platform), embedded."""
+    profiles = breakdown.latest_profiles([p for p in store.profile_records()
+                                          if (not platforms or p["platform"] in platforms)
+                                          and (not runtimes or p["runtime"] in runtimes)])
+    profiled = []
+    for model in dict.fromkeys(p["model"] for p in profiles):
+        of_model = [p for p in profiles if p["model"] == model]
+        path = out_dir / f"components-{_slug(model)}.png"
+        breakdown.component_figure(of_model, model, path)
+        overheads = ", ".join(f"{breakdown.profile_label(p).splitlines()[0]} {p['overhead']:+.0%}" for p in of_model)
+        profiled.append({**html.embed(path, f"{model}: time per component (profiler overhead: {overheads})"),
+                         "path": str(path)})
+    rooflines = []
+    for platform in dict.fromkeys(p["platform"] for p in points):
+        placed = breakdown.roofline_points([p for p in points if p["platform"] == platform])
+        if placed:
+            path = out_dir / f"roofline-{_slug(platform)}.png"
+            breakdown.roofline_figure(placed, platform, path)
+            rooflines.append({**html.embed(path, f"{platform}: roofline"), "path": str(path)})
+    return profiled, rooflines
 
 
 def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None = None,
@@ -68,6 +92,10 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
             block["per_runtime"].append(html.embed(path, f"{platform}: {variant}"))
         figure_blocks.append(block)
 
+    on_step("profiles")
+    profiled, rooflines = _breakdown(store, points, out_dir, platforms, runtimes)
+    written += [Path(block["path"]) for block in profiled + rooflines]
+
     on_step("tables")
     models = dict.fromkeys(p["model"] for p in points)
     counts = {m: REGISTRY[m].measured_counts() for m in models if m in REGISTRY}
@@ -82,6 +110,8 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
         "n_points": len(points),
         "provenance": tables.provenance(points),
         "figures": figure_blocks,
+        "profiled": profiled,
+        "rooflines": rooflines,
         "table3": tables.table3(points, counts),
         "speedups": tables.speedups(points),
         "claims": tables.headline_claims(points),

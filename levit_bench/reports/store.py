@@ -63,7 +63,21 @@ ACCURACY_COLUMNS = {
     "images": "INTEGER",
     "host": "TEXT",
 }
-TABLES = {"measurements": COLUMNS, "accuracy": ACCURACY_COLUMNS}
+# Per-component profiles from `levit-bench profile` and `sweep --profile` (the report's stacked bars).
+PROFILE_COLUMNS = {
+    "uid": "TEXT NOT NULL UNIQUE",
+    "created_at": "TEXT NOT NULL",
+    "model": "TEXT NOT NULL",
+    "runtime": "TEXT NOT NULL",
+    "mode": "TEXT",
+    "platform": "TEXT NOT NULL",
+    "precision": "TEXT",
+    "batch": "INTEGER",
+    "host": "TEXT NOT NULL",
+    "total_ms": "REAL",
+    "median_ms": "REAL",
+}
+TABLES = {"measurements": COLUMNS, "accuracy": ACCURACY_COLUMNS, "profiles": PROFILE_COLUMNS}
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -175,10 +189,19 @@ class ResultsStore:
         self.insert(record, table="accuracy")
 
     def accuracy_records(self, model: str | None = None) -> list[dict]:
+        return self._model_rows("accuracy", model)
+
+    def insert_profile(self, record: Mapping) -> None:
+        self.insert(record, table="profiles")
+
+    def profile_records(self, model: str | None = None) -> list[dict]:
+        return self._model_rows("profiles", model)
+
+    def _model_rows(self, table: str, model: str | None) -> list[dict]:
+        """A table's records (of `model`, or all), oldest first."""
         with self._reading() as db:
-            rows = db.execute(
-                "SELECT record_json FROM accuracy WHERE ? IS NULL OR model = ? ORDER BY created_at, id", (model, model)
-            ).fetchall()
+            rows = db.execute(f"SELECT record_json FROM {table} WHERE ? IS NULL OR model = ? ORDER BY created_at, id",
+                              (model, model)).fetchall()
         return [json.loads(row[0]) for row in rows]
 
     def records(self, **filters) -> list[dict]:
@@ -233,7 +256,9 @@ class ResultsStore:
             source = sqlite3.connect(f"file:{urllib.parse.quote(str(other.resolve()))}?mode=ro", uri=True)
             try:
                 version = source.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                rows = {table: source.execute(f"SELECT record_json FROM {table}").fetchall() for table in TABLES}
+                present = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                rows = {table: source.execute(f"SELECT record_json FROM {table}").fetchall() if table in present else []
+                        for table in TABLES}  # a store from before a table was added has none of its rows
             finally:
                 source.close()
         except sqlite3.DatabaseError as e:

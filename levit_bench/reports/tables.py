@@ -11,7 +11,7 @@ from pathlib import Path
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.registry import REGISTRY
-from levit_bench.reports.confidence import ratio
+from levit_bench.reports.confidence import cell_ratio
 from levit_bench.reports.dataset import PYTORCH_REFERENCE
 from levit_bench.workdir import atomic_path
 
@@ -100,7 +100,7 @@ def speedups(points: list[dict]) -> list[dict]:
     for (platform, host, model), by_variant in groups.items():
         reference = by_variant.get(PYTORCH_REFERENCE)
         for label, point in by_variant.items():
-            found = ratio(reference["estimate"], point["estimate"]) if reference else None
+            found = cell_ratio(reference["cell_rounds"], point["cell_rounds"]) if reference else None
             out.append({"platform": platform, "host": labels[(platform, host)], "model": model, "variant": label,
                         "images_per_s": point["images_per_s"], "half_width": point["estimate"].half_width,
                         "speedup": found and found.value, "speedup_ci": found and found.ci,
@@ -120,7 +120,7 @@ def headline_claims(points: list[dict]) -> list[dict]:
                 continue
             paper_a = REGISTRY[fast].reported.images_per_s.get(platform)
             paper_b = REGISTRY[slow].reported.images_per_s.get(platform)
-            found = ratio(b["estimate"], a["estimate"])
+            found = cell_ratio(b["cell_rounds"], a["cell_rounds"])
             out.append({"platform": platform, "host": a["host_label"], "variant": label, "pair": f"{fast} : {slow}",
                         "measured": found.value, "measured_ci": found.ci, "claimed": claimed,
                         "noisy": a["noisy"] or b["noisy"],

@@ -9,7 +9,9 @@ the unprofiled median, less one.
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from levit_bench import environment, registry
@@ -28,13 +30,13 @@ from levit_bench.runners.session import RunRequest, RunSettings, checked_runner
 
 
 @functools.lru_cache(maxsize=None)
-def _work(model: str) -> tuple[dict[str, int], dict[str, int]]:
-    """FLOPs and (estimated) bytes moved per image and component, counted on the folded model
-    (meta tensors: no compute)."""
+def work_per_image(model: str, batch: int = 1) -> tuple[dict[str, int], dict[str, int]]:
+    """FLOPs and (estimated) bytes moved per image of a batch of `batch`, per component, counted on
+    the folded model (meta tensors: no compute)."""
     spec = registry.get_spec(model)
     built, _ = registry.create_model(spec.name)
     folded, rules = fuse_for_inference(built), registry.family(spec.family).components
-    return component_flops(folded, spec.resolution, rules), component_bytes(folded, spec.resolution, rules)
+    return component_flops(folded, spec.resolution, rules), component_bytes(folded, spec.resolution, rules, batch)
 
 
 def _roofline(row: dict, flops: int, moved: int, batch: int) -> None:
@@ -67,13 +69,14 @@ def profile_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], No
         description = runner.describe()
     finally:
         runner.close()
-    flops, moved = _work(request.model)
+    flops, moved = work_per_image(request.model, settings.batch)
     components = by_component(profile, component_map)
     for row in components:
         _roofline(row, flops.get(row["name"], 0), moved.get(row["name"], 0), settings.batch)
     peak = calibration.cached(host) if platform.device == "cpu" else None
     kernels_ms = sum(k.ms for k in profile.kernels)
     return {
+        "uid": uuid.uuid4().hex, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": request.model, "runtime": request.runtime, "mode": description.mode, "platform": platform.name,
         "precision": description.precision, "batch": settings.batch, "threads": description.threads,
         "host": host.fingerprint, "cpu_model": host.cpu_model, "artifact_sha256": artifact.sha256,

@@ -211,12 +211,15 @@ def _macs(model: str) -> int:
 
 def _rooflines(record: dict, platform, host: environment.HostInfo | None) -> dict:
     """The record's compute rate, 2 x MACs x images/s, and its share of the calibrated FMA peak
-    of the cores it ran on (when `host`, the CPU it ran on, has a calibration)."""
+    of the cores it ran on (when `host`, the CPU it ran on, has a calibration), with the host's
+    copy bandwidth: the two ceilings of a roofline."""
     gflops = 2 * _macs(record["model"]) * record["images_per_s"] / 1e9
     cores = record.get("threads") or len(record.get("pinned_cores") or ()) or 1
-    peak = calibration.fma_gflops(host, cores) if host is not None and platform.device == "cpu" else None
+    on_cpu = host is not None and platform.device == "cpu"
+    peak = calibration.fma_gflops(host, cores) if on_cpu else None
     return {"gflops": round(gflops, 3), "peak_fma_gflops": peak,
-            "peak_fraction": round(gflops / peak, 4) if peak else None}
+            "peak_fraction": round(gflops / peak, 4) if peak else None,
+            "memory_gbps": (calibration.cached(host) or {}).get("memory_gbps") if on_cpu else None}
 
 
 def _measure(runner: Runner, request: RunRequest, record: dict, host: environment.HostInfo,

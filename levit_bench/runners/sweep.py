@@ -98,12 +98,13 @@ def _resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | 
     }
 
 
-def _run_isolated(request: RunRequest, workdir: Path, timeout_s: float) -> tuple[dict | None, str | None]:
-    """(the record a worker process returned, or None with the reason it returned none)."""
+def run_isolated(request: RunRequest, workdir: Path, timeout_s: float,
+                 task: str = "measure") -> tuple[dict | None, str | None]:
+    """(the record a worker process returned for `task`, or None with the reason it returned none)."""
     process = subprocess.Popen([sys.executable, "-m", "levit_bench.runners.worker"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        stdout, stderr = process.communicate(request_payload(request, workdir), timeout=timeout_s)
+        stdout, stderr = process.communicate(request_payload(request, workdir, task), timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
@@ -164,8 +165,14 @@ def shuffled(indices: Iterable[int], rng: random.Random) -> list[int]:
 
 @dataclass(frozen=True)
 class MoreRounds:
-    """Rounds past a sweep's first ones, for the cells still too uncertain: after each round, a
-    cell whose `wanted(resume key)` is true runs again, up to `most` rounds in all."""
+    """Rounds past a sweep's first ones while a cell is still too uncertain: after each round,
+    while any cell's `wanted(resume key)` is true, every cell runs again, up to `most` rounds.
+
+    Whole rounds, not just the wanting cells: the host drifts over a sweep (on the reference VM
+    levit_384 on ONNX Runtime went from 41 to 36 images/s, levit_192 on OpenVINO from 152 to
+    136 over one 22-minute sweep), and a cell let go after round 3 while its twin ran on until
+    round 16 was measured in a faster hour: their ratio was off by 5%. Rounds run together
+    keep every ratio interleaved (and paired: `reports/confidence.cell_ratio`)."""
 
     most: int
     wanted: Callable[[dict], bool]
@@ -183,15 +190,17 @@ def run_sweep(
     requests: list[RunRequest], workdir: Path, done_rounds: Callable[[dict], int],
     on_record: Callable[[dict], None], force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
     on_cell: Callable[[Cell, str], None] = lambda cell, state: None, rounds: int = 1, seed: int | None = None,
-    more: MoreRounds | None = None, on_round: Callable[[int, int], None] = lambda number, cells: None,
+    more: MoreRounds | None = None,
+    on_round: Callable[[int, int, int], None] = lambda number, cells, wanting: None,
 ) -> list[CellOutcome]:
     """Measure each request `rounds` times, every cell-round in a worker process of its own, the
     cells shuffled afresh each round (`seed`: reproducibly); hand every record to `on_record`
-    (the caller stores it). With `more`, the cells it still wants get further rounds.
+    (the caller stores it). With `more`, further whole rounds while a cell wants them.
 
     Round k of a cell is skipped, unless `force`, when `done_rounds` (the caller's count of
     finished rounds with the cell's resume key) is at least k: a killed sweep resumes where it
-    stopped. Each record carries its `round`; `on_round(k, cells)` announces each round.
+    stopped. Each record carries its `round`; `on_round(k, cells, wanting)` announces each
+    round (`wanting`: how many cells asked for it, past the first `rounds`).
     """
     check_rounds(rounds, more and more.most)
     host = environment.host_info()
@@ -201,12 +210,14 @@ def run_sweep(
     outcomes = []
     with sigterm_as_interrupt():  # the running cell's process group goes with the sweep
         for number in range(1, (more.most if more else rounds) + 1):
+            wanting = 0
             if number > rounds:
-                keys = {i: _resume_key(cells[i], requests[i], workdir, host) for i in pending}
-                pending = [i for i in pending if keys[i] is not None and more.wanted(keys[i])]
-                if not pending:
+                keys = {i: _resume_key(cells[i], requests[i], workdir, host) for i in range(len(requests))}
+                pending = [i for i, key in keys.items() if key is not None]
+                wanting = sum(1 for i in pending if more.wanted(keys[i]))
+                if not wanting:
                     break
-            on_round(number, len(pending))
+            on_round(number, len(pending), wanting)
             for index in shuffled(pending, rng):
                 outcomes.append(_sweep_cell(cells[index], requests[index], workdir, host, number, done_rounds,
                                             on_record, force, cell_timeout_s, on_cell))
@@ -221,7 +232,7 @@ def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, number: in
         on_cell(cell, "skipped")
         return CellOutcome(cell, "skipped")
     on_cell(cell, "running")
-    record, error = _run_isolated(request, workdir, cell_timeout_s)
+    record, error = run_isolated(request, workdir, cell_timeout_s)
     if record is None:
         record = new_record(request, host)
         record.update(error=error, artifact_sha256=key and key["artifact_sha256"])

@@ -10,12 +10,14 @@ from typing import Any
 from levit_bench.runners.base import RunnerError
 from levit_bench.runners.tvm.api import import_tvm
 from levit_bench.runners.tvm.target import is_cross
+from levit_bench.runners.tvm.wiring import import_onnx, kernel_wiring
 
 CROSS_COMPILER = "aarch64-linux-gnu-gcc"
 
 
-def relax_module(onnx_path: Path):
-    """The exported ONNX as a Relax module (weights as constants), fused as for tuning.
+def relax_module(onnx_path: Path) -> tuple[Any, list[dict]]:
+    """The exported ONNX as a Relax module (weights as constants), fused as for tuning, and
+    which graph nodes each of its kernel calls runs (`wiring.py`).
 
     Tuning extracts its tasks from this fused module and the build applies the tuning
     database to the same module, so the two always see the same PrimFuncs.
@@ -24,14 +26,20 @@ def relax_module(onnx_path: Path):
 
     tvm = import_tvm()
     from tvm import relax
-    from tvm.relax.frontend.onnx import from_onnx
 
-    mod = from_onnx(onnx.load(str(onnx_path)), keep_params_in_input=False)
-    return tvm.transform.Sequential([
+    model = onnx.load(str(onnx_path))
+    mod, tensors = import_onnx(model)
+    mod = tvm.transform.Sequential([
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
-        relax.pipeline.zero_pipeline(),
+        # relax.pipeline.zero_pipeline, with a look at the kernels before FuseTIR renames them
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
     ])(mod)
+    wiring = kernel_wiring(mod, tensors, [output.name for output in model.graph.output])
+    return relax.transform.FuseTIR()(mod), wiring
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Compiled:
     executable: Any
     tasks: int  # PrimFuncs in the module
     tuned_tasks: int  # of which the tuning database held a schedule
+    wiring: list[dict]  # per kernel call, the graph's tensors it writes and reads
 
 
 def compile_module(onnx_path: Path, target: dict, database_dir: Path | None) -> Compiled:
@@ -48,7 +57,7 @@ def compile_module(onnx_path: Path, target: dict, database_dir: Path | None) -> 
 
     tvm_target = tvm.target.Target(target)
     with tvm_target:
-        mod = relax_module(onnx_path)
+        mod, wiring = relax_module(onnx_path)
         tasks = sum(1 for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
         tuned = 0
         if database_dir is not None:
@@ -59,7 +68,7 @@ def compile_module(onnx_path: Path, target: dict, database_dir: Path | None) -> 
                         if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
                         and "tirx.is_scheduled" in f.attrs)
         executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax.pipeline.default_build_pipeline())
-    return Compiled(executable, tasks, tuned)
+    return Compiled(executable, tasks, tuned, wiring)
 
 
 def open_database(database_dir: Path):

@@ -25,6 +25,7 @@ from levit_bench.runners.tvm.target import target_key
 from levit_bench.workdir import atomic_path, write_atomic
 
 SCHEDULES = ("tuned", "untuned")
+MANIFEST_FORMAT = 2  # 2: the manifest maps kernel calls to graph tensors (`wiring`); older ones are rebuilt
 
 
 def database_dir(workdir: Path, model: str, target: dict) -> Path:
@@ -80,7 +81,7 @@ def build_library(workdir: Path, artifact: Artifact, target: dict, schedules: st
     database = database_dir(workdir, artifact.model, target)
     records = database_records(database) if schedules == "tuned" else 0
     wanted = {
-        "model": artifact.model, "onnx_sha256": artifact.sha256, "target": target,
+        "format": MANIFEST_FORMAT, "model": artifact.model, "onnx_sha256": artifact.sha256, "target": target,
         "tvm_version": tvm_version(), "schedules": schedules, "database_records": records,
     }
     directory = (workdir / "tvm" / "libraries" / artifact.model / target_key(target)
@@ -102,6 +103,7 @@ def build_library(workdir: Path, artifact: Artifact, target: dict, schedules: st
         "input_dtype": "float32",
         "tasks": compiled.tasks,
         "tuned_tasks": compiled.tuned_tasks,
+        "wiring": compiled.wiring,
         "database": str(database) if schedules == "tuned" else None,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import platform as host_platform
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from levit_bench.platforms import ARM
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.base import Runner, RunnerError, RunnerOptions, RuntimeDescription
 from levit_bench.runners.measure import Protocol, Timings, measure_timed
+from levit_bench.runners.profiling import Profile
 from levit_bench.runners.tvm import rpc as tvm_rpc
 from levit_bench.runners.tvm.api import import_tvm, thread_count, tvm_version
 from levit_bench.runners.tvm.target import arm_target, check_target, host_target, target_features
@@ -117,6 +119,27 @@ class TvmRunner(Runner):
         if self.rpc is None:
             return super().measure(inputs, protocol)
         return measure_timed(lambda: self.vm.time_calls(inputs, 1)[0], protocol)
+
+    def profile(self, inputs: Any, protocol: Protocol) -> Profile:
+        """Every VM call timed by the VM's instrument hook, over the protocol's calls; the
+        library's wiring (`wiring.py`) says which graph tensors each kernel writes and reads."""
+        from levit_bench.runners.tvm.wiring import timed_kernels
+
+        if self.rpc is not None:
+            raise RunnerError("profile times kernels on this host; a library on a device behind --rpc is not profiled")
+        calls: list[list[tuple[str, float]]] = []
+        last: list[tuple[str, float]] = []
+
+        def timed_call() -> float:
+            elapsed, events = self.vm.timed_calls(lambda: self.vm(inputs))
+            last[:] = events
+            return elapsed
+
+        timings = measure_timed(timed_call, protocol, after_sample=lambda: calls.append(list(last)))
+        kernels = timed_kernels(calls, self.library.manifest["wiring"])
+        return Profile(self.runtime, len(calls), statistics.fmean(timings.samples_s) * 1e3, kernels,
+                       {"profiler": "relax.VirtualMachine.set_instrument (each VM call timed)",
+                        "schedules": self.schedules})
 
     def close(self) -> None:
         self._restore.close()

@@ -143,7 +143,7 @@ def tune(onnx_path: Path, target: dict, database_dir: Path, trials: int,
 
     tvm_target = tvm.target.Target(target)
     with tvm_target:
-        mod = relax_module(onnx_path)
+        mod, _ = relax_module(onnx_path)
     extracted = heavy_tasks(ms.relax_integration.extract_tasks(mod, tvm_target))
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(extracted, str(database_dir / "logs"))
     per_task = max(1, trials // len(contexts))  # every task gets trials when the budget allows

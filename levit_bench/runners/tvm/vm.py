@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,29 @@ class LocalVm:
 
     def __call__(self, tensor):
         return self.vm["main"](tensor)
+
+    def timed_calls(self, call: Callable[[], object]) -> tuple[float, list[tuple[str, float]]]:
+        """`call()`'s wall time (seconds), and every function the VM called meanwhile, in order,
+        timed by the VM's instrument hook (called before and after each call it makes)."""
+        events: list[tuple[str, float]] = []
+        started = 0.0
+
+        def instrument(function, symbol, before_run, result, *arguments) -> int:
+            nonlocal started
+            now = time.perf_counter()
+            if before_run:
+                started = now
+            else:
+                events.append((symbol, now - started))
+            return 0  # VMInstrumentReturnKind.NO_OP: run on
+
+        self.vm.set_instrument(instrument)
+        try:
+            begun = time.perf_counter()
+            call()
+            return time.perf_counter() - begun, events
+        finally:
+            self.vm.set_instrument(None)
 
 
 class RemoteVm:
