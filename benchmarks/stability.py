@@ -2,10 +2,11 @@
 must catch a slowdown while it leaves an unchanged runtime alone.
 
 1. `levit-bench sweep --rounds R --target H --max-rounds M` of the five LeViTs x {torch,
-   onnxruntime, openvino} on `xeon` (every cell gets rounds until its interval is within ±H, up
+   onnxruntime, openvino} on `xeon` (whole rounds until every cell's interval is within ±H, up
    to M), twice back to back, each in a fresh work directory (same seeded weights, so the same
    artifacts). For every model, the OpenVINO / ONNX Runtime and ONNX Runtime / torch ratios of
-   both sweeps with their 95% interval half-widths, and how far the two sweeps disagree.
+   both sweeps with their 95% interval half-widths (paired: the cells ran in the same rounds),
+   and how far the two sweeps disagree.
 2. levit_128s on onnxruntime, an unchanged copy of it, and a copy slowed by 10%
    (benchmarks/slowed_runtime.py, registered through levit_bench.runtimes), C rounds each;
    `compare` verdicts of each copy against onnxruntime.

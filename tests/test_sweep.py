@@ -98,6 +98,13 @@ def test_every_round_runs_the_cells_in_a_new_order():
     assert len({tuple(order) for order in drawn}) == 5  # and in an order of its own
     assert orders(3) == drawn  # a seed makes them reproducible
     assert orders(None) != orders(None)  # without one, every sweep draws new ones
+    rng = random.Random(5)
+    grouped = [shuffled(range(9), rng, group=lambda index: index // 3) for _ in range(6)]
+    for order in grouped:  # a group's cells run back to back, in an order of their own
+        assert sorted(order) == list(range(9))
+        assert [len({i // 3 for i in order[k:k + 3]}) for k in (0, 3, 6)] == [1, 1, 1]
+    assert len({tuple(order) for order in grouped}) == 6
+    assert len({tuple(i // 3 for i in order[::3]) for order in grouped}) > 1  # the groups' order changes too
 
 
 def test_more_rounds_are_whole_rounds_while_a_cell_wants_them_up_to_the_cap(workdir_with_artifact):
