@@ -210,3 +210,19 @@ def test_tvm_profile_tells_the_time_per_component(workdir_with_artifact):
     for name in ("mlp", "stem", "attention.qkv", "attention.scores", "attention.mix", "head"):
         assert rows[name]["ms"] > 0, name
     assert rows[OTHER]["share"] < 0.05
+
+
+def test_ort_nchwc_convs_keep_their_component_and_every_family_gets_layout():
+    from levit_bench.runners.onnxruntime_runner import trace_profile
+
+    component_map = {"vocabulary": ["pw", OTHER], "nodes": {
+        "node_conv2d_5": {"op": "Conv", "outputs": ["conv2d_5"], "component": "pw"}}}
+    trace = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 1000},
+             {"cat": "Node", "name": "ReorderInput_kernel_time", "ts": 1, "dur": 50, "args": {"op_name": "ReorderInput"}},
+             {"cat": "Node", "name": "conv2d_5_nchwc_kernel_time", "ts": 2, "dur": 800, "args": {"op_name": "Conv"}},
+             {"cat": "Node", "name": "ReorderOutput_kernel_time", "ts": 3, "dur": 50, "args": {"op_name": "ReorderOutput"}}]
+    tensors = {"ReorderInput": (("x",), ("t0",)), "conv2d_5_nchwc": (("t0",), ("t1",)),
+               "ReorderOutput": (("t1",), ("y",))}  # ORT's converted Conv writes a tensor of its own
+    rows = {r["name"]: r for r in by_component(trace_profile(trace, tensors, 1), component_map)}
+    assert list(rows) == ["pw", "layout", OTHER]
+    assert rows["pw"]["ms"] == pytest.approx(0.8) and rows["layout"]["ms"] == pytest.approx(0.1)

@@ -28,6 +28,15 @@ def _import():
     return onnxruntime
 
 
+NCHWC_SUFFIX = "_nchwc"
+
+
+def _replaced(name: str) -> tuple[str, ...]:
+    """The graph tensor a node ORT made anew stands for: its NCHWc transformer names a converted
+    Conv after the tensor it computes (`conv2d_5_nchwc` for `conv2d_5`) and writes a new one."""
+    return (name[: -len(NCHWC_SUFFIX)],) if name.endswith(NCHWC_SUFFIX) else ()
+
+
 def trace_profile(trace: list[dict], tensors: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
                   calls: int) -> Profile:
     """The last `calls` runs of an ORT trace (the earlier ones were the warm-up), per node;
@@ -45,7 +54,8 @@ def trace_profile(trace: list[dict], tensors: dict[str, tuple[tuple[str, ...], t
     kernels = []
     for name, us in microseconds.items():
         inputs, outputs = tensors.get(name, ((), ()))
-        kernels.append(Kernel(name, ops[name], us / len(runs) / 1e3, outputs=outputs, inputs=inputs))
+        kernels.append(Kernel(name, ops[name], us / len(runs) / 1e3, outputs=outputs + _replaced(name),
+                              inputs=inputs, covers=(name.split("/")[0],)))
     return Profile("onnxruntime", len(runs), statistics.fmean(r["dur"] for r in runs) / 1e3, kernels,
                    {"profiler": "SessionOptions.enable_profiling (JSON trace)"})
 

@@ -8,7 +8,8 @@ map (`exporters/components.py`) names their component. A kernel that ran several
 belongs to the component most of its computing (non-layout) nodes belong to. A kernel the
 runtime made anew (ORT splits HardSwish into HardSigmoid and Mul; a layout transform writes
 new tensors) is `layout` when it converts layouts, else belongs with the kernel that reads
-what it writes, or else the one that writes what it reads, or, when the runtime names no
+what it writes, or else the one that writes what it reads (never a layout neighbour: a
+converted Conv between two layout reorders is still a Conv), or, when the runtime names no
 tensors at all, the kernel it runs before (kernels come in the order they ran). A kernel
 still unmatched is `other`: counted, never dropped.
 """
@@ -82,12 +83,12 @@ def _components(kernels: list[Kernel], nodes: Mapping[str, dict], by_output: Map
             if found[index] is None:
                 near = [found[j] for t in kernel.outputs for j in readers[t]]
                 near += [found[writer[t]] for t in kernel.inputs if t in writer]
-                found[index] = next((c for c in near if c is not None), None)
+                found[index] = next((c for c in near if c not in (None, LAYOUT)), None)  # compute is not layout
                 changed |= found[index] is not None
         if not changed:
             break
     for index, kernel in enumerate(kernels):  # named no tensor at all: the next kernel run, or the last
-        if found[index] is None and not (kernel.inputs or kernel.outputs or kernel.covers):
+        if found[index] is None and not (kernel.inputs or kernel.outputs):
             later = (c for c in found[index + 1:] if c is not None)
             earlier = (c for c in reversed(found[:index]) if c is not None)
             found[index] = next(later, None) or next(earlier, None)
@@ -104,11 +105,13 @@ def component_map_of(sidecar: Mapping) -> dict:
 
 
 def by_component(profile: Profile, component_map: Mapping) -> list[dict]:
-    """Per component of the model's vocabulary (in its order): ms per call, share of the
-    kernels' sum, and how many kernels; `other` last."""
+    """Per component of the model's vocabulary (in its order, then `layout` where the vocabulary
+    lacks it, and `other`): ms per call, share of the kernels' sum, and how many kernels."""
     nodes = component_map["nodes"]
     by_output = {output: name for name, node in nodes.items() for output in node["outputs"]}
-    totals: dict[str, float] = dict.fromkeys(component_map["vocabulary"], 0.0)
+    # every family gets `layout` (a runtime inserts layout conversions into any model) and `other`
+    named = [name for name in component_map["vocabulary"] if name != OTHER]
+    totals: dict[str, float] = dict.fromkeys([*named, LAYOUT, OTHER], 0.0)
     counts: collections.Counter = collections.Counter()
     for kernel, component in zip(profile.kernels, _components(profile.kernels, nodes, by_output)):
         totals[component] = totals.get(component, 0.0) + kernel.ms
