@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
+from levit_bench.exporters.work import work_per_image  # noqa: E402
 from levit_bench.registry import REGISTRY  # noqa: E402
 from levit_bench.reports.figures import family_style, short_name  # noqa: E402
 from levit_bench.reports.dataset import variant  # noqa: E402
@@ -75,8 +76,6 @@ def component_figure(profiles: list[dict], model: str, path: Path) -> None:
 @functools.lru_cache(maxsize=None)
 def model_intensity(model: str, batch: int) -> float | None:
     """FLOPs per byte moved of one image of a batch through the folded model (meta device)."""
-    from levit_bench.runners.profile_run import work_per_image
-
     flops, moved = work_per_image(model, batch)
     return sum(flops.values()) / sum(moved.values()) if sum(moved.values()) else None
 

@@ -8,17 +8,15 @@ the unprofiled median, less one.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from levit_bench import environment, registry
+from levit_bench import environment
 from levit_bench.errors import LevitBenchError
-from levit_bench.exporters.fuse import fuse_for_inference
 from levit_bench.exporters.parity import seeded_images
-from levit_bench.models.counting import component_bytes, component_flops
+from levit_bench.exporters.work import work_per_image
 from levit_bench.platforms import get_platform
 from levit_bench.runners import calibrate as calibration
 from levit_bench.runners import core_locks
@@ -27,16 +25,6 @@ from levit_bench.runners.measure import get_protocol, summarise
 from levit_bench.runners.memory import keep_freed_memory
 from levit_bench.runners.profiling import by_component, component_map_of
 from levit_bench.runners.session import RunRequest, RunSettings, checked_runner
-
-
-@functools.lru_cache(maxsize=None)
-def work_per_image(model: str, batch: int = 1) -> tuple[dict[str, int], dict[str, int]]:
-    """FLOPs and (estimated) bytes moved per image of a batch of `batch`, per component, counted on
-    the folded model (meta tensors: no compute)."""
-    spec = registry.get_spec(model)
-    built, _ = registry.create_model(spec.name)
-    folded, rules = fuse_for_inference(built), registry.family(spec.family).components
-    return component_flops(folded, spec.resolution, rules), component_bytes(folded, spec.resolution, rules, batch)
 
 
 def _roofline(row: dict, flops: int, moved: int, batch: int) -> None:

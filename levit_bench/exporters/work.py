@@ -1,0 +1,20 @@
+"""The work of one image through a model as it is exported (BatchNorm folded): FLOPs and an
+estimate of bytes moved, per component of its family. What profiles divide by and what a
+roofline places a model at; counted on the meta device, so it costs no compute."""
+
+from __future__ import annotations
+
+import functools
+
+from levit_bench import registry
+from levit_bench.exporters.fuse import fuse_for_inference
+from levit_bench.models.counting import component_bytes, component_flops
+
+
+@functools.lru_cache(maxsize=None)
+def work_per_image(model: str, batch: int = 1) -> tuple[dict[str, int], dict[str, int]]:
+    """FLOPs and (estimated) bytes moved per image of a batch of `batch`, per component."""
+    spec = registry.get_spec(model)
+    built, _ = registry.create_model(spec.name)
+    folded, rules = fuse_for_inference(built), registry.family(spec.family).components
+    return component_flops(folded, spec.resolution, rules), component_bytes(folded, spec.resolution, rules, batch)
