@@ -186,9 +186,15 @@ def test_tvm_kernels_are_wired_to_the_graph_nodes_they_run(tmp_path):
     compiled.executable.export_library(str(tmp_path / "tiny.so"))
     vm = LocalVm(tmp_path / "tiny.so")
     x = vm.tensor(np.arange(16, dtype="float32").reshape(2, 8))
-    calls = [vm.timed_calls(lambda: vm(x))[1] for _ in range(3)]
+    calls = []
     expected = (np.arange(16, dtype="float32").reshape(2, 8) + 1).T
-    np.testing.assert_allclose(vm(x).numpy(), expected[:4] * expected[4:])  # the instrument changes nothing
+    with vm.instrumented() as events:
+        for _ in range(3):
+            events.clear()
+            np.testing.assert_allclose(vm(x).numpy(), expected[:4] * expected[4:])  # the instrument changes nothing
+            calls.append(list(events))
+    vm(x)
+    assert len(events) == len(calls[-1])  # closed: the VM's calls are no longer recorded
     kernels = {k.name: k for k in timed_kernels(calls, compiled.wiring)}
     assert set(kernels["fused_matmul_add_relu#0"].outputs) == {"mm", "ad", "r"}
     assert kernels["fused_transpose_split_multiply#0"].inputs == ("r",)

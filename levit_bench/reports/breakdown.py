@@ -15,12 +15,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 from levit_bench.exporters.work import work_per_image  # noqa: E402
+from levit_bench.models.components import LAYOUT, OTHER  # noqa: E402
 from levit_bench.registry import REGISTRY  # noqa: E402
-from levit_bench.reports.figures import family_style, short_name  # noqa: E402
+from levit_bench.reports.figures import family_style, save_figure, short_name  # noqa: E402
 from levit_bench.reports.dataset import variant  # noqa: E402
-from levit_bench.workdir import atomic_path  # noqa: E402
 
-GREYS = {"layout": "#9e9e9e", "other": "#d0d0d0"}
+GREYS = {LAYOUT: "#9e9e9e", OTHER: "#d0d0d0"}
 SHOWN_SHARE = 0.06  # a segment this wide or wider is labelled with its share
 
 
@@ -70,7 +70,7 @@ def component_figure(profiles: list[dict], model: str, path: Path) -> None:
     ax.set_title(f"{model}: where the time goes", fontsize=10)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n]) for n in names]
     ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.14, 1.0), fontsize=8, frameon=False)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")  # the legend outside the axes included
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,11 +134,6 @@ def roofline_figure(points: list[dict], platform: str, path: Path) -> None:
     handles = [plt.Line2D([], [], color="#555555", marker=markers[i % len(markers)], linestyle="none", label=v)
                for i, v in enumerate(variants)]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    _save(fig, path)
+    save_figure(fig, path, bbox_inches="tight")  # the legend outside the axes included
 
 
-def _save(fig, path: Path) -> None:
-    """Written whole or not at all; the legends outside the axes included."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")
-    plt.close(fig)

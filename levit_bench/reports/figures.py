@@ -168,6 +168,11 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path, **options) -> None:
+    """A PNG written whole or not at all (`options` go to `savefig`); the figure closed."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", **options)
     plt.close(fig)

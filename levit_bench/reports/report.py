@@ -11,7 +11,7 @@ from pathlib import Path
 from levit_bench import __version__
 from levit_bench.errors import LevitBenchError
 from levit_bench.registry import REGISTRY
-from levit_bench.reports import breakdown, figures, html, tables
+from levit_bench.reports import breakdown, dataset, figures, html, tables
 from levit_bench.reports.dataset import report_points
 from levit_bench.reports.store import ResultsStore
 from levit_bench.workdir import ensure_writable_dir, write_atomic
@@ -47,7 +47,7 @@ def _breakdown(store: ResultsStore, points: list[dict], out_dir: Path, platforms
         of_model = [p for p in profiles if p["model"] == model]
         path = out_dir / f"components-{_slug(model)}.png"
         breakdown.component_figure(of_model, model, path)
-        overheads = ", ".join(f"{breakdown.profile_label(p).splitlines()[0]} {p['overhead']:+.0%}" for p in of_model)
+        overheads = ", ".join(f"{dataset.variant(p)} {p['overhead']:+.0%}" for p in of_model)
         profiled.append({**html.embed(path, f"{model}: time per component (profiler overhead: {overheads})"),
                          "path": str(path)})
     rooflines = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import platform as host_platform
 import statistics
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,14 +129,14 @@ class TvmRunner(Runner):
         if self.rpc is not None:
             raise RunnerError("profile times kernels on this host; a library on a device behind --rpc is not profiled")
         calls: list[list[tuple[str, float]]] = []
-        last: list[tuple[str, float]] = []
+        with self.vm.instrumented() as events:
+            def timed_call() -> float:
+                events.clear()
+                begun = time.perf_counter()
+                self.vm(inputs)
+                return time.perf_counter() - begun
 
-        def timed_call() -> float:
-            elapsed, events = self.vm.timed_calls(lambda: self.vm(inputs))
-            last[:] = events
-            return elapsed
-
-        timings = measure_timed(timed_call, protocol, after_sample=lambda: calls.append(list(last)))
+            timings = measure_timed(timed_call, protocol, after_sample=lambda: calls.append(list(events)))
         kernels = timed_kernels(calls, self.library.manifest["wiring"])
         return Profile(self.runtime, len(calls), statistics.fmean(timings.samples_s) * 1e3, kernels,
                        {"profiler": "relax.VirtualMachine.set_instrument (each VM call timed)",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,10 @@ class LocalVm:
     def __call__(self, tensor):
         return self.vm["main"](tensor)
 
-    def timed_calls(self, call: Callable[[], object]) -> tuple[float, list[tuple[str, float]]]:
-        """`call()`'s wall time (seconds), and every function the VM called meanwhile, in order,
-        timed by the VM's instrument hook (called before and after each call it makes)."""
+    @contextlib.contextmanager
+    def instrumented(self) -> Iterator[list[tuple[str, float]]]:
+        """While open, every function the VM calls is appended to the yielded list, in order, as
+        (symbol, seconds), timed by the VM's instrument hook (called before and after each call)."""
         events: list[tuple[str, float]] = []
         started = 0.0
 
@@ -45,9 +47,7 @@ class LocalVm:
 
         self.vm.set_instrument(instrument)
         try:
-            begun = time.perf_counter()
-            call()
-            return time.perf_counter() - begun, events
+            yield events
         finally:
             self.vm.set_instrument(None)
 
