@@ -8,8 +8,8 @@ must catch a slowdown while it leaves an unchanged runtime alone.
    both sweeps with their 95% interval half-widths (paired: the cells ran in the same rounds),
    and how far the two sweeps disagree.
 2. levit_128s on onnxruntime, an unchanged copy of it, and a copy slowed by 10%
-   (benchmarks/slowed_runtime.py, registered through levit_bench.runtimes), C rounds each;
-   `compare` verdicts of each copy against onnxruntime.
+   (benchmarks/slowed_runtime.py, registered through levit_bench.runtimes), C rounds each and
+   more by the same --target rule; `compare` verdicts of each copy against onnxruntime.
 
 Goals (the 2-core VM): every ratio's half-width <= 3%, the sweeps agree within 3%, the slowed
 copy is `slower` and the unchanged one `same`.
@@ -29,10 +29,11 @@ from pathlib import Path
 from levit_bench.environment import host_info
 from levit_bench.models.levit import LEVIT_CONFIGS
 from levit_bench.reports.compare import compare
+from levit_bench.reports.confidence import estimate
 from levit_bench.reports.store import open_store
 from levit_bench.runners.calibrate import calibrate
 from levit_bench.runners.session import new_run_id
-from levit_bench.runners.sweep import plan, run_sweep, sweep_requests
+from levit_bench.runners.sweep import MoreRounds, plan, run_sweep, sweep_requests
 from levit_bench.runtimes import register_runtime
 
 GOAL = 0.03
@@ -107,8 +108,11 @@ def main() -> int:
         cells = plan(["levit_128s"], ["onnxruntime", *(s.name for s in SPECS)], work)
         store = open_store(work)
         requests = sweep_requests(cells, "xeon", work, new_run_id())
-        run_sweep(requests, work, done_rounds=store.count_ok, on_record=store.insert, rounds=args.check_rounds)
-        print(f"\n{args.check_rounds} rounds of levit_128s, against onnxruntime:")
+        more = MoreRounds(args.max_rounds, lambda key: estimate(store.ok_records(key)).half_width > args.target) \
+            if args.target else None
+        run_sweep(requests, work, done_rounds=store.count_ok, on_record=store.insert, rounds=args.check_rounds,
+                  more=more)
+        print(f"\n{max(r['round'] for r in store.records())} rounds of levit_128s, against onnxruntime:")
         ok = True
         for spec, expected in zip(SPECS, ("same", "slower")):
             [row] = compare(store.records(), "runtime", "onnxruntime", spec.name)
