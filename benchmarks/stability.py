@@ -14,7 +14,7 @@ must catch a slowdown while it leaves an unchanged runtime alone.
 Goals (the 2-core VM): every ratio's half-width <= 3%, the sweeps agree within 3%, the slowed
 copy is `slower` and the unchanged one `same`.
 Run: .venv/bin/python benchmarks/stability.py [--rounds 3] [--target 0.02] [--max-rounds 12]
-     [--check-rounds 5] [--models ...]
+     [--check-rounds 5] [--models ...] [--check-only]
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main() -> int:
     parser.add_argument("--max-rounds", type=int, default=12)
     parser.add_argument("--check-rounds", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=list(LEVIT_CONFIGS))
+    parser.add_argument("--check-only", action="store_true", help="only the compare check (part 2)")
     args = parser.parse_args()
     host = host_info()
     peak = calibrate()
@@ -82,45 +83,55 @@ def main() -> int:
         rounds = ["--rounds", str(args.rounds)]
         if args.target:
             rounds += ["--target", str(args.target), "--max-rounds", str(args.max_rounds)]
-        sweeps = [_ratios(_sweep(Path(tmp) / f"sweep{n}", args.models, rounds)) for n in (1, 2)]
-        print("\n| model | ratio | sweep 1 (95% interval) | ± | rounds | sweep 2 (95% interval) | ± | rounds "
-              "| disagreement |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-        worst_half, worst_gap = 0.0, 0.0
-        for key in sweeps[0]:
-            first, second = sweeps[0][key], sweeps[1].get(key)
-            if second is None:
-                continue
-            gap = abs(second["ratio"] / first["ratio"] - 1)
-            worst_half = max(worst_half, _half(first), _half(second))
-            worst_gap = max(worst_gap, gap)
-            cells = [f"{r['ratio']:.3f} ({r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}) | {_half(r):.1%} | "
-                     f"{r['rounds'][0]}+{r['rounds'][1]}" for r in (first, second)]
-            print(f"| {key[0]} | {key[1]} | {cells[0]} | {cells[1]} | {gap:.1%} |")
-        print(f"\ngoal every half-width <= {GOAL:.0%}: worst {worst_half:.1%}, {'met' if worst_half <= GOAL else 'NOT met'}")
-        print(f"goal sweeps agree within {GOAL:.0%}: worst {worst_gap:.1%}, {'met' if worst_gap <= GOAL else 'NOT met'}")
-
-        from slowed_runtime import SPECS
-
-        for spec in SPECS:
-            register_runtime(spec)
-        work = Path(tmp) / "check"
-        cells = plan(["levit_128s"], ["onnxruntime", *(s.name for s in SPECS)], work)
-        store = open_store(work)
-        requests = sweep_requests(cells, "xeon", work, new_run_id())
-        more = MoreRounds(args.max_rounds, lambda key: estimate(store.ok_records(key)).half_width > args.target) \
-            if args.target else None
-        run_sweep(requests, work, done_rounds=store.count_ok, on_record=store.insert, rounds=args.check_rounds,
-                  more=more)
-        print(f"\n{max(r['round'] for r in store.records())} rounds of levit_128s, against onnxruntime:")
-        ok = True
-        for spec, expected in zip(SPECS, ("same", "slower")):
-            [row] = compare(store.records(), "runtime", "onnxruntime", spec.name)
-            ok &= row["verdict"] == expected
-            print(f"  {spec.name}: ratio {row['ratio']:.3f} ({row['ratio_ci'][0]:.3f}-{row['ratio_ci'][1]:.3f}), "
-                  f"verdict {row['verdict']} (expected {expected})")
-        print(f"goal compare catches the 10% slowdown and spares the copy: {'met' if ok else 'NOT met'}")
+        sweeps = [] if args.check_only else \
+            [_ratios(_sweep(Path(tmp) / f"sweep{n}", args.models, rounds)) for n in (1, 2)]
+        if sweeps:
+            _sweeps_table(sweeps)
+        _compare_check(Path(tmp) / "check", args)
     return 0
+
+
+def _sweeps_table(sweeps: list[dict]) -> None:
+    """Both sweeps' ratios side by side, their half-widths and disagreement, against the goals."""
+    print("\n| model | ratio | sweep 1 (95% interval) | ± | rounds | sweep 2 (95% interval) | ± | rounds "
+          "| disagreement |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    worst_half, worst_gap = 0.0, 0.0
+    for key in sweeps[0]:
+        first, second = sweeps[0][key], sweeps[1].get(key)
+        if second is None:
+            continue
+        gap = abs(second["ratio"] / first["ratio"] - 1)
+        worst_half = max(worst_half, _half(first), _half(second))
+        worst_gap = max(worst_gap, gap)
+        cells = [f"{r['ratio']:.3f} ({r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}) | {_half(r):.1%} | "
+                 f"{r['rounds'][0]}+{r['rounds'][1]}" for r in (first, second)]
+        print(f"| {key[0]} | {key[1]} | {cells[0]} | {cells[1]} | {gap:.1%} |")
+    print(f"\ngoal every half-width <= {GOAL:.0%}: worst {worst_half:.1%}, {'met' if worst_half <= GOAL else 'NOT met'}")
+    print(f"goal sweeps agree within {GOAL:.0%}: worst {worst_gap:.1%}, {'met' if worst_gap <= GOAL else 'NOT met'}")
+
+
+def _compare_check(work: Path, args: argparse.Namespace) -> None:
+    """levit_128s on onnxruntime, an unchanged copy and a 10% slowed copy: `compare`'s verdicts."""
+    from slowed_runtime import SPECS
+
+    for spec in SPECS:
+        register_runtime(spec)
+    cells = plan(["levit_128s"], ["onnxruntime", *(s.name for s in SPECS)], work)
+    store = open_store(work)
+    requests = sweep_requests(cells, "xeon", work, new_run_id())
+    more = MoreRounds(args.max_rounds, lambda key: estimate(store.ok_records(key)).half_width > args.target) \
+        if args.target else None
+    run_sweep(requests, work, done_rounds=store.count_ok, on_record=store.insert, rounds=args.check_rounds,
+              more=more)
+    print(f"\n{max(r['round'] for r in store.records())} rounds of levit_128s, against onnxruntime:")
+    ok = True
+    for spec, expected in zip(SPECS, ("same", "slower")):
+        [row] = compare(store.records(), "runtime", "onnxruntime", spec.name)
+        ok &= row["verdict"] == expected
+        print(f"  {spec.name}: ratio {row['ratio']:.3f} ({row['ratio_ci'][0]:.3f}-{row['ratio_ci'][1]:.3f}), "
+              f"verdict {row['verdict']} (expected {expected})")
+    print(f"goal compare catches the 10% slowdown and spares the copy: {'met' if ok else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ def test_profile_tells_the_time_per_component(workdir_with_artifact, runtime, mo
     assert sum(r["ms"] for r in rows.values()) == pytest.approx(profile["kernels_ms"], rel=1e-3)
     # the kernels run inside the runtime's total (OpenVINO's per-node timers sum a few % above it)
     assert profile["kernels_ms"] <= profile["total_ms"] * 1.15
+    assert profile["outside_kernels_ms"] == pytest.approx(profile["total_ms"] - profile["kernels_ms"], abs=1e-3)
     # the model's work is where the model says it is: the MLPs and the stem are measured and compute
     for name in ("mlp", "stem", "attention.qkv", "attention.scores"):
         assert rows[name]["ms"] > 0 and rows[name]["gflops"] > 0, name

@@ -72,6 +72,8 @@ def profile_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], No
         "median_ms": round(median_ms, 4),  # unprofiled
         "total_ms": round(profile.total_ms, 4),  # the profiler's own total per call
         "kernels_ms": round(kernels_ms, 4),  # the sum of the kernels' times per call
+        # the runtime's own work between its kernels while profiling, its profiler's included
+        "outside_kernels_ms": round(profile.total_ms - kernels_ms, 4),
         "overhead": round(profile.total_ms / median_ms - 1, 4),
         "components": components,
         # the ceilings a roofline draws: this host's calibrated FMA peak and copy bandwidth, for its cores
