@@ -36,8 +36,10 @@ def _within_export_tolerance(record) -> bool:
     return record["max_abs_diff"] <= 1e-4 * max(1.0, record["max_abs_logit"]) and record["top1_agreement"] == 1.0
 
 
-def test_x86_build_matches_pytorch_and_says_what_it_compiled(workdir_with_artifact):
+def test_x86_build_matches_pytorch_and_says_what_it_compiled(workdir_with_artifact, monkeypatch):
     from tvm.target import codegen
+
+    from levit_bench.runners.tvm.library import compiler_fingerprint
 
     record = _run(workdir_with_artifact)
     assert record["status"] == "ok", record.get("error")
@@ -54,6 +56,12 @@ def test_x86_build_matches_pytorch_and_says_what_it_compiled(workdir_with_artifa
     modified = library.stat().st_mtime_ns
     again = _run(workdir_with_artifact)  # the library is reused, not compiled again
     assert again["status"] == "ok" and Path(again["runtime_info"]["details"]["library"]).stat().st_mtime_ns == modified
+    assert manifest["compiler_sha256"] == compiler_fingerprint()
+    # a library compiled by other code (pipeline, default schedules) is compiled again
+    monkeypatch.setattr("levit_bench.runners.tvm.library.compiler_fingerprint", lambda: "another compiler")
+    rebuilt = _run(workdir_with_artifact)
+    assert rebuilt["status"] == "ok" and _within_export_tolerance(rebuilt)
+    assert library.stat().st_mtime_ns != modified
 
 
 def _tune(workdir, capsys, trials=2) -> dict:

@@ -9,6 +9,7 @@ from typing import Any
 
 from levit_bench.runners.base import RunnerError
 from levit_bench.runners.tvm.api import import_tvm
+from levit_bench.runners.tvm.schedules import default_schedules
 from levit_bench.runners.tvm.target import is_cross
 from levit_bench.runners.tvm.wiring import import_onnx, kernel_wiring
 
@@ -67,6 +68,7 @@ def compile_module(onnx_path: Path, target: dict, database_dir: Path | None) -> 
             tuned = sum(1 for f in mod.functions.values()
                         if isinstance(f, tvm.tirx.PrimFunc) and f.attrs is not None
                         and "tirx.is_scheduled" in f.attrs)
+        mod = default_schedules()(mod)  # what the database did not schedule
         executable = tvm.compile(mod, target=tvm_target, relax_pipeline=relax.pipeline.default_build_pipeline())
     return Compiled(executable, tasks, tuned, wiring)
 

@@ -65,6 +65,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def compiler_fingerprint() -> str:
+    """The hash of the modules that decide what a library contains (the Relax pipeline and the
+    default schedules): a library built by other code than this is never reused."""
+    from levit_bench.runners.tvm import compile as compile_module_source, schedules, wiring
+
+    digest = hashlib.sha256()
+    for module in (compile_module_source, schedules, wiring):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _reusable(directory: Path, wanted: dict) -> Library | None:
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
@@ -83,6 +94,7 @@ def build_library(workdir: Path, artifact: Artifact, target: dict, schedules: st
     wanted = {
         "format": MANIFEST_FORMAT, "model": artifact.model, "onnx_sha256": artifact.sha256, "target": target,
         "tvm_version": tvm_version(), "schedules": schedules, "database_records": records,
+        "compiler_sha256": compiler_fingerprint(),  # a change to how levit-bench compiles rebuilds
     }
     directory = (workdir / "tvm" / "libraries" / artifact.model / target_key(target)
                  / f"{artifact.sha256[:12]}-{schedules}")
