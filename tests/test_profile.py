@@ -204,6 +204,34 @@ def test_tvm_kernels_are_wired_to_the_graph_nodes_they_run(tmp_path):
     assert all(k.ms >= 0 for k in kernels.values())
 
 
+def test_tvm_call_sites_of_one_shared_kernel_name_their_own_tensors(tmp_path):
+    # two identical MatMul+Add+Relu blocks (as LeViT repeats its blocks): FuseOps gives both one
+    # function, and each call must still name the tensors of its own block, not the first's
+    import numpy as np
+    from onnx import numpy_helper
+
+    from levit_bench.runners.tvm.compile import compile_module
+    from levit_bench.runners.tvm.target import host_target
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype("float32"), f"w{i}") for i in (1, 2)]
+    weights += [numpy_helper.from_array(rng.standard_normal(8).astype("float32"), f"b{i}") for i in (1, 2)]
+    nodes = []
+    for i, source in ((1, "x"), (2, "r1")):
+        nodes += [helper.make_node("MatMul", [source, f"w{i}"], [f"mm{i}"], name=f"block{i}/MatMul"),
+                  helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"ad{i}"], name=f"block{i}/Add"),
+                  helper.make_node("Relu", [f"ad{i}"], [f"r{i}"], name=f"block{i}/Relu")]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [value("x", onnx.TensorProto.FLOAT, [2, 8])],
+                              [value("r2", onnx.TensorProto.FLOAT, [2, 8])], weights)
+    path = tmp_path / "twice.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    compiled = compile_module(path, host_target(1), None)
+    assert [w["function"] for w in compiled.wiring] == ["fused_matmul_add_relu"] * 2  # one shared kernel
+    assert [set(w["outputs"]) for w in compiled.wiring] == [{"mm1", "ad1", "r1"}, {"mm2", "ad2", "r2"}]
+    assert compiled.wiring[1]["inputs"] == ["r1"]
+
+
 def test_tvm_profile_tells_the_time_per_component(workdir_with_artifact):
     # untuned TVM is slow: the smallest batch that is a batch, the smoke protocol
     result = _cli(workdir_with_artifact, "profile", "--model", "levit_128s", "--runtime", "tvm",

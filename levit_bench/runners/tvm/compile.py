@@ -32,15 +32,18 @@ def relax_module(onnx_path: Path) -> tuple[Any, list[dict]]:
     mod, tensors = import_onnx(model)
     mod = tvm.transform.Sequential([
         relax.transform.DecomposeOpsForInference(),
+        # channels last, kernels HWIO: a convolution's output channels become the contiguous
+        # axis that the default schedules (and MetaSchedule's tiles) vectorise
+        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
         relax.transform.CanonicalizeBindings(),
         # relax.pipeline.zero_pipeline, with a look at the kernels before FuseTIR renames them
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
     ])(mod)
-    wiring = kernel_wiring(mod, tensors, [output.name for output in model.graph.output])
-    return relax.transform.FuseTIR()(mod), wiring
+    fused = relax.transform.FuseOps()(mod)
+    wiring = kernel_wiring(mod, fused, tensors, [output.name for output in model.graph.output])
+    return relax.transform.FuseTIR()(fused), wiring
 
 
 @dataclass(frozen=True)

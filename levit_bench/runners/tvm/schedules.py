@@ -13,7 +13,6 @@ these apply only where it has none.
 
 from __future__ import annotations
 
-
 from levit_bench.runners.tvm.api import import_tvm
 
 ROWS = (8, 7, 6, 4, 3, 2)  # rows per register tile, the first that divides the rows
@@ -25,7 +24,7 @@ def default_schedules():
     import_tvm()
     from tvm.s_tir import dlight
 
-    return dlight.ApplyDefaultSchedule(_tiled_reduction_rule(), dlight.cpu.Reduction())
+    return dlight.ApplyDefaultSchedule(_tiled_reduction_rule(), dlight.cpu.Reduction(), _injective_rule())
 
 
 def _lanes(target) -> int:
@@ -33,6 +32,12 @@ def _lanes(target) -> int:
 
     bits = llvm_get_vector_width(target)
     return max((bits if bits > 0 else 128) // 32, 1)
+
+
+def _parallel(target) -> bool:
+    """Whether a kernel's outer loop should be split over threads: not on a one-core target
+    (every platform here measures one pinned thread; a parallel launch would only add its cost)."""
+    return int(target.attrs.get("num-cores", 0) or 0) != 1
 
 
 def _tile_width(columns: int, lanes: int) -> int:
@@ -66,10 +71,45 @@ def _tiled_reduction_rule():
                 return None
             for block in blocks[:reducing[0]]:  # padding, transposes: read in place
                 _try(sch.compute_inline, block.block_rv)
-            _tile(sch, main.block_rv, extents, spatial, _lanes(target), blocks[reducing[0] + 1:])
+            _tile(sch, main.block_rv, extents, spatial, _lanes(target), blocks[reducing[0] + 1:], _parallel(target))
             return sch
 
     return TiledReduction()
+
+
+def _injective_rule():
+    from tvm import s_tir, tirx
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    class Injective(CPUScheduleRule):
+        """Element-wise and data-movement kernels: every block inlined into the last one (a
+        transpose there and back, as channels-last leaves around Hardswish, composes away), its
+        innermost loop vectorised, its outermost parallel."""
+
+        def apply(self, func, target, _tunable):
+            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+                return None
+            sch = s_tir.Schedule(func)
+            blocks = normalize_prim_func(sch)
+            if not blocks or not all(block.is_injective() for block in blocks):
+                return None
+            for block in blocks[:-1]:
+                _try(sch.compute_inline, block.block_rv)
+            lanes = _lanes(target)
+            for block in normalize_prim_func(sch) or []:
+                loops = sch.get_loops(block.block_rv)
+                extent = block.dom()[-1] if block.dom() else None
+                extent = getattr(extent, "value", extent)
+                if isinstance(extent, int) and extent % lanes == 0 and extent > 0:
+                    _, inner = sch.split(loops[-1], factors=[None, lanes])
+                    sch.vectorize(inner)
+                    loops = sch.get_loops(block.block_rv)
+                if len(loops) > 1 and _parallel(target):
+                    sch.parallel(loops[0])
+            return sch
+
+    return Injective()
 
 
 def _try(primitive, block) -> bool:
@@ -83,7 +123,7 @@ def _try(primitive, block) -> bool:
     return True
 
 
-def _tile(sch, block, extents: list[int], spatial: int, lanes: int, epilogues: list) -> None:
+def _tile(sch, block, extents: list[int], spatial: int, lanes: int, epilogues: list, parallel: bool) -> None:
     """Rows are the second-last spatial axis, columns the last: a tile never crosses the outer
     axes (batch, head), so its write-back covers exactly the rows it computed."""
     loops = sch.get_loops(block)[-len(extents):]
@@ -105,6 +145,7 @@ def _tile(sch, block, extents: list[int], spatial: int, lanes: int, epilogues: l
     if width > 1:
         sch.vectorize(column_inner)
         sch.vectorize(sch.get_loops(tile)[-1])
-    sch.parallel(sch.fuse(*outer, row_outer) if outer else row_outer)
+    if parallel:
+        sch.parallel(sch.fuse(*outer, row_outer) if outer else row_outer)
     # the accumulator's zeroing, split off last: its loops keep the kinds given above
     sch.decompose_reduction(block, reduction[0])

@@ -2,10 +2,9 @@
 
 Relax's ONNX importer names nothing after the graph, and fusion renames what it fuses. So the
 import binds every node's result to a variable of its own (`onnx<i>`, remembered as that
-node's first output tensor), and the kernels are read off the module right after `FuseOps`:
-a fused function's bindings keep their variables' names, except its last (its output), which
-every consumer's parameter still carries. `FuseTIR` then turns each fused function into the
-PrimFunc of the same name that the VM calls, in the order of `main`'s bindings.
+node's first output tensor), and each kernel call after `FuseOps` is traced back to those
+variables (`kernel_wiring`). `FuseTIR` then turns each fused function into the PrimFunc of the
+same name that the VM calls, in the order of `main`'s bindings.
 """
 
 from __future__ import annotations
@@ -43,47 +42,89 @@ def import_onnx(model) -> tuple[Any, dict[str, str]]:
     return NamingImporter({}, "float32").from_onnx(model.graph, opset), tensors
 
 
-def kernel_wiring(fused_mod, tensors: dict[str, str], graph_outputs: list[str]) -> list[dict]:
-    """Per kernel call in `main` (after FuseOps), in order: the function it calls, the ONNX
-    tensors it writes (its output, and those of the nodes fused into it) and those it reads;
-    a value the graph has no name for gets a unique one, so that the data flow still shows."""
+def kernel_wiring(unfused_mod, fused_mod, tensors: dict[str, str], graph_outputs: list[str]) -> list[dict]:
+    """Per kernel call in `main` after FuseOps, in order: the function it calls, the ONNX tensors
+    it writes (its output, and those of the nodes fused into it) and those it reads; a value the
+    graph has no name for gets a unique one, so that the data flow still shows.
+
+    FuseOps shares one function among identical groups (LeViT's repeated blocks), so names read
+    inside a fused function would be its first call site's. Each call site is traced instead:
+    its function's bindings are replayed on the call's own arguments and matched, op by op, to
+    `unfused_mod`'s bindings (before FuseOps), whose variables carry the `onnx<i>` names."""
     tvm = import_tvm()
     from tvm import relax
 
     call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def key(value, origin) -> tuple | None:
+        """What a binding computes, in terms of `main`'s unfused variables (None: not traced)."""
+        if isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Var):
+            return ("item", origin(value.tuple_value), value.index)
+        if isinstance(value, relax.Call) and value.op == call_tir:
+            arguments = [origin(a) for a in _fields(value.args[1], relax) if isinstance(a, relax.Var)]
+            return (value.args[0].name_hint, *(a for a in arguments if a is not None))  # None: a constant
+        return None
+
+    unfused: dict[tuple, Any] = {}
+    for block in unfused_mod["main"].body.blocks:
+        for binding in block.bindings:
+            found = key(binding.value, lambda var: var)
+            if found is not None:
+                unfused.setdefault(found, binding.var)
     functions = {gv.name_hint: f for gv, f in fused_mod.functions.items() if isinstance(f, relax.Function)}
-    known: dict[Any, str] = {}  # main's variables whose value the graph names
-    parts: dict[Any, Any] = {}  # a tuple's item -> the tuple
+    origin_of: dict[Any, Any] = {}  # a fused main's variable -> the unfused variable it holds
+
+    def origin(var):
+        return origin_of.get(var, var)
+
+    unnamed: dict[Any, str] = {}
+
+    def name(var) -> str:
+        var = origin(var)
+        if var.name in tensors:
+            return tensors[var.name]
+        return unnamed.setdefault(var, f"{var.name}#{len(unnamed)}")
+
     calls = []
     for block in fused_mod["main"].body.blocks:
         for binding in block.bindings:
             value = binding.value
-            if isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Var):
-                parts[binding.var] = value.tuple_value
-            elif isinstance(value, relax.Call) and value.op == call_tir:
-                arguments = _fields(value.args[1], relax)
+            if isinstance(value, relax.Call) and value.op == call_tir:
+                arguments = [a for a in _fields(value.args[1], relax) if isinstance(a, relax.Var)]
+                origin_of[binding.var] = unfused.get(key(value, origin), binding.var)
                 calls.append((value.args[0].name_hint, binding.var, arguments, []))
             elif isinstance(value, relax.Call) and getattr(value.op, "name_hint", None) in functions:
-                function = functions[value.op.name_hint]
-                for var, param in zip(value.args, function.params):  # a consumer keeps its producer's name
-                    if isinstance(var, relax.Var) and param.name in tensors:
-                        known.setdefault(var, tensors[param.name])
-                fused = [b.var.name for block in function.body.blocks for b in block.bindings]
-                calls.append((value.op.name_hint, binding.var, list(value.args), fused))
+                members = _replay(functions[value.op.name_hint], value.args, origin, unfused, key, relax)
+                if members:
+                    origin_of[binding.var] = members[-1]
+                arguments = [a for a in value.args if isinstance(a, relax.Var)]
+                calls.append((value.op.name_hint, binding.var, arguments, members[:-1]))
+            else:
+                found = key(value, origin)
+                if found is not None and found in unfused:
+                    origin_of[binding.var] = unfused[found]
     output = fused_mod["main"].body.body
-    if isinstance(output, relax.Var) and graph_outputs:
-        known.setdefault(output, graph_outputs[0])
-    unnamed: dict[Any, str] = {}
+    last = origin(output) if isinstance(output, relax.Var) else None
+    if last is not None and last.name not in tensors and graph_outputs:
+        tensors = {**tensors, last.name: graph_outputs[0]}
+    return [{"function": function, "outputs": list(dict.fromkeys([name(var), *(name(m) for m in members
+                                                                               if m.name in tensors)])),
+             "inputs": [name(a) for a in arguments]}
+            for function, var, arguments, members in calls]
 
-    def name(var) -> str:
-        var = parts.get(var, var)
-        if var in known or var.name in tensors:
-            return known.get(var) or tensors[var.name]
-        return unnamed.setdefault(var, f"{var.name}#{len(unnamed)}")
 
-    return [{"function": function, "outputs": [name(var), *(tensors[t] for t in fused if t in tensors)],
-             "inputs": [name(a) for a in arguments if isinstance(a, relax.Var)]}
-            for function, var, arguments, fused in calls]
+def _replay(function, arguments, origin, unfused: dict, key, relax) -> list:
+    """The unfused variables a call of a fused `function` computes, in its bindings' order."""
+    local = {param: origin(a) if isinstance(a, relax.Var) else None for param, a in zip(function.params, arguments)}
+    members = []
+    for block in function.body.blocks:
+        for binding in block.bindings:
+            found = unfused.get(key(binding.value, lambda var: local.get(var, var)))
+            if found is None:
+                return members
+            local[binding.var] = found
+            members.append(found)
+    return members
 
 
 def _fields(expr, relax) -> list:
