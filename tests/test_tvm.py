@@ -140,6 +140,14 @@ def test_bad_tvm_requests_are_refused_in_one_line(workdir_with_artifact, capsys,
     assert code == 1 and message in err and len(err.splitlines()) == 1
 
 
+def test_tuning_under_the_emulator_is_refused_in_one_line(workdir_with_artifact, capsys):
+    code = main(["--workdir", str(workdir_with_artifact), "tune", "--model", "levit_128s", "--platform", "arm",
+                 "--rpc", "emulator"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "tune --rpc emulator is refused" in err and len(err.splitlines()) == 1
+    assert not (workdir_with_artifact / "tvm" / "tuning").exists()  # nothing was started
+
+
 def test_sweep_plans_tvm_untuned_and_tuned_where_a_database_exists(tmp_path):
     from levit_bench.runners.sweep import plan
 

@@ -185,6 +185,9 @@ class TuningRequest:
             raise LevitBenchError(f"--trials must be at least 1, not {self.trials}")
         if self.batch is not None and self.batch < 1:
             raise LevitBenchError(f"the batch must be a positive integer, not {self.batch}")
+        if self.rpc == "emulator":
+            raise LevitBenchError("tune --rpc emulator is refused: emulated timings would rank schedules by "
+                                  "QEMU's speed, not the device's; tune on a real board (--rpc HOST:PORT)")
 
 
 def tune_model(request: TuningRequest, workdir: Path, on_step: Callable[[str], None] = lambda step: None,
