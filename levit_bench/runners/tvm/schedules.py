@@ -85,7 +85,7 @@ def _injective_rule():
     class Injective(CPUScheduleRule):
         """Element-wise and data-movement kernels: every block inlined into the last one (a
         transpose there and back, as channels-last leaves around Hardswish, composes away), its
-        innermost loop vectorised, its outermost parallel."""
+        innermost loop vectorised, its outermost parallel on a multi-core target."""
 
         def apply(self, func, target, _tunable):
             if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
