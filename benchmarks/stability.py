@@ -26,14 +26,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from levit_bench.commands.measurements import more_rounds
 from levit_bench.environment import host_info
 from levit_bench.models.levit import LEVIT_CONFIGS
 from levit_bench.reports.compare import compare
-from levit_bench.reports.confidence import estimate
 from levit_bench.reports.store import open_store
 from levit_bench.runners.calibrate import calibrate
 from levit_bench.runners.session import new_run_id
-from levit_bench.runners.sweep import MoreRounds, plan, run_sweep, sweep_requests
+from levit_bench.runners.sweep import plan, run_sweep, sweep_requests
 from levit_bench.runtimes import register_runtime
 
 GOAL = 0.03
@@ -120,10 +120,9 @@ def _compare_check(work: Path, args: argparse.Namespace) -> None:
     cells = plan(["levit_128s"], ["onnxruntime", *(s.name for s in SPECS)], work)
     store = open_store(work)
     requests = sweep_requests(cells, "xeon", work, new_run_id())
-    more = MoreRounds(args.max_rounds, lambda key: estimate(store.ok_records(key)).half_width > args.target) \
-        if args.target else None
+    rule = argparse.Namespace(target=args.target or None, max_rounds=args.max_rounds)  # 0: fixed rounds
     run_sweep(requests, work, done_rounds=store.count_ok, on_record=store.insert, rounds=args.check_rounds,
-              more=more)
+              more=more_rounds(rule, store))
     print(f"\n{max(r['round'] for r in store.records())} rounds of levit_128s, against onnxruntime:")
     ok = True
     for spec, expected in zip(SPECS, ("same", "slower")):

@@ -226,8 +226,8 @@ def print_profile(result: dict, console: Console | None = None) -> None:
     console.print(f"kernels sum {result['kernels_ms']:.3f} ms; profiled total {result['total_ms']:.3f} ms per call; "
                   f"unprofiled median {result['median_ms']:.3f} ms (profiler overhead {result['overhead']:+.1%})",
                   highlight=False)
-    outside = result.get("outside_kernels_ms")
-    if outside is not None and result["total_ms"]:
+    outside = result["outside_kernels_ms"]
+    if result["total_ms"]:
         console.print(f"outside kernels {outside:.3f} ms per call ({outside / result['total_ms']:.1%} of the profiled "
                       "total): the runtime's own work between kernels, its profiler's included", highlight=False)
 

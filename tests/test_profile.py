@@ -155,14 +155,24 @@ def test_profile_of_an_artifact_without_components_says_how_to_mend_it(workdir_w
     assert "export it again (levit-bench export --model levit_128s)" in result.stderr
 
 
+def _compiled_graph(path, nodes, weights, output: tuple[str, list[int]]):
+    """An ONNX graph of `nodes` on an input `x` of shape [2, 8], saved at `path`, compiled by TVM for this CPU."""
+    from levit_bench.runners.tvm.compile import compile_module
+    from levit_bench.runners.tvm.target import host_target
+
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "g", [value("x", onnx.TensorProto.FLOAT, [2, 8])],
+                              [value(output[0], onnx.TensorProto.FLOAT, output[1])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    return compile_module(path, host_target(1), None)
+
+
 def test_tvm_kernels_are_wired_to_the_graph_nodes_they_run(tmp_path):
     # MatMul+Add+Relu fuse into one kernel, Transpose+Split+Mul into another: each kernel names the
     # graph tensors it writes (its own output, from its consumer, and what it fused) and reads
     import numpy as np
     from onnx import numpy_helper
 
-    from levit_bench.runners.tvm.compile import compile_module
-    from levit_bench.runners.tvm.target import host_target
     from levit_bench.runners.tvm.vm import LocalVm
     from levit_bench.runners.tvm.wiring import timed_kernels
 
@@ -174,12 +184,7 @@ def test_tvm_kernels_are_wired_to_the_graph_nodes_they_run(tmp_path):
              helper.make_node("Transpose", ["r"], ["rt"], name="t/Transpose", perm=[1, 0]),
              helper.make_node("Split", ["rt"], ["s0", "s1"], name="t/Split", axis=0, num_outputs=2),
              helper.make_node("Mul", ["s0", "s1"], ["y"], name="out/Mul")]
-    value = helper.make_tensor_value_info
-    graph = helper.make_graph(nodes, "g", [value("x", onnx.TensorProto.FLOAT, [2, 8])],
-                              [value("y", onnx.TensorProto.FLOAT, [4, 2])], weights)
-    path = tmp_path / "tiny.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
-    compiled = compile_module(path, host_target(1), None)
+    compiled = _compiled_graph(tmp_path / "tiny.onnx", nodes, weights, ("y", [4, 2]))
     assert [(w["function"], set(w["outputs"])) for w in compiled.wiring] == [
         ("fused_matmul_add_relu", {"mm", "ad", "r"}), ("fused_transpose_split_multiply", {"rt", "s0", "y"})]
     assert compiled.wiring[1]["inputs"] == ["r"]
@@ -210,9 +215,6 @@ def test_tvm_call_sites_of_one_shared_kernel_name_their_own_tensors(tmp_path):
     import numpy as np
     from onnx import numpy_helper
 
-    from levit_bench.runners.tvm.compile import compile_module
-    from levit_bench.runners.tvm.target import host_target
-
     rng = np.random.default_rng(0)
     weights = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype("float32"), f"w{i}") for i in (1, 2)]
     weights += [numpy_helper.from_array(rng.standard_normal(8).astype("float32"), f"b{i}") for i in (1, 2)]
@@ -221,12 +223,7 @@ def test_tvm_call_sites_of_one_shared_kernel_name_their_own_tensors(tmp_path):
         nodes += [helper.make_node("MatMul", [source, f"w{i}"], [f"mm{i}"], name=f"block{i}/MatMul"),
                   helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"ad{i}"], name=f"block{i}/Add"),
                   helper.make_node("Relu", [f"ad{i}"], [f"r{i}"], name=f"block{i}/Relu")]
-    value = helper.make_tensor_value_info
-    graph = helper.make_graph(nodes, "g", [value("x", onnx.TensorProto.FLOAT, [2, 8])],
-                              [value("r2", onnx.TensorProto.FLOAT, [2, 8])], weights)
-    path = tmp_path / "twice.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
-    compiled = compile_module(path, host_target(1), None)
+    compiled = _compiled_graph(tmp_path / "twice.onnx", nodes, weights, ("r2", [2, 8]))
     assert [w["function"] for w in compiled.wiring] == ["fused_matmul_add_relu"] * 2  # one shared kernel
     assert [set(w["outputs"]) for w in compiled.wiring] == [{"mm1", "ad1", "r1"}, {"mm2", "ad2", "r2"}]
     assert compiled.wiring[1]["inputs"] == ["r1"]

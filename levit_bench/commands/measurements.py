@@ -52,7 +52,7 @@ def _rounds_option(parser: argparse.ArgumentParser, default: int) -> None:
                         help=f"with --target, at most M rounds per cell (default {MAX_ROUNDS})")
 
 
-def _more_rounds(args: argparse.Namespace, store: ResultsStore) -> MoreRounds | None:
+def more_rounds(args: argparse.Namespace, store: ResultsStore) -> MoreRounds | None:
     """--target as the sweep's rule for more rounds: all cells run again while one's interval is wider."""
     from levit_bench.reports.confidence import estimate
     from levit_bench.runners.sweep import MoreRounds
@@ -171,7 +171,7 @@ def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str
             and not (args.rpc or args.rpc_tracker):
         calibrated_peak()  # once per host, before the first cell: every record's peak_fraction reads it
     store = open_store(workdir(args))
-    more = _more_rounds(args, store)
+    more = more_rounds(args, store)
     timeout = {"cell_timeout_s": args.cell_timeout} if hasattr(args, "cell_timeout") else {}
     with views.ProgressView("sweep", total=len(cells) * args.rounds) as progress:
         def on_cell(cell, state):

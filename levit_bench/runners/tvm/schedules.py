@@ -24,7 +24,8 @@ def default_schedules():
     import_tvm()
     from tvm.s_tir import dlight
 
-    return dlight.ApplyDefaultSchedule(_tiled_reduction_rule(), dlight.cpu.Reduction(), _injective_rule())
+    tiled, injective = _rules()
+    return dlight.ApplyDefaultSchedule(tiled, dlight.cpu.Reduction(), injective)
 
 
 def _lanes(target) -> int:
@@ -47,61 +48,57 @@ def _tile_width(columns: int, lanes: int) -> int:
     return 1
 
 
-def _tiled_reduction_rule():
+def _constant(extent) -> int | None:
+    """A loop extent as an int (None: not a constant)."""
+    value = getattr(extent, "value", extent)
+    return value if isinstance(value, int) else None
+
+
+def _rules() -> tuple:
+    """The two rules of levit-bench's own (DLight's `Reduction` sits between them)."""
     from tvm import s_tir, tirx
     from tvm.s_tir.dlight.analysis import normalize_prim_func
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-    class TiledReduction(CPUScheduleRule):
+    class Rule(CPUScheduleRule):
         def apply(self, func, target, _tunable):
             if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
                 return None
             sch = s_tir.Schedule(func)
             blocks = normalize_prim_func(sch)
-            if not blocks:
-                return None
+            return self.schedule(sch, blocks, target) if blocks else None
+
+    class TiledReduction(Rule):
+        def schedule(self, sch, blocks, target):
             reducing = [i for i, block in enumerate(blocks) if not block.is_injective()]
             if len(reducing) != 1:
                 return None
             main = blocks[reducing[0]]
             kinds = main.dom_kind()
             spatial = len(kinds) - len(kinds.lstrip("S"))
-            extents = [e.value if hasattr(e, "value") else e for e in main.dom()]
-            if spatial < 2 or set(kinds[spatial:]) != {"R"} or not all(isinstance(e, int) for e in extents):
+            extents = [_constant(e) for e in main.dom()]
+            if spatial < 2 or set(kinds[spatial:]) != {"R"} or None in extents:
                 return None
             for block in blocks[:reducing[0]]:  # padding, transposes: read in place
                 _try(sch.compute_inline, block.block_rv)
             _tile(sch, main.block_rv, extents, spatial, _lanes(target), blocks[reducing[0] + 1:], _parallel(target))
             return sch
 
-    return TiledReduction()
-
-
-def _injective_rule():
-    from tvm import s_tir, tirx
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
-    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
-
-    class Injective(CPUScheduleRule):
+    class Injective(Rule):
         """Element-wise and data-movement kernels: every block inlined into the last one (a
         transpose there and back, as channels-last leaves around Hardswish, composes away), its
         innermost loop vectorised, its outermost parallel on a multi-core target."""
 
-        def apply(self, func, target, _tunable):
-            if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
-                return None
-            sch = s_tir.Schedule(func)
-            blocks = normalize_prim_func(sch)
-            if not blocks or not all(block.is_injective() for block in blocks):
+        def schedule(self, sch, blocks, target):
+            if not all(block.is_injective() for block in blocks):
                 return None
             for block in blocks[:-1]:
                 _try(sch.compute_inline, block.block_rv)
             lanes = _lanes(target)
             for block in normalize_prim_func(sch) or []:
                 loops = sch.get_loops(block.block_rv)
-                extent = block.dom()[-1] if block.dom() else None
-                extent = getattr(extent, "value", extent)
-                if isinstance(extent, int) and extent % lanes == 0 and extent > 0:
+                extent = _constant(block.dom()[-1]) if block.dom() else None
+                if extent and extent % lanes == 0:
                     _, inner = sch.split(loops[-1], factors=[None, lanes])
                     sch.vectorize(inner)
                     loops = sch.get_loops(block.block_rv)
@@ -109,7 +106,7 @@ def _injective_rule():
                     sch.parallel(loops[0])
             return sch
 
-    return Injective()
+    return TiledReduction(), Injective()
 
 
 def _try(primitive, block) -> bool:
