@@ -1,20 +1,24 @@
-"""levit_128s on `xeon` (batch 16, one pinned thread): ONNX Runtime vs TVM untuned vs TVM tuned.
+"""TVM against ONNX Runtime as tuning proceeds (xeon, batch 16, one pinned thread).
 
-Tunes with MetaSchedule up to each budget in turn (a later budget continues the earlier
-database, so the tuning wall time is cumulative as a user would spend it), measures TVM with
-the database after each, and ONNX Runtime before and after, so drift of the machine shows.
+levit_128s is tuned in wall-clock segments up to each checkpoint (cumulative minutes, as a user
+would spend them); after each, TVM with the database and ONNX Runtime are measured back to
+back, so each ratio is paired in time. Then levit_192 is tuned from the same database (its
+shared kernels already measured) for `--second-minutes`, and measured the same way. Last, the
+per-component profile of tuned TVM next to ONNX Runtime's (`levit-bench profile`).
 
-Goal: tuned TVM at least on par with ONNX Runtime within a budget a user can afford (<= 30 min).
-Run: .venv/bin/python benchmarks/tvm_tuning.py [--budgets 124 372] [--workdir DIR]
+Goals (issue 16): untuned TVM >= 0.25x ONNX Runtime; tuned >= 1.0x within 30 minutes;
+levit_192 >= 0.9x within 10 more minutes from the shared database.
+Run: .venv/bin/python benchmarks/tvm_tuning.py [--checkpoints 5 10 20 30] [--second-minutes 10]
+     [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
+import json
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -28,61 +32,93 @@ from levit_bench.registry import get_spec  # noqa: E402
 from levit_bench.reports.store import open_store  # noqa: E402
 from levit_bench.runners.session import RunRequest, new_run_id, run_cell  # noqa: E402
 
-MODEL, BATCH = "levit_128s", 16
+FIRST, SECOND, BATCH = "levit_128s", "levit_192", 16
 
 
-def _measure(workdir: Path, runtime: str, mode: str | None, run_id: str) -> dict:
-    request = RunRequest(MODEL, runtime, "xeon", batch=BATCH, mode=mode, protocol="default", run_id=run_id)
-    record = run_cell(request, workdir)
+def _measure(workdir: Path, model: str, runtime: str, mode: str | None, run_id: str) -> dict:
+    record = run_cell(RunRequest(model, runtime, "xeon", batch=BATCH, mode=mode, run_id=run_id), workdir)
     open_store(workdir).insert_or_keep(record)
     if record["status"] != "ok":
-        raise SystemExit(f"{runtime} {mode or ''} failed: {record['error']}")
+        raise SystemExit(f"{model} on {runtime} {mode or ''} failed: {record['error']}")
     return record
+
+
+def _tune(workdir: Path, model: str, minutes: float) -> dict:
+    from levit_bench.runners.tvm.tuning import TuningRequest, tune_models
+
+    return tune_models(TuningRequest(models=(model,), platform="xeon", minutes=minutes, batch=BATCH), workdir)
+
+
+def _profile(workdir: Path, model: str, runtime: str, mode: str | None) -> dict:
+    command = [sys.executable, "-m", "levit_bench", "--workdir", str(workdir), "profile", "--model", model,
+               "--runtime", runtime, "--platform", "xeon", "--batch", str(BATCH), "--json",
+               *(["--mode", mode] if mode else [])]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"profile {model} on {runtime} failed: {done.stderr.strip()}")
+    return json.loads(done.stdout)
+
+
+def _row(label: str, minutes: float | None, trials: int | None, tvm: dict, ort: dict, estimate: float | None) -> str:
+    details = tvm.get("runtime_info", {}).get("details", {})
+    tuned = f"{details['tuned_tasks']}/{details['tasks']}" if "tasks" in details else "-"
+    return (f"| {label} | {f'{minutes:.1f}' if minutes is not None else '-'} | {trials if trials is not None else '-'} "
+            f"| {tvm['median_ms']:.1f} | {f'{estimate:.1f}' if estimate else '-'} | {ort['median_ms']:.1f} "
+            f"| {ort['median_ms'] / tvm['median_ms']:.2f} | {tuned} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budgets", type=int, nargs="+", default=[124, 372],
-                        help="cumulative trial budgets to measure at (default 124 372)")
+    parser.add_argument("--checkpoints", type=float, nargs="+", default=[5, 10, 20, 30],
+                        help="cumulative tuning minutes of levit_128s to measure at (default 5 10 20 30)")
+    parser.add_argument("--second-minutes", type=float, default=10.0,
+                        help="tuning minutes of levit_192 from the shared database (default 10; 0: skip)")
     parser.add_argument("--workdir", type=Path, help="keep the work directory (default: a temporary one)")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tvm-tuning-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
-
-    weights = workdir / "levit_128s-random.safetensors"
-    save_weights(randomise(get_spec(MODEL).build(), seed=11), weights, MODEL)
-    export_model(ExportOptions(model=MODEL, out_dir=workdir / "models", weights=str(weights), batch=BATCH))
+    for model in (FIRST, SECOND):
+        weights = workdir / f"{model}-random.safetensors"
+        save_weights(randomise(get_spec(model).build(), seed=11), weights, model)
+        export_model(ExportOptions(model=model, out_dir=workdir / "models", weights=str(weights), batch=BATCH))
     run_id = new_run_id()
     host = host_info()
-    print(f"# {MODEL}, xeon, batch {BATCH}, 1 thread, on {host.cpu_model} ({host.logical_cores} cores)")
-    print(f"# work directory: {workdir}", flush=True)
-
-    from levit_bench.runners.tvm.tuning import TuningRequest, tune_model
-
-    rows = []  # (label, trials, tuning seconds, record)
-    rows.append(("onnxruntime (before)", None, None, _measure(workdir, "onnxruntime", None, run_id)))
-    rows.append(("tvm untuned", 0, 0.0, _measure(workdir, "tvm", "untuned", run_id)))
-    spent_trials, spent_s = 0, 0.0
-    for budget in args.budgets:
-        started = time.perf_counter()
-        result = tune_model(TuningRequest(MODEL, "xeon", trials=budget - spent_trials, batch=BATCH), workdir)
-        spent_s += time.perf_counter() - started
-        spent_trials += result["trials"]
-        print(f"# tuned to {spent_trials} trials ({result['tasks']} tasks) in {spent_s / 60:.1f} min", flush=True)
-        rows.append((f"tvm tuned {budget}", spent_trials, spent_s, _measure(workdir, "tvm", "tuned", run_id)))
-    rows.append(("onnxruntime (after)", None, None, _measure(workdir, "onnxruntime", None, run_id)))
-
-    reference = min(r["median_ms"] for label, _, _, r in rows if label.startswith("onnxruntime"))
-    print("\n| runtime | trials | tuning wall | median ms | images/s | CV | tuned tasks | ORT ms / this |")
+    print(f"# xeon, batch {BATCH}, 1 thread, on {host.cpu_model} ({host.logical_cores} cores); workdir {workdir}")
+    print("\n| model, state | tuning min | trials | TVM ms | kernels' estimate ms | ORT ms | TVM/ORT speed | "
+          "tasks from database |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for label, trials, seconds, record in rows:
-        details = record.get("runtime_info", {}).get("details", {})
-        tuned = f"{details['tuned_tasks']}/{details['tasks']}" if "tasks" in details else "-"
-        wall = f"{seconds / 60:.1f} min" if seconds else "-"
-        print(f"| {label} | {trials if trials is not None else '-'} | {wall} | {record['median_ms']:.1f} | "
-              f"{record['images_per_s']:.1f} | {record['cv'] * 100:.1f}% | {tuned} | "
-              f"{reference / record['median_ms']:.2f} |")
+    ort = _measure(workdir, FIRST, "onnxruntime", None, run_id)
+    print(_row(f"{FIRST} untuned", 0, 0, _measure(workdir, FIRST, "tvm", "untuned", run_id), ort, None))
+    spent_s, trials = 0.0, 0
+    for checkpoint in args.checkpoints:
+        result = _tune(workdir, FIRST, checkpoint - spent_s / 60)
+        spent_s += result["seconds"]
+        trials += result["trials"]
+        tvm = _measure(workdir, FIRST, "tvm", "tuned", run_id)
+        ort = _measure(workdir, FIRST, "onnxruntime", None, run_id)
+        print(_row(f"{FIRST} tuned", spent_s / 60, trials, tvm, ort, result["estimated_ms"][FIRST]))
+    if args.second_minutes > 0:
+        ort = _measure(workdir, SECOND, "onnxruntime", None, run_id)
+        print(_row(f"{SECOND} untuned", 0, 0, _measure(workdir, SECOND, "tvm", "untuned", run_id), ort, None))
+        result = _tune(workdir, SECOND, args.second_minutes)
+        tvm = _measure(workdir, SECOND, "tvm", "tuned", run_id)
+        ort = _measure(workdir, SECOND, "onnxruntime", None, run_id)
+        print(_row(f"{SECOND} tuned (shared database)", result["seconds"] / 60, result["trials"], tvm, ort,
+                   result["estimated_ms"][SECOND]))
+    profiles = {"tvm tuned": _profile(workdir, FIRST, "tvm", "tuned"),
+                "onnxruntime": _profile(workdir, FIRST, "onnxruntime", None)}
+    print(f"\n## {FIRST}: ms per batch by component (share)\n")
+    print("| component | " + " | ".join(profiles) + " |")
+    print("| --- |" + " --- |" * len(profiles))
+    names = [row["name"] for row in next(iter(profiles.values()))["components"]]
+    for index, name in enumerate(names):
+        cells = [p["components"][index] for p in profiles.values()]
+        if any(c["ms"] for c in cells):
+            print(f"| {name} | " + " | ".join(f"{c['ms']:.2f} ({c['share']:.1%})" for c in cells) + " |")
+    for label, key in (("kernels sum", "kernels_ms"), ("outside kernels", "outside_kernels_ms"),
+                       ("unprofiled median", "median_ms")):
+        print(f"| {label} | " + " | ".join(f"{p[key]:.2f}" for p in profiles.values()) + " |")
 
 
 if __name__ == "__main__":

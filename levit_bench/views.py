@@ -269,6 +269,11 @@ class ProgressView:
     def step(self, description: str) -> None:
         self._progress.update(self._task, description=description)
 
+    @property
+    def total(self) -> float | None:
+        """The bar's total (None: still a spinner)."""
+        return self._progress.tasks[self._task].total
+
     def start(self, total: int, description: str | None = None) -> None:
         """From now on a bar over `total` units of work, from 0."""
         fields = {"description": description} if description else {}

@@ -186,7 +186,7 @@ def test_tvm_kernels_are_wired_to_the_graph_nodes_they_run(tmp_path):
              helper.make_node("Mul", ["s0", "s1"], ["y"], name="out/Mul")]
     compiled = _compiled_graph(tmp_path / "tiny.onnx", nodes, weights, ("y", [4, 2]))
     assert [(w["function"], set(w["outputs"])) for w in compiled.wiring] == [
-        ("fused_matmul_add_relu", {"mm", "ad", "r"}), ("fused_transpose_split_multiply", {"rt", "s0", "y"})]
+        ("fused_matmul_add_relu1", {"mm", "ad", "r"}), ("fused_transpose_split_multiply1", {"rt", "s0", "y"})]
     assert compiled.wiring[1]["inputs"] == ["r"]
 
     compiled.executable.export_library(str(tmp_path / "tiny.so"))
@@ -202,8 +202,8 @@ def test_tvm_kernels_are_wired_to_the_graph_nodes_they_run(tmp_path):
     vm(x)
     assert len(events) == len(calls[-1])  # closed: the VM's calls are no longer recorded
     kernels = {k.name: k for k in timed_kernels(calls, compiled.wiring)}
-    assert set(kernels["fused_matmul_add_relu#0"].outputs) == {"mm", "ad", "r"}
-    assert kernels["fused_transpose_split_multiply#0"].inputs == ("r",)
+    assert set(kernels["fused_matmul_add_relu1#0"].outputs) == {"mm", "ad", "r"}
+    assert kernels["fused_transpose_split_multiply1#0"].inputs == ("r",)
     builtins = [k for k in kernels.values() if k.op.startswith("vm.builtin.")]
     assert builtins and all(not (k.inputs or k.outputs) for k in builtins)  # placed by the kernel run next
     assert all(k.ms >= 0 for k in kernels.values())
@@ -224,7 +224,7 @@ def test_tvm_call_sites_of_one_shared_kernel_name_their_own_tensors(tmp_path):
                   helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"ad{i}"], name=f"block{i}/Add"),
                   helper.make_node("Relu", [f"ad{i}"], [f"r{i}"], name=f"block{i}/Relu")]
     compiled = _compiled_graph(tmp_path / "twice.onnx", nodes, weights, ("r2", [2, 8]))
-    assert [w["function"] for w in compiled.wiring] == ["fused_matmul_add_relu"] * 2  # one shared kernel
+    assert [w["function"] for w in compiled.wiring] == ["fused_matmul_add_relu1"] * 2  # one shared kernel
     assert [set(w["outputs"]) for w in compiled.wiring] == [{"mm1", "ad1", "r1"}, {"mm2", "ad2", "r2"}]
     assert compiled.wiring[1]["inputs"] == ["r1"]
 

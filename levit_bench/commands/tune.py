@@ -1,4 +1,4 @@
-"""`levit-bench tune`: MetaSchedule tuning of a model for a platform's TVM target."""
+"""`levit-bench tune`: MetaSchedule tuning of models for a platform's TVM target."""
 
 from __future__ import annotations
 
@@ -8,56 +8,92 @@ from levit_bench.commands.common import positive_int, print_json, workdir
 from levit_bench.commands.measurements import rpc_options, tvm_options
 
 
+def positive_minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, not {text}")
+    return value
+
+
+def _estimates(estimated: dict, untuned: dict) -> str:
+    parts = []
+    for model, now in estimated.items():
+        if now is not None:
+            before = untuned.get(model)
+            parts.append(f"{model} {now:.1f} ms" + (f" (at start {before:.1f})" if before else ""))
+    return ", ".join(parts)
+
+
 def cmd_tune(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.runners.tvm.tuning import TuningRequest, tune_model
+    from levit_bench.runners.tvm.tuning import TuningRequest, tune_models
 
-    request = TuningRequest(model=args.model, platform=args.platform, trials=args.trials, batch=args.batch,
-                            weights=args.weights, **rpc_options(args))
-    with views.ProgressView(f"tuning {args.model}") as progress:
+    request = TuningRequest(models=tuple(args.models), platform=args.platform, trials=args.trials,
+                            minutes=args.minutes, batch=args.batch, weights=args.weights, **rpc_options(args))
+    budget = request.budget
+    names = " ".join(args.models)
+    with views.ProgressView(f"tuning {names}") as progress:
         def on_step(step: str) -> None:
-            if step == "tuning":
-                progress.start(request.trials, f"tuning {args.model} (extracting tasks)")
-            else:
-                progress.step(f"{args.model}: {step}")
+            progress.step(f"{names}: {step}")
 
         def on_progress(state) -> None:
-            best = (f"best kernels so far: {state.best_ms:.1f} ms over {state.tasks_measured} tasks"
-                    if state.best_ms is not None else "")
-            progress.step(f"tuning {args.model}: {state.tasks_done}/{state.tasks} tasks done")
-            progress.update(state.trials, info=best)
+            estimate = _estimates(state.estimated_ms, state.start_ms)
+            if state.phase == "defaults":
+                progress.step(f"{names}: measuring default schedules ({state.defaults_measured}/{state.tasks} tasks)")
+                return
+            if budget.seconds is not None:  # the bar is the time budget
+                if progress.total != int(budget.seconds):
+                    progress.start(int(budget.seconds), f"tuning {names} (seconds)")
+                progress.update(min(int(state.elapsed_s), int(budget.seconds)),
+                                info=f"{state.trials} trials; {estimate}")
+            else:
+                if progress.total != budget.trials:
+                    progress.start(budget.trials, f"tuning {names} (trials)")
+                progress.update(min(state.trials, budget.trials), info=estimate)
 
-        summary = tune_model(request, workdir(args), on_step, on_progress)
-    if summary["artifact_note"]:
-        views.print_note(summary["artifact_note"])
+        summary = tune_models(request, workdir(args), on_step, on_progress)
+    for note in summary["artifact_notes"]:
+        views.print_note(note)
     if args.json:
         print_json(summary)
     else:
-        estimate = f", estimated {summary['estimated_ms']:.1f} ms per batch" if summary["estimated_ms"] else ""
-        views.print_note(f"{summary['trials']} trials on {summary['tasks']} tasks in {summary['seconds']:.0f} s"
-                         f"{estimate}; the database holds {summary['records']} records: {summary['database']}")
+        views.print_note(
+            f"{summary['trials']} trials on {summary['tuned_tasks']} of {summary['tasks']} tasks in "
+            f"{summary['seconds']:.0f} s; kernels' estimate per batch: "
+            f"{_estimates(summary['estimated_ms'], summary['start_ms']) or 'not measured'}; "
+            f"the database holds {summary['records']} records: {summary['database']}")
     return 0
 
 
 def register(commands) -> None:
-    from levit_bench.runners.tvm.tuning import DEFAULT_TRIALS
+    from levit_bench.runners.tvm.tuning import DEFAULT_TRIALS, MIN_SHARE
 
     tune = commands.add_parser(
         "tune",
-        help="tune a model's TVM kernels with MetaSchedule for a platform; runs use the result",
-        description="Run MetaSchedule on the model's heaviest kernels (the tasks holding 99.5%% of "
-        "its floating-point work) for the platform's TVM target, measuring candidates on one "
-        "thread here or on a device over RPC. The database is kept in <workdir>/tvm/tuning/, keyed "
-        "by model, target and TVM version: a later tune continues it, and `run --runtime tvm` uses "
-        "it (the record says tuned). Ctrl-C keeps every measured candidate.",
+        help="tune models' TVM kernels with MetaSchedule for a platform; runs use the result",
+        description="Tune the models' kernels for the platform's TVM target. Each distinct kernel is one "
+        "task however many models call it. Every task's default schedule is measured first; then rounds "
+        "of 32 candidates go to the tasks holding the most measured time per trial already spent "
+        f"(tasks under {MIN_SHARE:.1%} of the time keep their default). Candidates are built on one core "
+        "and timed on the other (or on a device over RPC). The database is shared by every model tuned "
+        "for the target, in <workdir>/tvm/tuning/, keyed by target and TVM version: a later tune "
+        "continues it, and `run --runtime tvm` of a tuned model uses it (the record says tuned). "
+        "Ctrl-C keeps every measured candidate.",
     )
-    tune.add_argument("--model", required=True, metavar="NAME")
+    tune.add_argument("--model", "--models", dest="models", required=True, nargs="+", metavar="NAME",
+                      help="one or more models: their shared kernels are tuned once")
     tune.add_argument("--platform", required=True, help="xeon (this host's CPU) or arm (aarch64+NEON, over RPC)")
-    tune.add_argument("--trials", type=positive_int, default=DEFAULT_TRIALS, metavar="N",
-                      help=f"candidates to measure in this run (default {DEFAULT_TRIALS}: tens of minutes "
-                      "for levit_128s on one core; more trials, faster kernels)")
+    tune.add_argument("--trials", type=positive_int, metavar="N",
+                      help=f"candidates to measure in this run (default {DEFAULT_TRIALS} when --minutes "
+                      "is not given); with --minutes, whichever ends first")
+    tune.add_argument("--minutes", type=positive_minutes, metavar="M",
+                      help="wall-clock budget of the tuning, default schedules' measurement included: a "
+                      "round starts only if it should end in time")
     tune.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
-    tune.add_argument("--weights", metavar="PATH|URL", help="export these weights first if needed")
+    tune.add_argument("--weights", metavar="PATH|URL", help="export these weights first if needed (one model)")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     tvm_options(tune)
     tune.set_defaults(handler=cmd_tune)

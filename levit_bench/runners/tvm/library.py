@@ -1,10 +1,14 @@
 """Where TVM's products live in the work directory: tuning databases and compiled libraries.
 
-    <workdir>/tvm/tuning/<model>/<target-key>/tvm-<version>/   MetaSchedule's JSON database
+    <workdir>/tvm/tuning/<target-key>/tvm-<version>/   MetaSchedule's JSON database, models.json
     <workdir>/tvm/libraries/<model>/<target-key>/<onnx-sha>-<schedules>/<model>.so + manifest.json
 
-A database is keyed by model, target and TVM version, so a later `tune` continues it and a
-`run` finds it. A library is written with a manifest (target, TVM version, input shape,
+A database is keyed by target and TVM version and shared by every model tuned for that target:
+a kernel is one workload however many models call it (LeViT sizes share many shapes), so a
+second model starts from what the first one's tuning measured. `models.json` lists the models
+tuned into it; a `run` of one of them uses it (mode `tuned`).
+
+A library is written with a manifest (target, TVM version, input shape,
 sha256s) so that it can be copied to a device and still says what it is; a manifest that
 matches the artifact, the target and the database lets a later run skip the compile.
 """
@@ -25,30 +29,48 @@ from levit_bench.runners.tvm.target import target_key
 from levit_bench.workdir import atomic_path, write_atomic
 
 SCHEDULES = ("tuned", "untuned")
+MODELS_FILE = "models.json"
 MANIFEST_FORMAT = 2  # 2: the manifest maps kernel calls to graph tensors (`wiring`); older ones are rebuilt
 
 
-def database_dir(workdir: Path, model: str, target: dict) -> Path:
-    return workdir / "tvm" / "tuning" / model / target_key(target) / f"tvm-{tvm_version()}"
+def database_dir(workdir: Path, target: dict) -> Path:
+    return workdir / "tvm" / "tuning" / target_key(target) / f"tvm-{tvm_version()}"
+
+
+def tuned_models(database: Path) -> dict[str, dict]:
+    """The models tuned into a database: name -> {batches, trials, seconds} ({}: none)."""
+    try:
+        return json.loads((database / MODELS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def add_tuned_model(database: Path, model: str, batch: int, trials: int, seconds: float) -> None:
+    models = tuned_models(database)
+    entry = models.setdefault(model, {"batches": [], "trials": 0, "seconds": 0.0})
+    entry["batches"] = sorted({*entry["batches"], batch})
+    entry["trials"] += trials
+    entry["seconds"] = round(entry["seconds"] + seconds, 1)
+    write_atomic(database / MODELS_FILE, (json.dumps(models, indent=2, sort_keys=True) + "\n").encode())
 
 
 def has_tuning(workdir: Path, model: str) -> bool:
-    """Whether any database for `model` holds records (cheap: no TVM import)."""
-    root = workdir / "tvm" / "tuning" / model
-    return any(p.stat().st_size > 0 for p in root.glob("*/tvm-*/database_tuning_record.json"))
+    """Whether `model` was tuned into any database here (cheap: no TVM import)."""
+    return any(model in tuned_models(d) for d in (workdir / "tvm" / "tuning").glob("*/tvm-*"))
 
 
 def resolve_schedules(workdir: Path, model: str, target: dict, asked: str | None) -> str:
-    """`tuned` when asked for or when a database has records, else `untuned`."""
+    """`tuned` when asked for or when `model` was tuned for `target`, else `untuned`."""
     if asked is not None and asked not in SCHEDULES:
         raise RunnerError(f"tvm modes are {', '.join(SCHEDULES)}, not {asked}")
-    records = database_records(database_dir(workdir, model, target))
+    database = database_dir(workdir, target)
+    records = database_records(database)
     if asked == "tuned" and records == 0:
         raise RunnerError(
             f"no tuning database for {model} on {target_key(target)} with TVM {tvm_version()}: "
             f"run `levit-bench tune --model {model}` first"
         )
-    return asked or ("tuned" if records else "untuned")
+    return asked or ("tuned" if records and model in tuned_models(database) else "untuned")
 
 
 @dataclass(frozen=True)
@@ -89,7 +111,7 @@ def _reusable(directory: Path, wanted: dict) -> Library | None:
 
 def build_library(workdir: Path, artifact: Artifact, target: dict, schedules: str) -> Library:
     """Compile `artifact` for `target` (with the tuning database when `schedules` is tuned)."""
-    database = database_dir(workdir, artifact.model, target)
+    database = database_dir(workdir, target)
     records = database_records(database) if schedules == "tuned" else 0
     wanted = {
         "format": MANIFEST_FORMAT, "model": artifact.model, "onnx_sha256": artifact.sha256, "target": target,

@@ -8,7 +8,9 @@ vectors of the last output axis accumulate in a local tile while the reduction r
 tile's last axis vectorised at the target's vector width; the kernel's element-wise prologue
 and epilogue (bias, activation, residual) are inlined into the tile's loads and write-back.
 Softmax-like kernels go to DLight's CPU `Reduction` rule. A tuning database's schedules win:
-these apply only where it has none.
+these apply only where it has none. Tuning measures each default schedule first and records it
+as the task's first candidate (`default_schedule` returns it with its trace), so a tuned build
+is never slower than these by the tuner's own measurement.
 """
 
 from __future__ import annotations
@@ -26,6 +28,20 @@ def default_schedules():
 
     tiled, injective = _rules()
     return dlight.ApplyDefaultSchedule(tiled, dlight.cpu.Reduction(), injective)
+
+
+def default_schedule(func, target):
+    """The default schedule of one PrimFunc, as a traced `Schedule` (None: no rule applies),
+    exactly as `default_schedules()` would schedule it."""
+    import_tvm()
+    from tvm.s_tir import dlight
+
+    tiled, injective = _rules()
+    for rule in (tiled, dlight.cpu.Reduction(), injective):
+        schedule = rule.apply(func, target, False)
+        if schedule is not None:
+            return schedule
+    return None
 
 
 def _lanes(target) -> int:

@@ -1,179 +1,217 @@
-"""MetaSchedule tuning of an exported model for one target, into a database that persists.
+"""MetaSchedule tuning of one or more models for one target, into a database they share.
 
-Two traps of the stock set-up are avoided here: MetaSchedule's default builder imports
-`tvm.s_tir.tensor_intrin` in every build worker (about 30 s on a small machine, past the
-builder's 30 s timeout, so every candidate fails and tuning silently learns nothing), and
-tasks must come from the same fused module the build later applies the database to.
+The protocol (each step is a lever the stock `tune_tasks` set-up leaves on the table):
+
+1. tasks from every model's fused module, each distinct kernel once (`tasks.py`);
+2. every new task's default schedule measured and recorded first (`measuring.py`): the
+   search starts from it, and the model's time is estimated from the first minute;
+3. rounds of `ROUND` candidates, each round given to the task with the most measured time
+   per trial already spent on it (time = calls x best kernel time, so trials follow the
+   time share, and a kernel that got fast stops drawing them); kernels under `MIN_SHARE`
+   of the time keep their default;
+4. an evolutionary search sized for small budgets, one cost model learning across rounds;
+5. a round starts only if the budget (trials, or wall-clock minutes) allows it.
+
+The database keeps every measured candidate, so Ctrl-C loses nothing and a later `tune`
+continues where this one stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.platforms import get_platform
 from levit_bench.registry import get_spec
 from levit_bench.runners.artifacts import ensure_artifact
-
+from levit_bench.runners.tvm import measuring
 from levit_bench.runners.tvm.api import import_tvm, thread_count
-from levit_bench.runners.tvm.compile import CROSS_COMPILER, open_database, relax_module
-from levit_bench.runners.tvm.library import database_dir
-from levit_bench.runners.tvm.rpc import RpcAddress, connect, resolve_address
+from levit_bench.runners.tvm.compile import open_database
+from levit_bench.runners.tvm.library import add_tuned_model, database_dir
+from levit_bench.runners.tvm.rpc import RpcAddress, resolve_address
 from levit_bench.runners.tvm.target import is_cross
+from levit_bench.runners.tvm.tasks import Task, estimated_ms, model_tasks
 
-DEFAULT_TRIALS = 200  # levit_128s: ~10-20 min on one core of a 2-core VM
-TRIALS_PER_ROUND = 16
-# Tasks are tuned heaviest first until they hold this share of the model's floating-point
-# work; the rest (reshapes, transposes, small element-wise kernels) keep default schedules,
-# where trials would buy almost nothing.
-FLOP_SHARE = 0.995
-
-
-def build_candidate(mod, target, _params):
-    """MetaSchedule's build, without importing the tensor intrinsics (not used on CPU)."""
-    from tvm.driver import build as tvm_build
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-
-    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+DEFAULT_TRIALS = 320  # levit_128s: ~10 min on one core of a 2-core VM
+ROUND = 32  # candidates per round of one task (MetaSchedule's num_trials_per_iter)
+MIN_SHARE = 0.005  # a task under this share of the measured time gets no trials
+POPULATION = 256  # the evolutionary search's population (MetaSchedule's default: 512)
+GENETIC_ITERATIONS = 2  # (default 4): on 2 cores the search must not outlast the measuring
+FIRST_ROUND_S = 45.0  # a guess of a round's length before one has been timed
 
 
-def export_cross_candidate(module) -> str:
-    """A candidate as an aarch64 shared library the device can load without a compiler."""
-    path = Path(tempfile.mkdtemp()) / "candidate.so"
-    module.export_library(str(path), cc=CROSS_COMPILER)
-    return str(path)
+@dataclass(frozen=True)
+class Budget:
+    """When tuning stops: after `trials` candidates or `seconds` of wall time, whichever first."""
+
+    trials: int | None = None
+    seconds: float | None = None
+
+    def allows(self, trials: int, elapsed: float, next_round_s: float) -> bool:
+        """Whether another round fits: a round starts only if it should end within the time."""
+        if self.trials is not None and trials >= self.trials:
+            return False
+        return self.seconds is None or elapsed + next_round_s <= self.seconds
 
 
 @dataclass
 class TuningProgress:
     tasks: int
-    tasks_done: int = 0  # tasks whose trial budget is spent
+    phase: str = "defaults"  # defaults (measuring the default schedules), then tuning
+    defaults_measured: int = 0
     trials: int = 0  # candidates measured in this run
-    tasks_measured: int = 0  # tasks with at least one candidate that ran
-    best_ms: float | None = None  # sum over measured tasks of occurrences x their best kernel time
+    elapsed_s: float = 0.0
+    estimated_ms: dict[str, float | None] = field(default_factory=dict)  # model -> kernels' sum
+    start_ms: dict[str, float | None] = field(default_factory=dict)  # the same when this run started
 
     def as_dict(self) -> dict:
-        return {"tasks": self.tasks, "tasks_done": self.tasks_done, "tasks_measured": self.tasks_measured,
-                "trials": self.trials, "best_ms": self.best_ms}
+        return {"tasks": self.tasks, "phase": self.phase, "trials": self.trials,
+                "elapsed_s": round(self.elapsed_s, 1), "estimated_ms": self.estimated_ms,
+                "start_ms": self.start_ms}
 
 
 @dataclass(frozen=True)
 class TuningResult:
     tasks: int
+    tuned_tasks: int  # tasks that drew trials
     trials: int
     seconds: float
-    best_ms: float | None
+    estimated_ms: dict[str, float | None]
+    start_ms: dict[str, float | None]
     records: int
 
 
-def _progress_callback(weights: list[float], per_task: int, progress: TuningProgress,
-                       on_progress: Callable[[TuningProgress], None]):
-    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-    from tvm.ir.utils import derived_object
+def _best_seconds(database, tasks: list[Task]) -> list[float | None]:
+    """Each task's best recorded kernel time (None: none recorded)."""
+    best: list[float | None] = []
+    for task in tasks:
+        top = database.get_top_k(database.commit_workload(task.workload), 1)
+        best.append(_mean(top[0].run_secs) if top else None)
+    return best
 
-    best = [math.inf] * len(weights)
-    trials = [0] * len(weights)
+
+def _mean(run_secs) -> float | None:
+    values = [float(s) for s in run_secs or ()]
+    return sum(values) / len(values) if values and all(math.isfinite(v) for v in values) else None
+
+
+def next_task(tasks: list[Task], best: list[float | None], trials: list[int], exhausted: set[int]) -> int | None:
+    """The task whose measured time (calls x best kernel time) is largest per round already
+    spent on it; None when no task holds `MIN_SHARE` of the time."""
+    times = [task.weight * b if b is not None else 0.0 for task, b in zip(tasks, best)]
+    total = sum(times)
+    candidates = [i for i, t in enumerate(times) if i not in exhausted and total and t / total >= MIN_SHARE]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda i: times[i] / (1 + trials[i] / ROUND))
+
+
+def _context(task: Task):
+    """A task's search: MetaSchedule's per-task log files are not written (their logger set-up
+    also prints every round's table on stdout); the progress bar tells what they would."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.TuneContext(
+        mod=task.workload, target=task.target, space_generator="post-order-apply",
+        search_strategy=ms.search_strategy.EvolutionarySearch(
+            population_size=POPULATION, genetic_num_iters=GENETIC_ITERATIONS),
+        task_name=task.name, logger=logging.getLogger(f"{__name__}.{task.name}"), num_threads=1,
+    ).clone()
+
+
+def _round_recorder(times: list[float]):
+    """A measure callback keeping the run times of the round's candidates that ran."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
     @derived_object
-    class Progress(PyMeasureCallback):
+    class Recorder(PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             for result in runner_results:
-                if result.run_secs:
-                    seconds = sum(float(s) for s in result.run_secs) / len(result.run_secs)
-                    best[task_id] = min(best[task_id], seconds)
-            trials[task_id] += len(runner_results)
-            progress.trials += len(runner_results)
-            progress.tasks_done = sum(1 for t in trials if t >= per_task)
-            measured = [(w, b) for w, b in zip(weights, best) if math.isfinite(b)]
-            progress.tasks_measured = len(measured)
-            progress.best_ms = sum(w * b for w, b in measured) * 1e3 if measured else None
-            on_progress(progress)
+                mean = _mean(result.run_secs) if result.error_msg is None else None
+                times.append(mean if mean is not None else math.inf)
 
-    return Progress()
+    return Recorder()
 
 
-def heavy_tasks(extracted: list, share: float = FLOP_SHARE) -> list:
-    """The tasks worth trials: heaviest (FLOPs x occurrences) first, up to `share` of the work."""
-    from tvm.s_tir.analysis import estimate_tir_flops
-
-    work = [(estimate_tir_flops(task.dispatched[0]) * task.weight, task) for task in extracted]
-    work = [(w, task) for w, task in work if w > task.weight]  # a FLOP count of 1: data movement
-    work.sort(key=lambda pair: -pair[0])
-    total, kept, running = sum(w for w, _ in work), [], 0.0
-    for w, task in work:
-        if running >= share * total:
-            break
-        kept.append(task)
-        running += w
-    return kept
-
-
-def _runner(address: RpcAddress | None):
+def tune(tasks: list[Task], database_dir: Path, budget: Budget, rpc: RpcAddress | None = None,
+         cross: bool = False, on_progress: Callable[[TuningProgress], None] = lambda progress: None) -> TuningResult:
+    """Measure the tasks' default schedules, then spend the budget on rounds of search."""
+    import_tvm()
     from tvm.s_tir import meta_schedule as ms
 
-    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50)
-    if address is None:
-        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=evaluator)
-
-    def create_session(_config):
-        return connect(address)
-
-    return ms.runner.RPCRunner(
-        rpc_config=ms.runner.RPCConfig(session_timeout_sec=120),
-        evaluator_config=evaluator, f_create_session=create_session, max_workers=1,
-    )
-
-
-def tune(onnx_path: Path, target: dict, database_dir: Path, trials: int,
-         rpc: RpcAddress | None = None,
-         on_progress: Callable[[TuningProgress], None] = lambda progress: None) -> TuningResult:
-    """Spend `trials` more candidates on the model's tasks; the database keeps every one.
-
-    A later call with the same database continues: MetaSchedule's evolutionary search starts
-    from the best schedules already measured.
-    """
-    tvm = import_tvm()
-    from tvm.s_tir import meta_schedule as ms
-
-    tvm_target = tvm.target.Target(target)
-    with tvm_target:
-        mod, _ = relax_module(onnx_path)
-    extracted = heavy_tasks(ms.relax_integration.extract_tasks(mod, tvm_target))
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(extracted, str(database_dir / "logs"))
-    per_task = max(1, trials // len(contexts))  # every task gets trials when the budget allows
-    progress = TuningProgress(tasks=len(contexts))
-    builder = ms.builder.LocalBuilder(
-        max_workers=2, timeout_sec=120, f_build=build_candidate,
-        f_export=export_cross_candidate if is_cross(target) else None,
-    )
-    database = open_database(database_dir)
-    callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
-                 _progress_callback([float(w) for w in weights], per_task, progress, on_progress)]
     started = time.perf_counter()
-    ms.tune.tune_tasks(
-        tasks=contexts, task_weights=weights, work_dir=str(database_dir / "logs"),
-        max_trials_global=trials, max_trials_per_task=per_task,
-        num_trials_per_iter=min(TRIALS_PER_ROUND, per_task),
-        builder=builder, runner=_runner(rpc), database=database,
-        measure_callbacks=callbacks,
+    models = list(dict.fromkeys(model for task in tasks for model in task.calls))
+    progress = TuningProgress(tasks=len(tasks))
+    database = open_database(database_dir)
+    search_core, runner_core = measuring.cores()
+    build = measuring.builder(search_core, cross)
+    run = measuring.runner(rpc, runner_core if rpc is None else None)
+
+    def report(best: list[float | None]) -> None:
+        progress.elapsed_s = time.perf_counter() - started
+        progress.estimated_ms = {m: estimated_ms(tasks, best, m) for m in models}
+        on_progress(progress)
+
+    def defaults_go_on(done: int) -> bool:
+        progress.defaults_measured = done
+        report(_best_seconds(database, tasks))
+        return budget.seconds is None or time.perf_counter() - started < budget.seconds
+
+    with measuring.pinned(search_core):
+        measuring.measure_defaults(tasks, database, build, run, keep_going=defaults_go_on)
+        best = _best_seconds(database, tasks)
+        progress.start_ms = {m: estimated_ms(tasks, best, m) for m in models}
+        progress.phase = "tuning"
+        report(best)
+        trials, exhausted, contexts = [0] * len(tasks), set(), {}
+        cost_model = ms.cost_model.XGBModel(num_tuning_cores=1)
+        round_s = FIRST_ROUND_S
+        while budget.allows(progress.trials, time.perf_counter() - started, round_s):
+            chosen = next_task(tasks, best, trials, exhausted)
+            if chosen is None:
+                break
+            if chosen not in contexts:
+                contexts[chosen] = _context(tasks[chosen])
+            times: list[float] = []
+            size = ROUND if budget.trials is None else min(ROUND, budget.trials - progress.trials)
+            round_started = time.perf_counter()
+            ms.tune.tune_tasks(
+                tasks=[contexts[chosen]], task_weights=[float(tasks[chosen].weight)],
+                work_dir=str(database_dir / "logs"), max_trials_global=size, max_trials_per_task=size,
+                num_trials_per_iter=size, builder=build, runner=run, database=database, cost_model=cost_model,
+                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _round_recorder(times)],
+                task_scheduler="round-robin",
+            )
+            round_s = time.perf_counter() - round_started
+            if not times:  # the search found no new candidate: its space is spent
+                exhausted.add(chosen)
+            trials[chosen] += len(times)
+            progress.trials += len(times)
+            finite = [t for t in times if math.isfinite(t)]
+            if finite and (best[chosen] is None or min(finite) < best[chosen]):
+                best[chosen] = min(finite)
+            report(best)
+    return TuningResult(
+        tasks=len(tasks), tuned_tasks=sum(1 for t in trials if t), trials=progress.trials,
+        seconds=time.perf_counter() - started, estimated_ms=progress.estimated_ms,
+        start_ms=progress.start_ms, records=len(database),
     )
-    return TuningResult(tasks=len(contexts), trials=progress.trials, seconds=time.perf_counter() - started,
-                        best_ms=progress.best_ms, records=len(database))
 
 
 @dataclass(frozen=True)
 class TuningRequest:
     """What `levit-bench tune` asks for, checked when made."""
 
-    model: str
+    models: tuple[str, ...]
     platform: str
-    trials: int = DEFAULT_TRIALS
+    trials: int | None = None  # None with no minutes: DEFAULT_TRIALS
+    minutes: float | None = None
     batch: int | None = None  # None: the platform's
     weights: str | None = None
     rpc: str | None = None  # where candidates are measured for arm: a device (as for runs)
@@ -181,26 +219,50 @@ class TuningRequest:
     mcpu: str | None = None
 
     def __post_init__(self):
-        if self.trials < 1:
+        if not self.models:
+            raise LevitBenchError("give at least one model to tune")
+        if len(set(self.models)) != len(self.models):
+            raise LevitBenchError(f"a model is named twice: {' '.join(self.models)}")
+        if self.weights is not None and len(self.models) > 1:
+            raise LevitBenchError("--weights names one model's weights: tune one model with it")
+        if self.trials is not None and self.trials < 1:
             raise LevitBenchError(f"--trials must be at least 1, not {self.trials}")
+        if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
+            raise LevitBenchError(f"--minutes must be a positive number, not {self.minutes:g}")
         if self.batch is not None and self.batch < 1:
             raise LevitBenchError(f"the batch must be a positive integer, not {self.batch}")
         if self.rpc == "emulator":
             raise LevitBenchError("tune --rpc emulator is refused: emulated timings would rank schedules by "
                                   "QEMU's speed, not the device's; tune on a real board (--rpc HOST:PORT)")
+        for model in self.models:
+            get_spec(model)  # an unknown name is refused before anything runs
+
+    @property
+    def budget(self) -> Budget:
+        trials = self.trials if self.trials is not None or self.minutes is not None else DEFAULT_TRIALS
+        return Budget(trials=trials, seconds=self.minutes * 60 if self.minutes is not None else None)
 
 
-def tune_model(request: TuningRequest, workdir: Path, on_step: Callable[[str], None] = lambda step: None,
-               on_progress: Callable[[TuningProgress], None] = lambda progress: None) -> dict:
-    """Tune `request.model` for its platform's target into the work directory's database.
+def _quiet_meta_schedule() -> None:
+    """MetaSchedule's loggers print every round's task table at INFO; the progress bar says it."""
+    import tvm.s_tir.meta_schedule  # noqa: F401 - creates its loggers
 
-    Finds (or exports) the artifact, measures candidates as runs measure (on the platform's
-    threads, here or on the device), and returns a summary: trials, tasks, wall time, the
-    estimated time per batch, and where the database is.
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("tvm.s_tir.meta_schedule"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def tune_models(request: TuningRequest, workdir: Path, on_step: Callable[[str], None] = lambda step: None,
+                on_progress: Callable[[TuningProgress], None] = lambda progress: None) -> dict:
+    """Tune `request.models` for their platform's target into the target's shared database.
+
+    Finds (or exports) each artifact, measures candidates as runs measure (on the platform's
+    threads, here or on the device), lists the models in the database's `models.json`, and
+    returns a summary: trials, tasks, wall time, each model's estimated time per batch
+    (default schedules, then tuned), and where the database is.
     """
     from levit_bench.runners.tvm.runner import platform_target
 
-    spec = get_spec(request.model)
     platform = get_platform(request.platform)
     address = resolve_address(request.rpc, request.rpc_key)
     if platform.name == "arm" and address is None:
@@ -209,15 +271,28 @@ def tune_model(request: TuningRequest, workdir: Path, on_step: Callable[[str], N
         address.check_reachable()
     target = platform_target(platform.name, platform.threads, request.mcpu)
     batch = request.batch or platform.default_batch or 1
-    on_step("artifact")
-    artifact = ensure_artifact(workdir, spec.name, batch, request.weights, on_step)
-    database = database_dir(workdir, spec.name, target)
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    artifacts = {}
+    for model in request.models:
+        on_step(f"artifact {model}")
+        artifacts[model] = ensure_artifact(workdir, get_spec(model).name, batch, request.weights, on_step)
+    database = database_dir(workdir, target)
+    tvm = import_tvm()
+    _quiet_meta_schedule()
+    on_step("extracting tasks")
+    tasks = model_tasks({m: a.onnx_path for m, a in artifacts.items()}, tvm.target.Target(target))
+    result = None
     with thread_count(platform.threads):  # candidates are measured as runs are: on the platform's threads
         on_step("tuning")
-        result = tune(artifact.onnx_path, target, database, request.trials, address, on_progress)
+        started = time.perf_counter()
+        try:
+            result = tune(tasks, database, request.budget, address, is_cross(target), on_progress)
+        finally:  # Ctrl-C too: what was measured is in the database, and the models are listed
+            for model in request.models:
+                add_tuned_model(database, model, batch, result.trials if result else 0,
+                                time.perf_counter() - started)
     return {
-        "model": spec.name, "target": target, "batch": batch, "trials": result.trials, "tasks": result.tasks,
-        "seconds": round(result.seconds, 1), "estimated_ms": result.best_ms, "database": str(database),
-        "records": result.records, "artifact_note": artifact.note,
+        "models": list(request.models), "target": target, "batch": batch, "trials": result.trials,
+        "tasks": result.tasks, "tuned_tasks": result.tuned_tasks, "seconds": round(result.seconds, 1),
+        "estimated_ms": result.estimated_ms, "start_ms": result.start_ms, "database": str(database),
+        "records": result.records, "artifact_notes": [a.note for a in artifacts.values() if a.note],
     }

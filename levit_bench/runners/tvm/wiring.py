@@ -113,6 +113,21 @@ def kernel_wiring(unfused_mod, fused_mod, tensors: dict[str, str], graph_outputs
             for function, var, arguments, members in calls]
 
 
+def called_as(wiring: list[dict], mod) -> list[dict]:
+    """`wiring` with each entry's function renamed as `mod`'s `main` now calls it, call by call
+    (passes after FuseTIR copy PrimFuncs under new names); unchanged if the calls no longer
+    line up one to one."""
+    tvm = import_tvm()
+    from tvm import relax
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    names = [binding.value.args[0].name_hint for block in mod["main"].body.blocks for binding in block.bindings
+             if isinstance(binding.value, relax.Call) and binding.value.op == call_tir]
+    if len(names) != len(wiring):
+        return wiring
+    return [{**entry, "function": name} for entry, name in zip(wiring, names)]
+
+
 def _replay(function, arguments, origin, unfused: dict, key, relax) -> list:
     """The unfused variables a call of a fused `function` computes, in its bindings' order."""
     local = {param: origin(a) if isinstance(a, relax.Var) else None for param, a in zip(function.params, arguments)}
