@@ -1,21 +1,24 @@
 """TVM against ONNX Runtime as tuning proceeds (xeon, batch 16, one pinned thread).
 
 levit_128s is tuned in wall-clock segments up to each checkpoint (cumulative minutes, as a user
-would spend them); after each, TVM with the database and ONNX Runtime are measured back to
-back, so each ratio is paired in time. Then levit_192 is tuned from the same database (its
+would spend them); after each, TVM with the database and ONNX Runtime are measured in
+`--pairs` interleaved pairs (ORT, TVM, ORT, TVM, ...; each a process of its own), and the
+median of the pairs' ratios is reported with their range: this VM drifts +-10% between
+processes, so one pair decides nothing. Then levit_192 is tuned from the same database (its
 shared kernels already measured) for `--second-minutes`, and measured the same way. Last, the
 per-component profile of tuned TVM next to ONNX Runtime's (`levit-bench profile`).
 
 Goals (issue 16): untuned TVM >= 0.25x ONNX Runtime; tuned >= 1.0x within 30 minutes;
 levit_192 >= 0.9x within 10 more minutes from the shared database.
 Run: .venv/bin/python benchmarks/tvm_tuning.py [--checkpoints 5 10 20 30] [--second-minutes 10]
-     [--workdir DIR]
+     [--pairs 3] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,12 +62,25 @@ def _profile(workdir: Path, model: str, runtime: str, mode: str | None) -> dict:
     return json.loads(done.stdout)
 
 
-def _row(label: str, minutes: float | None, trials: int | None, tvm: dict, ort: dict, estimate: float | None) -> str:
-    details = tvm.get("runtime_info", {}).get("details", {})
+def _pairs(workdir: Path, model: str, mode: str, pairs: int, run_id: str) -> tuple[list[dict], list[float]]:
+    """`pairs` interleaved (ORT, TVM) measurements: the TVM records and each pair's speed ratio."""
+    tvm_records, ratios = [], []
+    for _ in range(pairs):
+        ort = _measure(workdir, model, "onnxruntime", None, run_id)
+        tvm = _measure(workdir, model, "tvm", mode, run_id)
+        tvm_records.append(tvm)
+        ratios.append(ort["median_ms"] / tvm["median_ms"])
+    return tvm_records, ratios
+
+
+def _row(label: str, minutes: float | None, trials: int | None, records: list[dict], ratios: list[float],
+         estimate: float | None) -> str:
+    details = records[0].get("runtime_info", {}).get("details", {})
     tuned = f"{details['tuned_tasks']}/{details['tasks']}" if "tasks" in details else "-"
+    tvm_ms = statistics.median(r["median_ms"] for r in records)
     return (f"| {label} | {f'{minutes:.1f}' if minutes is not None else '-'} | {trials if trials is not None else '-'} "
-            f"| {tvm['median_ms']:.1f} | {f'{estimate:.1f}' if estimate else '-'} | {ort['median_ms']:.1f} "
-            f"| {ort['median_ms'] / tvm['median_ms']:.2f} | {tuned} |")
+            f"| {tvm_ms:.1f} | {f'{estimate:.1f}' if estimate else '-'} | {statistics.median(ratios):.2f} "
+            f"({min(ratios):.2f}-{max(ratios):.2f}) | {tuned} |")
 
 
 def main() -> None:
@@ -73,6 +89,7 @@ def main() -> None:
                         help="cumulative tuning minutes of levit_128s to measure at (default 5 10 20 30)")
     parser.add_argument("--second-minutes", type=float, default=10.0,
                         help="tuning minutes of levit_192 from the shared database (default 10; 0: skip)")
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved ORT/TVM pairs per point (default 3)")
     parser.add_argument("--workdir", type=Path, help="keep the work directory (default: a temporary one)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)
@@ -85,27 +102,22 @@ def main() -> None:
     run_id = new_run_id()
     host = host_info()
     print(f"# xeon, batch {BATCH}, 1 thread, on {host.cpu_model} ({host.logical_cores} cores); workdir {workdir}")
-    print("\n| model, state | tuning min | trials | TVM ms | kernels' estimate ms | ORT ms | TVM/ORT speed | "
-          "tasks from database |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    ort = _measure(workdir, FIRST, "onnxruntime", None, run_id)
-    print(_row(f"{FIRST} untuned", 0, 0, _measure(workdir, FIRST, "tvm", "untuned", run_id), ort, None))
+    print("\n| model, state | tuning min | trials | TVM ms (median) | kernels' estimate ms | TVM/ORT speed, "
+          f"median of {args.pairs} pairs (range) | tasks from database |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(_row(f"{FIRST} untuned", 0, 0, *_pairs(workdir, FIRST, "untuned", args.pairs, run_id), None))
     spent_s, trials = 0.0, 0
     for checkpoint in args.checkpoints:
         result = _tune(workdir, FIRST, checkpoint - spent_s / 60)
         spent_s += result["seconds"]
         trials += result["trials"]
-        tvm = _measure(workdir, FIRST, "tvm", "tuned", run_id)
-        ort = _measure(workdir, FIRST, "onnxruntime", None, run_id)
-        print(_row(f"{FIRST} tuned", spent_s / 60, trials, tvm, ort, result["estimated_ms"][FIRST]))
+        print(_row(f"{FIRST} tuned", spent_s / 60, trials, *_pairs(workdir, FIRST, "tuned", args.pairs, run_id),
+                   result["estimated_ms"][FIRST]))
     if args.second_minutes > 0:
-        ort = _measure(workdir, SECOND, "onnxruntime", None, run_id)
-        print(_row(f"{SECOND} untuned", 0, 0, _measure(workdir, SECOND, "tvm", "untuned", run_id), ort, None))
+        print(_row(f"{SECOND} untuned", 0, 0, *_pairs(workdir, SECOND, "untuned", args.pairs, run_id), None))
         result = _tune(workdir, SECOND, args.second_minutes)
-        tvm = _measure(workdir, SECOND, "tvm", "tuned", run_id)
-        ort = _measure(workdir, SECOND, "onnxruntime", None, run_id)
-        print(_row(f"{SECOND} tuned (shared database)", result["seconds"] / 60, result["trials"], tvm, ort,
-                   result["estimated_ms"][SECOND]))
+        print(_row(f"{SECOND} tuned (shared database)", result["seconds"] / 60, result["trials"],
+                   *_pairs(workdir, SECOND, "tuned", args.pairs, run_id), result["estimated_ms"][SECOND]))
     profiles = {"tvm tuned": _profile(workdir, FIRST, "tvm", "tuned"),
                 "onnxruntime": _profile(workdir, FIRST, "onnxruntime", None)}
     print(f"\n## {FIRST}: ms per batch by component (share)\n")

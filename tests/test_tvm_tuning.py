@@ -70,12 +70,15 @@ def test_tuned_kernels_read_weights_packed_at_compile_time_and_outputs_stay(tmp_
     np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), x @ weight + bias, rtol=1e-5, atol=1e-4)
 
 
-def test_a_round_starts_only_if_the_budget_allows_it():
-    assert Budget(trials=64).allows(trials=32, elapsed=1e6, next_round_s=1e6)
-    assert not Budget(trials=64).allows(trials=64, elapsed=0, next_round_s=0)
-    assert Budget(seconds=60).allows(trials=10**6, elapsed=20, next_round_s=40)
-    assert not Budget(seconds=60).allows(trials=0, elapsed=20, next_round_s=41)  # would end past the budget
-    assert not Budget(trials=64, seconds=60).allows(trials=0, elapsed=61, next_round_s=0)
+def test_a_round_fits_the_budget_left():
+    assert Budget(trials=64).round_size(trials=0, elapsed=1e6, full_round_s=1e6) == ROUND  # no clock
+    assert Budget(trials=40).round_size(trials=32, elapsed=0, full_round_s=1) == 8
+    assert Budget(trials=64).round_size(trials=64, elapsed=0, full_round_s=1) == 0
+    assert Budget(seconds=100).round_size(trials=0, elapsed=0, full_round_s=60) == ROUND
+    # 40 s left, a full round of this task takes 60 s: a round of 32 x 0.9 x 40/60 = 19
+    assert Budget(seconds=100).round_size(trials=10**6, elapsed=60, full_round_s=60) == 19
+    assert Budget(seconds=100).round_size(trials=0, elapsed=90, full_round_s=60) == 0  # 4 would not learn
+    assert Budget(trials=64, seconds=60).round_size(trials=0, elapsed=61, full_round_s=1) == 0
 
 
 def test_rounds_follow_the_measured_time_and_skip_the_negligible():
@@ -145,3 +148,22 @@ def test_one_database_serves_every_model_tuned_into_it_and_minutes_bound_a_tune(
     timed, wall = _tune(work, capsys, "--model", "levit_128s", "--minutes", "1")
     assert timed["trials"] >= 1 and timed["seconds"] <= 60 + 45  # a round may outlast the one before it
     assert wall < timed["seconds"] + 60  # exporting and extracting tasks are outside the budget
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["--model", "levit_128s", "--minutes", "0"], 2, "must be a positive number of minutes, not 0"),
+    (["--model", "levit_128s", "--minutes", "soon"], 2, "'soon' is not a number of minutes"),
+    (["--models", "levit_128s", "levit_128s"], 1, "a model is named twice: levit_128s levit_128s"),
+    (["--models", "levit_128s", "no_such_model"], 1, "no_such_model"),
+    (["--models", "levit_128s", "levit_128", "--weights", "w.safetensors"], 1,
+     "--weights names one model's weights: tune one model with it"),
+])
+def test_bad_tune_requests_are_one_line_and_start_nothing(tmp_path, capsys, argv, code, message):
+    try:
+        got = main(["--workdir", str(tmp_path), "tune", "--platform", "xeon", *argv])
+    except SystemExit as exit_:  # argparse's refusals
+        got = exit_.code
+    assert got == code
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "tvm").exists() and not (tmp_path / "models").exists()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,7 +43,9 @@ ROUND = 32  # candidates per round of one task (MetaSchedule's num_trials_per_it
 MIN_SHARE = 0.005  # a task under this share of the measured time gets no trials
 POPULATION = 256  # the evolutionary search's population (MetaSchedule's default: 512)
 GENETIC_ITERATIONS = 2  # (default 4): on 2 cores the search must not outlast the measuring
-FIRST_ROUND_S = 45.0  # a guess of a round's length before one has been timed
+FIRST_ROUND_S = 45.0  # a guess of a full round's length before one has been timed
+MIN_ROUND = 8  # a time budget never starts a round smaller than this
+TIME_MARGIN = 0.9  # a round is sized to fill at most this share of the time left
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,15 @@ class Budget:
     trials: int | None = None
     seconds: float | None = None
 
-    def allows(self, trials: int, elapsed: float, next_round_s: float) -> bool:
-        """Whether another round fits: a round starts only if it should end within the time."""
-        if self.trials is not None and trials >= self.trials:
-            return False
-        return self.seconds is None or elapsed + next_round_s <= self.seconds
+    def round_size(self, trials: int, elapsed: float, full_round_s: float) -> int:
+        """How many candidates the next round may take (0: stop here): `ROUND`, or fewer when
+        fewer trials are left, or when less time is left than a full round of the chosen task
+        takes (`full_round_s`, with a margin); a round too small to learn from is not started."""
+        size = ROUND if self.trials is None else min(ROUND, self.trials - trials)
+        if self.seconds is not None:
+            fits = int(ROUND * TIME_MARGIN * (self.seconds - elapsed) / max(full_round_s, 1e-3))
+            size = min(size, fits if fits >= MIN_ROUND else 0)
+        return max(size, 0)
 
 
 @dataclass
@@ -143,8 +150,6 @@ def tune(tasks: list[Task], database_dir: Path, budget: Budget, rpc: RpcAddress 
          cross: bool = False, on_progress: Callable[[TuningProgress], None] = lambda progress: None) -> TuningResult:
     """Measure the tasks' default schedules, then spend the budget on rounds of search."""
     import_tvm()
-    from tvm.s_tir import meta_schedule as ms
-
     started = time.perf_counter()
     models = list(dict.fromkeys(model for task in tasks for model in task.calls))
     progress = TuningProgress(tasks=len(tasks))
@@ -169,28 +174,19 @@ def tune(tasks: list[Task], database_dir: Path, budget: Budget, rpc: RpcAddress 
         progress.start_ms = {m: estimated_ms(tasks, best, m) for m in models}
         progress.phase = "tuning"
         report(best)
-        trials, exhausted, contexts = [0] * len(tasks), set(), {}
-        cost_model = ms.cost_model.XGBModel(num_tuning_cores=1)
-        round_s = FIRST_ROUND_S
-        while budget.allows(progress.trials, time.perf_counter() - started, round_s):
-            chosen = next_task(tasks, best, trials, exhausted)
-            if chosen is None:
+        trials = [0] * len(tasks)
+        full_round_s: dict[int, float] = {}  # per task: a full round's wall time, as last measured
+        rounds = _Rounds(database, build, run)
+        while (chosen := next_task(tasks, best, trials, rounds.exhausted)) is not None:
+            # a round's length depends on its task (a convolution's candidates build for
+            # seconds, a transpose's in a blink): predicted from the task's own last round
+            expected = full_round_s.get(chosen, max(full_round_s.values(), default=FIRST_ROUND_S))
+            size = budget.round_size(progress.trials, time.perf_counter() - started, expected)
+            if size == 0:
                 break
-            if chosen not in contexts:
-                contexts[chosen] = _context(tasks[chosen])
-            times: list[float] = []
-            size = ROUND if budget.trials is None else min(ROUND, budget.trials - progress.trials)
             round_started = time.perf_counter()
-            ms.tune.tune_tasks(
-                tasks=[contexts[chosen]], task_weights=[float(tasks[chosen].weight)],
-                work_dir=str(database_dir / "logs"), max_trials_global=size, max_trials_per_task=size,
-                num_trials_per_iter=size, builder=build, runner=run, database=database, cost_model=cost_model,
-                measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _round_recorder(times)],
-                task_scheduler="round-robin",
-            )
-            round_s = time.perf_counter() - round_started
-            if not times:  # the search found no new candidate: its space is spent
-                exhausted.add(chosen)
+            times = rounds.search(tasks[chosen], chosen, size)
+            full_round_s[chosen] = (time.perf_counter() - round_started) * ROUND / size
             trials[chosen] += len(times)
             progress.trials += len(times)
             finite = [t for t in times if math.isfinite(t)]
@@ -202,6 +198,38 @@ def tune(tasks: list[Task], database_dir: Path, budget: Budget, rpc: RpcAddress 
         seconds=time.perf_counter() - started, estimated_ms=progress.estimated_ms,
         start_ms=progress.start_ms, records=len(database),
     )
+
+
+class _Rounds:
+    """Rounds of MetaSchedule search, one task each: the tasks' searches and one cost model
+    (learning from every round) kept across rounds."""
+
+    def __init__(self, database, builder, runner):
+        from tvm.s_tir import meta_schedule as ms
+
+        self.database, self.builder, self.runner = database, builder, runner
+        self.cost_model = ms.cost_model.XGBModel(num_tuning_cores=1)
+        self.contexts: dict[int, object] = {}
+        self.exhausted: set[int] = set()  # tasks whose search found no new candidate
+
+    def search(self, task: Task, index: int, size: int) -> list[float]:
+        """Measure `size` new candidates of `task`: their mean run times (inf: failed)."""
+        from tvm.s_tir import meta_schedule as ms
+
+        if index not in self.contexts:
+            self.contexts[index] = _context(task)
+        times: list[float] = []
+        ms.tune.tune_tasks(
+            tasks=[self.contexts[index]], task_weights=[float(task.weight)],
+            work_dir=tempfile.gettempdir(),  # unused: the database is given
+            max_trials_global=size, max_trials_per_task=size, num_trials_per_iter=size,
+            builder=self.builder, runner=self.runner, database=self.database, cost_model=self.cost_model,
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), _round_recorder(times)],
+            task_scheduler="round-robin",
+        )
+        if not times:
+            self.exhausted.add(index)
+        return times
 
 
 @dataclass(frozen=True)
