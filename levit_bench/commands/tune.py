@@ -18,11 +18,11 @@ def positive_minutes(text: str) -> float:
     return value
 
 
-def _estimates(estimated: dict, untuned: dict) -> str:
+def _estimates(estimated: dict, at_start: dict) -> str:
     parts = []
     for model, now in estimated.items():
         if now is not None:
-            before = untuned.get(model)
+            before = at_start.get(model)
             parts.append(f"{model} {now:.1f} ms" + (f" (at start {before:.1f})" if before else ""))
     return ", ".join(parts)
 

@@ -21,7 +21,6 @@ class Task:
     name: str
     workload: Any  # IRModule whose `main` is the kernel
     target: Any  # tvm.target.Target
-    flop: float
     calls: dict[str, int] = field(default_factory=dict)  # model -> calls per inference
 
     @property
@@ -34,7 +33,6 @@ def model_tasks(onnx_paths: dict[str, Path], target) -> list[Task]:
     import_tvm()
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.analysis import estimate_tir_flops
 
     by_hash: dict[int, list[Task]] = {}
     tasks: list[Task] = []
@@ -46,7 +44,7 @@ def model_tasks(onnx_paths: dict[str, Path], target) -> list[Task]:
             same = by_hash.setdefault(tvm_ffi.structural_hash(workload), [])
             task = next((t for t in same if tvm_ffi.structural_equal(t.workload, workload)), None)
             if task is None:
-                task = Task(extracted.task_name, workload, target, float(estimate_tir_flops(workload)))
+                task = Task(extracted.task_name, workload, target)
                 same.append(task)
                 tasks.append(task)
             task.calls[model] = task.calls.get(model, 0) + int(extracted.weight)

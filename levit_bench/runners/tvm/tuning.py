@@ -76,11 +76,6 @@ class TuningProgress:
     estimated_ms: dict[str, float | None] = field(default_factory=dict)  # model -> kernels' sum
     start_ms: dict[str, float | None] = field(default_factory=dict)  # the same when this run started
 
-    def as_dict(self) -> dict:
-        return {"tasks": self.tasks, "phase": self.phase, "trials": self.trials,
-                "elapsed_s": round(self.elapsed_s, 1), "estimated_ms": self.estimated_ms,
-                "start_ms": self.start_ms}
-
 
 @dataclass(frozen=True)
 class TuningResult:
@@ -163,9 +158,10 @@ def tune(tasks: list[Task], database_dir: Path, budget: Budget, rpc: RpcAddress 
         progress.estimated_ms = {m: estimated_ms(tasks, best, m) for m in models}
         on_progress(progress)
 
-    def defaults_go_on(done: int) -> bool:
+    def defaults_go_on(done: int) -> bool:  # no estimate yet: it needs every task measured
         progress.defaults_measured = done
-        report(_best_seconds(database, tasks))
+        progress.elapsed_s = time.perf_counter() - started
+        on_progress(progress)
         return budget.seconds is None or time.perf_counter() - started < budget.seconds
 
     with measuring.pinned(search_core):
