@@ -15,7 +15,8 @@ from levit_bench import cli
 from levit_bench.exporters import fuse_for_inference
 from levit_bench.exporters.pipeline import ExportOptions, export_model
 from levit_bench.models.checkpoints import save_weights
-from levit_bench.models.levit import LEVIT_CONFIGS, AttentionBias, FixedAttentionBias
+from levit_bench.models.levit import LEVIT_CONFIGS, AttentionBias
+from levit_bench.models.levit_fused import FusedLeViT, Scores
 from levit_bench.registry import get_spec
 
 from levit_reference import randomise
@@ -43,8 +44,8 @@ def test_fused_model_equals_unfused_and_has_no_batchnorm(name):
     fused = fuse_for_inference(model)
     kinds = {type(m) for m in fused.modules()}
     assert not any(issubclass(k, torch.nn.modules.batchnorm._BatchNorm) for k in kinds)
-    assert AttentionBias not in kinds and FixedAttentionBias in kinds
-    assert fused.head_dist is None and isinstance(fused.head, torch.nn.Linear)
+    assert AttentionBias not in kinds and Scores in kinds  # the bias looked up once, a constant
+    assert isinstance(fused, FusedLeViT) and isinstance(fused.head, torch.nn.Linear)  # one merged head
     assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())  # original untouched
     x = torch.randn(4, 3, 224, 224)
     with torch.no_grad():
@@ -53,6 +54,27 @@ def test_fused_model_equals_unfused_and_has_no_batchnorm(name):
     fused.train()  # no drop path, no batch statistics left to change the output
     with torch.no_grad():
         assert torch.equal(fused(x), actual)
+
+
+INFERENCE_OPS = {"Conv", "HardSwish", "Gemm", "MatMul", "Reshape", "Transpose", "Split", "Slice", "Add", "Softmax",
+                 "ReduceMean"}
+
+
+def _assert_inference_graph(graph, histogram, config):
+    """The graph shape of `models/levit_fused.py`, so that a regression of it fails here."""
+    blocks, shrinks = sum(config.depths), len(config.depths) - 1
+    assert set(histogram) == INFERENCE_OPS, set(histogram) ^ INFERENCE_OPS  # no Mul: 1/sqrt(D) is in the weights
+    assert histogram["Gemm"] == 4 * blocks + 5 * shrinks + 1  # one per Linear, on (B*N, C) tokens
+    assert histogram["Add"] == blocks + shrinks  # the attention biases alone
+    assert histogram["Split"] == blocks + shrinks and histogram["Slice"] == shrinks
+    assert histogram["Softmax"] == blocks + shrinks and histogram["MatMul"] == 2 * (blocks + shrinks)
+    # per attention: heads out of the qkv Gemm, K^T (folded into MatMul by the runtimes), heads merged
+    assert histogram["Transpose"] == 3 * blocks + 4 * shrinks + 1  # + the stem's tokens
+    assert histogram["Reshape"] <= 2 * blocks + 6 * shrinks + 2  # never around a Gemm (that was 2 per Linear)
+    # each residual add is the C input of the Gemm that ends its branch: the stream itself
+    weights = {w.name for w in graph.graph.initializer}
+    adding = [n for n in graph.graph.node if n.op_type == "Gemm" and len(n.input) == 3 and n.input[2] not in weights]
+    assert len(adding) == 2 * blocks + shrinks
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -69,6 +91,7 @@ def test_export_every_variant(name, tmp_path):
     assert not ops & FORBIDDEN_OPS, ops & FORBIDDEN_OPS
     assert sidecar["op_histogram"] == dict(sorted(
         {op: sum(n.op_type == op for n in graph.graph.node) for op in ops}.items(), key=lambda kv: (-kv[1], kv[0])))
+    _assert_inference_graph(graph, sidecar["op_histogram"], LEVIT_CONFIGS[name])
     assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim] == [16, 3, 224, 224]
 
     # the sidecar's parity figures, and an independent check of them

@@ -95,7 +95,8 @@ def test_the_levit_export_maps_every_node(exported_128s):
     assert counts[("attention.scores", "Softmax")] == blocks and counts[("shrink", "Softmax")] == shrinks
     assert counts[("attention.mix", "MatMul")] == blocks
     assert counts[("stem", "Conv")] == 4 and counts[("stem", "HardSwish")] == 3
-    assert counts[("residual", "Add")] == 2 * blocks + shrinks
+    assert counts[("attention.proj", "Gemm")] == blocks and counts[("mlp", "Gemm")] == 2 * (blocks + shrinks)
+    assert counts[("residual", "Add")] == 0  # each residual add is inside the Gemm ending its branch
     assert sum(n for (component, _), n in counts.items() if component == OTHER) == 0
 
 

@@ -15,6 +15,9 @@ from torch import nn
 
 from levit_bench.models.components import LAYOUT, ComponentRules, Rule
 from levit_bench.models.layers import ConvNorm, DropPath, LinearNorm, NormLinear
+from levit_bench.models.levit_fused import (
+    FusedAttention, FusedBlock, FusedLeViT, FusedMlp, FusedShrinkingAttention,
+)
 
 
 @dataclass(frozen=True)
@@ -82,21 +85,6 @@ class AttentionBias(nn.Module):
         """The (heads, Nq, Nk) bias."""
         return self.table[:, self.row_offsets, self.col_offsets]
 
-    @torch.no_grad()
-    def fuse(self) -> "FixedAttentionBias":
-        return FixedAttentionBias(self())
-
-
-class FixedAttentionBias(nn.Module):
-    """The bias looked up once: a constant (heads, Nq, Nk) tensor, no gather at run time."""
-
-    def __init__(self, bias: torch.Tensor):
-        super().__init__()
-        self.register_buffer("bias", bias.detach().clone())
-
-    def forward(self) -> torch.Tensor:
-        return self.bias
-
 
 class AttentionScores(nn.Module):
     """softmax(Q K^T / sqrt(D) + bias): how much each query reads each key. A module of its own
@@ -142,6 +130,10 @@ class Attention(nn.Module):
         out = self.mix(scores, v).transpose(1, 2).reshape(-1, self.tokens, self.num_heads * self.value_dim)
         return self.proj(F.hardswish(out))
 
+    def fuse(self) -> FusedAttention:
+        """Called with qkv and proj already folded into Linears and the bias into a constant."""
+        return FusedAttention(self.qkv, self.proj, self.attention_bias(), self.key_dim, self.value_dim, self.tokens)
+
 
 class ShrinkingAttention(nn.Module):
     """Attention whose queries come from the stride-2 subsampled grid: (C, H, W) -> (C', H/2, W/2).
@@ -175,6 +167,11 @@ class ShrinkingAttention(nn.Module):
         out = (logits.softmax(dim=-1) @ v).transpose(1, 2).reshape(-1, out_tokens, self.num_heads * self.value_dim)
         return self.proj(F.hardswish(out))
 
+    def fuse(self) -> FusedShrinkingAttention:
+        return FusedShrinkingAttention(
+            self.kv, self.q, self.proj, self.attention_bias(), self.key_dim, self.value_dim, self.resolution
+        )
+
 
 class Mlp(nn.Module):
     """Linear+BN, Hardswish, Linear+BN: a pair of 1x1 convolutions with a small expansion."""
@@ -186,6 +183,10 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.reduce(F.hardswish(self.expand(x)))
+
+    def fuse(self) -> FusedMlp:
+        """The MLP with its residual add inside (it is residual wherever LeViT uses it)."""
+        return FusedMlp(self.expand, self.reduce)
 
 
 class Block(nn.Module):
@@ -200,6 +201,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(x))
         return x + self.drop_path(self.mlp(x))
+
+    def fuse(self) -> FusedBlock:
+        return FusedBlock(self.attn, self.mlp)
 
 
 class ShrinkBlock(nn.Module):
@@ -216,6 +220,9 @@ class ShrinkBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.attn(x)
         return x + self.drop_path(self.mlp(x))
+
+    def fuse(self) -> FusedBlock:
+        return FusedBlock(self.attn, self.mlp)
 
 
 class Stage(nn.Module):
@@ -266,7 +273,7 @@ class LeViT(nn.Module):
             stages.append(Stage(shrink, blocks))
         self.stages = nn.Sequential(*stages)
         self.head: nn.Module = NormLinear(dims[-1], num_classes)
-        self.head_dist: nn.Module | None = NormLinear(dims[-1], num_classes)
+        self.head_dist: nn.Module = NormLinear(dims[-1], num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> pooled embedding (B, C)."""
@@ -275,23 +282,21 @@ class LeViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         features = self.forward_features(x)
-        if self.head_dist is None:  # fused for inference: one head, already the average
-            return self.head(features)
         logits, logits_dist = self.head(features), self.head_dist(features)
         if self.training:
             return logits, logits_dist
         return (logits + logits_dist) / 2
 
     @torch.no_grad()
-    def fuse(self) -> "LeViT":
-        """Merge the two heads (each already folded into a Linear) into their average."""
-        if self.head_dist is not None:
-            head, dist = self.head, self.head_dist
-            merged = nn.Linear(head.in_features, head.out_features)
-            merged.weight.copy_((head.weight + dist.weight) / 2)
-            merged.bias.copy_((head.bias + dist.bias) / 2)
-            self.head, self.head_dist = merged, None
-        return self
+    def fuse(self) -> FusedLeViT:
+        """The inference graph (`levit_fused`), the two heads (each already folded into a
+        Linear) merged into their average."""
+        head = nn.Linear(self.head.in_features, self.head.out_features)
+        head.weight.copy_((self.head.weight + self.head_dist.weight) / 2)
+        head.bias.copy_((self.head.bias + self.head_dist.bias) / 2)
+        last = self.stages[-1].blocks[0].attn
+        return FusedLeViT(self.patch_conv, self.stages, head, self.config.embed_dims[0],
+                          self.config.embed_dims[-1], last.tokens)
 
 
 def build_levit(name: str, num_classes: int = 1000, drop_path: float | None = None) -> LeViT:

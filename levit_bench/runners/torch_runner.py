@@ -54,13 +54,19 @@ def _module_ranges(model) -> Iterator[None]:
             handle.remove()
 
 
+# Ops the TorchScript executor may run as others (its DecomposeOps pass): each is listed with
+# the ops it becomes, so the events of either form find their module path.
+DECOMPOSED = {"aten::addmm": ("aten::mm", "aten::add")}
+
+
 def _graph_ops(traced) -> list[tuple[str, str]]:
     """(op, module path) of each op a traced model runs, in the order it runs them."""
     ops = []
     for node in traced.inlined_graph.nodes():
         if node.kind().startswith("aten::"):
             innermost = node.scopeName().split("/")[-1]  # "__module.stages.0.blocks.0.attn.qkv"
-            ops.append((node.kind(), innermost.removeprefix("__module").removeprefix(".")))
+            path = innermost.removeprefix("__module").removeprefix(".")
+            ops.extend((kind, path) for kind in (node.kind(), *DECOMPOSED.get(node.kind(), ())))
     return ops
 
 

@@ -1,0 +1,182 @@
+"""The LeViT as it runs: the graph the inference transform makes of a folded LeViT.
+
+Training keeps tokens as (B, N, C) and every Linear as Linear+BatchNorm. For inference the
+same arithmetic is laid out so that a runtime executes it with the fewest passes over memory:
+
+- Tokens travel as one (B*N, C) matrix, so every Linear is one Gemm with no reshapes around it.
+- A residual branch ends in a Gemm that adds the branch into the stream it came from
+  (`torch.addmm(x, h, W)`: Gemm's C input), instead of a Gemm followed by an Add.
+- The bias of such a Gemm is carried forward instead: the stream holds x + c for a known
+  constant c, and every consumer of the stream is linear (a Linear, the subsampling of a
+  shrinking attention, the mean before the head), so W (x + c) + b = W x + (W c + b) and c is
+  folded into the consumers' biases (`carry_residual_biases`).
+- 1/sqrt(D) is folded into the query rows of the qkv weights; the attention bias is one
+  constant (heads, Nq, Nk) added before the softmax over the last axis.
+- The fused qkv output is transposed head-major once and split; K^T is left to the runtime's
+  MatMul (ONNX Runtime and OpenVINO both fold a last-two-axes transpose into it).
+
+Module paths keep the training model's (`stages.1.blocks.0.attn.qkv`), so profiles and weight
+names read the same in both.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ResidualLinear(nn.Module):
+    """x + h W: the last Linear of a residual branch, adding into the stream (no bias: carried)."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.register_buffer("weight", linear.weight.detach().t().contiguous())  # (in, out): Gemm's B
+        self.carried_bias = linear.bias.detach().clone()  # folded downstream by carry_residual_biases
+
+    def forward(self, h: torch.Tensor, stream: torch.Tensor) -> torch.Tensor:
+        return torch.addmm(stream, h, self.weight)
+
+
+class Scores(nn.Module):
+    """softmax(Q K^T + bias) with the scale already in Q: how much each query reads each key."""
+
+    def __init__(self, bias: torch.Tensor):
+        super().__init__()
+        self.register_buffer("bias", bias.detach().clone())
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return (q @ k.transpose(-2, -1) + self.bias).softmax(dim=-1)
+
+
+class Mix(nn.Module):
+    """A V."""
+
+    def forward(self, scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return scores @ v
+
+
+@torch.no_grad()
+def _scale_queries(linear: nn.Linear, heads: int, key_dim: int, scale: float) -> nn.Linear:
+    """The Linear with the first `key_dim` outputs of each head's group (the query) scaled."""
+    weight = linear.weight.view(heads, -1, linear.in_features)
+    weight[:, :key_dim] *= scale
+    linear.bias.view(heads, -1)[:, :key_dim] *= scale
+    return linear
+
+
+def _merge_heads(out: torch.Tensor, heads: int, value_dim: int) -> torch.Tensor:
+    """(B, H, N, V) -> (B*N, H*V): each token's heads side by side, as the projection reads them."""
+    return out.transpose(1, 2).reshape(-1, heads * value_dim)
+
+
+class FusedAttention(nn.Module):
+    """x + proj(hardswish(softmax(Q K^T + bias) V)) on (B*N, C) tokens."""
+
+    def __init__(self, qkv: nn.Linear, proj: nn.Linear, bias: torch.Tensor, key_dim: int, value_dim: int,
+                 tokens: int):
+        super().__init__()
+        self.num_heads, self.key_dim, self.value_dim, self.tokens = bias.shape[0], key_dim, value_dim, tokens
+        self.qkv = _scale_queries(qkv, self.num_heads, key_dim, key_dim**-0.5)
+        self.scores = Scores(bias)
+        self.mix = Mix()
+        self.proj = ResidualLinear(proj)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x).view(-1, self.tokens, self.num_heads, 2 * self.key_dim + self.value_dim).transpose(1, 2)
+        q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=3)
+        out = _merge_heads(self.mix(self.scores(q, k), v), self.num_heads, self.value_dim)
+        return self.proj(F.hardswish(out), x)
+
+
+class FusedShrinkingAttention(nn.Module):
+    """Keys and values from every token, queries from the stride-2 subsampled grid (one Slice)."""
+
+    def __init__(self, kv: nn.Linear, q: nn.Linear, proj: nn.Linear, bias: torch.Tensor, key_dim: int,
+                 value_dim: int, resolution: int):
+        super().__init__()
+        self.num_heads, self.key_dim, self.value_dim = bias.shape[0], key_dim, value_dim
+        self.resolution, self.in_dim = resolution, q.in_features
+        self.out_tokens = ((resolution - 1) // 2 + 1) ** 2
+        self.kv = kv
+        self.q = _scale_queries(q, self.num_heads, key_dim, key_dim**-0.5)
+        self.scores = Scores(bias)
+        self.mix = Mix()
+        self.proj = proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res, heads = self.resolution, self.num_heads
+        kv = self.kv(x).view(-1, res * res, heads, self.key_dim + self.value_dim).transpose(1, 2)
+        k, v = kv.split([self.key_dim, self.value_dim], dim=3)
+        subsampled = x.view(-1, res, res, self.in_dim)[:, ::2, ::2].reshape(-1, self.in_dim)
+        q = self.q(subsampled).view(-1, self.out_tokens, heads, self.key_dim).transpose(1, 2)
+        out = _merge_heads(self.mix(self.scores(q, k), v), heads, self.value_dim)
+        return self.proj(F.hardswish(out))
+
+
+class FusedMlp(nn.Module):
+    """x + reduce(hardswish(expand(x)))."""
+
+    def __init__(self, expand: nn.Linear, reduce: nn.Linear):
+        super().__init__()
+        self.expand = expand
+        self.reduce = ResidualLinear(reduce)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reduce(F.hardswish(self.expand(x)), x)
+
+
+class FusedBlock(nn.Module):
+    """Attention then MLP, each adding into the stream itself."""
+
+    def __init__(self, attn: nn.Module, mlp: FusedMlp):
+        super().__init__()
+        self.attn, self.mlp = attn, mlp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.attn(x))
+
+
+class FusedLeViT(nn.Module):
+    """Stem, stages on (B*N, C) tokens, mean over each image's tokens, one merged head."""
+
+    def __init__(self, patch_conv: nn.Module, stages: nn.Sequential, head: nn.Linear, stem_dim: int,
+                 out_dim: int, out_tokens: int):
+        super().__init__()
+        self.patch_conv, self.stages, self.head = patch_conv, stages, head
+        self.stem_dim, self.out_dim, self.out_tokens = stem_dim, out_dim, out_tokens
+        carry_residual_biases(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_conv(x).flatten(2).transpose(1, 2).reshape(-1, self.stem_dim)
+        features = self.stages(tokens).view(-1, self.out_tokens, self.out_dim).mean(dim=1)
+        return self.head(features)
+
+
+@torch.no_grad()
+def _absorb(linear: nn.Linear, offset: torch.Tensor | None) -> None:
+    """linear(x + offset) = linear(x) with offset folded into the bias."""
+    if offset is not None:
+        linear.bias += linear.weight @ offset
+
+
+@torch.no_grad()
+def carry_residual_biases(model: FusedLeViT) -> None:
+    """Fold each residual branch's output bias into whatever reads the stream after it."""
+    offset: torch.Tensor | None = None  # what the stream holds beyond the computed x
+    for stage in model.stages:
+        for block in ([stage.shrink] if stage.shrink is not None else []) + list(stage.blocks):
+            if isinstance(block.attn, FusedShrinkingAttention):
+                _absorb(block.attn.kv, offset)
+                _absorb(block.attn.q, offset)  # subsampling keeps a per-channel constant
+                offset = None  # the projection starts a new stream, with its bias in place
+            else:
+                _absorb(block.attn.qkv, offset)
+                offset = _plus(offset, block.attn.proj.carried_bias)
+            _absorb(block.mlp.expand, offset)
+            offset = _plus(offset, block.mlp.reduce.carried_bias)
+    _absorb(model.head, offset)  # mean(x + c) = mean(x) + c
+
+
+def _plus(offset: torch.Tensor | None, bias: torch.Tensor) -> torch.Tensor:
+    return bias.clone() if offset is None else offset + bias
