@@ -18,8 +18,9 @@ from levit_bench.runners.profiling import Kernel, Profile, by_component
 
 @pytest.mark.parametrize("path,op,component", [
     ("patch_conv.0", "Conv", "stem"),
-    ("stages.0.blocks.1.attn.qkv", "Gemm", "attention.qkv"),
-    ("stages.0.blocks.1.attn.qkv", "Reshape", "layout"),  # data movement is layout wherever it is
+    ("stages.0.blocks.1.attn.qkv", "Gemm", "attention.qkv"),  # training: one fused Linear
+    ("stages.0.blocks.1.attn.k", "Gemm", "attention.qkv"),  # inference: three
+    ("stages.0.blocks.1.attn.q", "Reshape", "layout"),  # data movement is layout wherever it is
     ("stages.0.blocks.1.attn.scores", "Softmax", "attention.scores"),
     ("stages.0.blocks.1.attn.mix", "MatMul", "attention.mix"),
     ("stages.0.blocks.1.attn", "HardSwish", "attention.proj"),

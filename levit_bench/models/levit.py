@@ -49,7 +49,7 @@ COMPONENTS = ComponentRules((
     Rule(r"^patch_conv", "stem"),
     Rule(r"", LAYOUT, frozenset({LAYOUT})),  # reshapes, transposes, splits, copies: wherever they are
     Rule(r"\.shrink\.attn", "shrink"),
-    Rule(r"\.attn\.qkv", "attention.qkv"),
+    Rule(r"\.attn\.(qkv|q|k|v)$", "attention.qkv"),  # one fused Linear in training, three for inference
     Rule(r"\.attn\.(scores|attention_bias)", "attention.scores"),  # Q K^T, scale, bias, softmax
     Rule(r"\.attn\.mix", "attention.mix"),  # A V
     Rule(r"\.attn(\.proj)?$", "attention.proj"),  # the Hardswish and the projection after the mix

@@ -12,8 +12,8 @@ same arithmetic is laid out so that a runtime executes it with the fewest passes
   folded into the consumers' biases (`carry_residual_biases`).
 - 1/sqrt(D) is folded into the query rows of the qkv weights; the attention bias is one
   constant (heads, Nq, Nk) added before the softmax over the last axis.
-- The fused qkv output is transposed head-major once and split; K^T is left to the runtime's
-  MatMul (ONNX Runtime and OpenVINO both fold a last-two-axes transpose into it).
+- The fused qkv Linear becomes three (q, k, v; its weights split at fuse time), so no Split
+  copies their output apart: each is viewed per head and transposed once, K straight to K^T.
 
 Module paths keep the training model's (`stages.1.blocks.0.attn.qkv`), so profiles and weight
 names read the same in both.
@@ -45,8 +45,8 @@ class Scores(nn.Module):
         super().__init__()
         self.register_buffer("bias", bias.detach().clone())
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        return (q @ k.transpose(-2, -1) + self.bias).softmax(dim=-1)
+    def forward(self, q: torch.Tensor, k_t: torch.Tensor) -> torch.Tensor:
+        return (q @ k_t + self.bias).softmax(dim=-1)
 
 
 class Mix(nn.Module):
@@ -57,12 +57,24 @@ class Mix(nn.Module):
 
 
 @torch.no_grad()
-def _scale_queries(linear: nn.Linear, heads: int, key_dim: int, scale: float) -> nn.Linear:
-    """The Linear with the first `key_dim` outputs of each head's group (the query) scaled."""
-    weight = linear.weight.view(heads, -1, linear.in_features)
-    weight[:, :key_dim] *= scale
-    linear.bias.view(heads, -1)[:, :key_dim] *= scale
-    return linear
+def _split_heads(linear: nn.Linear, heads: int, sizes: tuple[int, ...]) -> list[nn.Linear]:
+    """A Linear whose outputs are grouped per head ([q k v] of head 0, of head 1, ...) as one
+    Linear per part, each with its heads side by side: separate Gemms need no Split after."""
+    weight = linear.weight.view(heads, sum(sizes), linear.in_features).split(sizes, dim=1)
+    bias = linear.bias.view(heads, sum(sizes)).split(sizes, dim=1)
+    parts = []
+    for w, b in zip(weight, bias):
+        part = nn.Linear(linear.in_features, w.shape[0] * w.shape[1])
+        part.weight.copy_(w.reshape(-1, linear.in_features))
+        part.bias.copy_(b.reshape(-1))
+        parts.append(part.requires_grad_(False))
+    return parts
+
+
+@torch.no_grad()
+def _scale(linear: nn.Linear, scale: float) -> None:
+    linear.weight *= scale
+    linear.bias *= scale
 
 
 def _merge_heads(out: torch.Tensor, heads: int, value_dim: int) -> torch.Tensor:
@@ -77,15 +89,18 @@ class FusedAttention(nn.Module):
                  tokens: int):
         super().__init__()
         self.num_heads, self.key_dim, self.value_dim, self.tokens = bias.shape[0], key_dim, value_dim, tokens
-        self.qkv = _scale_queries(qkv, self.num_heads, key_dim, key_dim**-0.5)
+        self.q, self.k, self.v = _split_heads(qkv, self.num_heads, (key_dim, key_dim, value_dim))
+        _scale(self.q, key_dim**-0.5)
         self.scores = Scores(bias)
         self.mix = Mix()
         self.proj = ResidualLinear(proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv(x).view(-1, self.tokens, self.num_heads, 2 * self.key_dim + self.value_dim).transpose(1, 2)
-        q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=3)
-        out = _merge_heads(self.mix(self.scores(q, k), v), self.num_heads, self.value_dim)
+        heads = self.num_heads
+        q = self.q(x).view(-1, self.tokens, heads, self.key_dim).transpose(1, 2)
+        k_t = self.k(x).view(-1, self.tokens, heads, self.key_dim).permute(0, 2, 3, 1)
+        v = self.v(x).view(-1, self.tokens, heads, self.value_dim).transpose(1, 2)
+        out = _merge_heads(self.mix(self.scores(q, k_t), v), heads, self.value_dim)
         return self.proj(F.hardswish(out), x)
 
 
@@ -98,19 +113,20 @@ class FusedShrinkingAttention(nn.Module):
         self.num_heads, self.key_dim, self.value_dim = bias.shape[0], key_dim, value_dim
         self.resolution, self.in_dim = resolution, q.in_features
         self.out_tokens = ((resolution - 1) // 2 + 1) ** 2
-        self.kv = kv
-        self.q = _scale_queries(q, self.num_heads, key_dim, key_dim**-0.5)
+        self.k, self.v = _split_heads(kv, self.num_heads, (key_dim, value_dim))
+        self.q = q
+        _scale(self.q, key_dim**-0.5)
         self.scores = Scores(bias)
         self.mix = Mix()
         self.proj = proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        res, heads = self.resolution, self.num_heads
-        kv = self.kv(x).view(-1, res * res, heads, self.key_dim + self.value_dim).transpose(1, 2)
-        k, v = kv.split([self.key_dim, self.value_dim], dim=3)
+        res, heads, tokens = self.resolution, self.num_heads, self.resolution**2
+        k_t = self.k(x).view(-1, tokens, heads, self.key_dim).permute(0, 2, 3, 1)
+        v = self.v(x).view(-1, tokens, heads, self.value_dim).transpose(1, 2)
         subsampled = x.view(-1, res, res, self.in_dim)[:, ::2, ::2].reshape(-1, self.in_dim)
         q = self.q(subsampled).view(-1, self.out_tokens, heads, self.key_dim).transpose(1, 2)
-        out = _merge_heads(self.mix(self.scores(q, k), v), heads, self.value_dim)
+        out = _merge_heads(self.mix(self.scores(q, k_t), v), heads, self.value_dim)
         return self.proj(F.hardswish(out))
 
 
@@ -166,12 +182,11 @@ def carry_residual_biases(model: FusedLeViT) -> None:
     offset: torch.Tensor | None = None  # what the stream holds beyond the computed x
     for stage in model.stages:
         for block in ([stage.shrink] if stage.shrink is not None else []) + list(stage.blocks):
+            for linear in (block.attn.q, block.attn.k, block.attn.v):  # the shrink's q reads a
+                _absorb(linear, offset)  # subsampled stream: still x + offset, per channel
             if isinstance(block.attn, FusedShrinkingAttention):
-                _absorb(block.attn.kv, offset)
-                _absorb(block.attn.q, offset)  # subsampling keeps a per-channel constant
                 offset = None  # the projection starts a new stream, with its bias in place
             else:
-                _absorb(block.attn.qkv, offset)
                 offset = _plus(offset, block.attn.proj.carried_bias)
             _absorb(block.mlp.expand, offset)
             offset = _plus(offset, block.mlp.reduce.carried_bias)
