@@ -11,8 +11,9 @@ alike. Printed: images/s (median of the rounds), b/a and c/a with their 95% pair
 interval (issue 11's, `reports/confidence.paired_ratio`), node counts as written and after ONNX
 Runtime's own optimisation, the share of (c)'s kernel time that its GEMMs, convolutions and
 MatMuls take in each runtime's own profile (what no graph shape can remove: 1 / share bounds
-what removing everything else could gain), and, per model, the best f32 GFLOP/s as a share of
-the calibrated single-core FMA peak.
+what removing everything else could gain; OpenVINO's fused `Subgraph` kernels, its attention
+with the MatMuls inside and its elementwise chains, are not counted, so its share is a lower
+bound), and, per model, the best f32 GFLOP/s as a share of the calibrated single-core FMA peak.
 
 Goals (issue 17): c/a >= 1.10 in both runtimes for every LeViT at batch 16 and 1; the best f32
 runtime of every LeViT >= 75% of the calibrated FMA peak.

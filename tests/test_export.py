@@ -16,7 +16,7 @@ from levit_bench.exporters import fuse_for_inference
 from levit_bench.exporters.pipeline import ExportOptions, export_model
 from levit_bench.models.checkpoints import save_weights
 from levit_bench.models.levit import LEVIT_CONFIGS, AttentionBias
-from levit_bench.models.levit_fused import FusedLeViT, Scores
+from levit_bench.models.levit_fused import FusedLeViT, ResidualLinear, Scores
 from levit_bench.registry import get_spec
 
 from levit_reference import randomise
@@ -46,6 +46,8 @@ def test_fused_model_equals_unfused_and_has_no_batchnorm(name):
     assert not any(issubclass(k, torch.nn.modules.batchnorm._BatchNorm) for k in kinds)
     assert AttentionBias not in kinds and Scores in kinds  # the bias looked up once, a constant
     assert isinstance(fused, FusedLeViT) and isinstance(fused.head, torch.nn.Linear)  # one merged head
+    # every residual branch had a bias to carry downstream, so the equality below tests the carrying
+    assert all(m.carried_bias.abs().max() > 0 for m in fused.modules() if isinstance(m, ResidualLinear))
     assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())  # original untouched
     x = torch.randn(4, 3, 224, 224)
     with torch.no_grad():

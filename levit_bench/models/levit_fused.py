@@ -10,13 +10,13 @@ same arithmetic is laid out so that a runtime executes it with the fewest passes
   constant c, and every consumer of the stream is linear (a Linear, the subsampling of a
   shrinking attention, the mean before the head), so W (x + c) + b = W x + (W c + b) and c is
   folded into the consumers' biases (`carry_residual_biases`).
-- 1/sqrt(D) is folded into the query rows of the qkv weights; the attention bias is one
-  constant (heads, Nq, Nk) added before the softmax over the last axis.
+- 1/sqrt(D) is folded into the query weights; the attention bias is one constant
+  (heads, Nq, Nk) added before the softmax over the last axis.
 - The fused qkv Linear becomes three (q, k, v; its weights split at fuse time), so no Split
   copies their output apart: each is viewed per head and transposed once, K straight to K^T.
 
-Module paths keep the training model's (`stages.1.blocks.0.attn.qkv`), so profiles and weight
-names read the same in both.
+Module paths follow the training model's (`stages.1.blocks.0.attn.proj`; the qkv Linear's parts
+are `attn.q`, `attn.k`, `attn.v`), so profiles and weight names read alike in both.
 """
 
 from __future__ import annotations
