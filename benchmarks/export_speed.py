@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -41,7 +40,7 @@ from levit_bench.exporters.pipeline import ExportOptions, export_model, load_mod
 from levit_bench.models.levit import LEVIT_CONFIGS
 from levit_bench.platforms import get_platform
 from levit_bench.registry import get_spec
-from levit_bench.reports.confidence import paired_ratio
+from levit_bench.reports.confidence import median_speed, paired_ratio
 from levit_bench.runners import core_locks
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.calibrate import calibrate
@@ -109,10 +108,6 @@ def measure_interleaved(runtime: str, name: str, paths: dict[str, Path], batch: 
     return speeds, difference, compute_share
 
 
-def _median_speed(rounds: list[np.ndarray]) -> float:
-    return statistics.median(float(np.median(r)) for r in rounds)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(LEVIT_CONFIGS), choices=list(LEVIT_CONFIGS))
@@ -136,7 +131,7 @@ def main() -> int:
                     speeds, difference, compute = measure_interleaved(runtime, name, paths, batch, args.rounds)
                     row = {"model": name, "batch": batch, "runtime": runtime, "max_output_difference": difference,
                            "compute_share": compute,
-                           "images_per_s": {label: _median_speed(s) for label, s in speeds.items()},
+                           "images_per_s": {label: median_speed(s) for label, s in speeds.items()},
                            "nodes": nodes}
                     for label in EXPORTS[1:]:
                         estimate = paired_ratio(speeds["plain"], speeds[label], seed=len(rows))

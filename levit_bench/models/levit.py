@@ -131,7 +131,7 @@ class Attention(nn.Module):
         return self.proj(F.hardswish(out))
 
     def fuse(self) -> FusedAttention:
-        """Called with qkv and proj already folded into Linears and the bias into a constant."""
+        """Called with qkv and proj already folded into Linears; the bias table is looked up here, once."""
         return FusedAttention(self.qkv, self.proj, self.attention_bias(), self.key_dim, self.value_dim, self.tokens)
 
 
@@ -169,7 +169,8 @@ class ShrinkingAttention(nn.Module):
 
     def fuse(self) -> FusedShrinkingAttention:
         return FusedShrinkingAttention(
-            self.kv, self.q, self.proj, self.attention_bias(), self.key_dim, self.value_dim, self.resolution
+            self.kv, self.q, self.proj, self.attention_bias(), self.key_dim, self.value_dim, self.resolution,
+            self.out_resolution,
         )
 
 

@@ -108,11 +108,11 @@ class FusedShrinkingAttention(nn.Module):
     """Keys and values from every token, queries from the stride-2 subsampled grid (one Slice)."""
 
     def __init__(self, kv: nn.Linear, q: nn.Linear, proj: nn.Linear, bias: torch.Tensor, key_dim: int,
-                 value_dim: int, resolution: int):
+                 value_dim: int, resolution: int, out_resolution: int):
         super().__init__()
         self.num_heads, self.key_dim, self.value_dim = bias.shape[0], key_dim, value_dim
         self.resolution, self.in_dim = resolution, q.in_features
-        self.out_tokens = ((resolution - 1) // 2 + 1) ** 2
+        self.out_tokens = out_resolution**2
         self.k, self.v = _split_heads(kv, self.num_heads, (key_dim, value_dim))
         self.q = q
         _scale(self.q, key_dim**-0.5)

@@ -69,7 +69,8 @@ def _interval(value: float, distribution: np.ndarray, level: float) -> Estimate:
     return Estimate(value, float(low), float(high), distribution)
 
 
-def _median_speed(rounds: list[np.ndarray]) -> float:
+def median_speed(rounds: list[np.ndarray]) -> float:
+    """The speed of a cell: the median over its rounds of each round's median."""
     return float(np.median([np.median(r) for r in rounds]))
 
 
@@ -80,7 +81,7 @@ def bootstrap(rounds: list[np.ndarray], seed: int, draws: int = DRAWS, level: fl
     rng = np.random.default_rng(seed)
     medians = _round_medians(rounds, rng, draws)
     picked = rng.integers(0, len(rounds), size=(draws, len(rounds)))
-    return _interval(_median_speed(rounds), _median_of(medians, picked, rng, draws), level)
+    return _interval(median_speed(rounds), _median_of(medians, picked, rng, draws), level)
 
 
 def ratio(a: Estimate, b: Estimate, level: float = LEVEL) -> Estimate:
@@ -99,7 +100,7 @@ def paired_ratio(rounds_a: list[np.ndarray], rounds_b: list[np.ndarray], seed: i
     medians_a, medians_b = _round_medians(rounds_a, rng, draws), _round_medians(rounds_b, rng, draws)
     picked = rng.integers(0, len(rounds_a), size=(draws, len(rounds_a)))
     distribution = _median_of(medians_b, picked, rng, draws) / _median_of(medians_a, picked, rng, draws)
-    return _interval(_median_speed(rounds_b) / _median_speed(rounds_a), distribution, level)
+    return _interval(median_speed(rounds_b) / median_speed(rounds_a), distribution, level)
 
 
 def _ordered(rounds: list[Mapping]) -> list[Mapping]:
