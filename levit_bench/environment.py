@@ -32,7 +32,7 @@ _ARM_PARTS = {
 }
 # Distribution name (PyPI) of each package whose version goes into every record, besides
 # each runtime's own (levit_bench.runtimes).
-PACKAGES = {"torch": "torch", "numpy": "numpy", "onnx": "onnx", "onnxsim": "onnxsim"}
+PACKAGES = {"torch": "torch", "numpy": "numpy", "onnx": "onnx", "onnxsim": "onnxsim", "nncf": "nncf"}
 
 
 @dataclass(frozen=True)

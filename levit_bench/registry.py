@@ -49,20 +49,22 @@ PAPER_PLATFORMS: Mapping[str, PaperPlatform] = MappingProxyType({
 @dataclass(frozen=True)
 class Family:
     """A model family as reports show it: its name in legends, its colour, and the vocabulary
-    its profiles are told in (`models/components.py`)."""
+    its profiles are told in (`models/components.py`); `attention`: its networks use attention
+    (NNCF quantizes them as `ModelType.TRANSFORMER`)."""
 
     name: str
     label: str
     colour: str
     components: ComponentRules = GENERIC
+    attention: bool = False
 
 
 UNKNOWN_FAMILY_COLOUR = "#7f7f7f"
 _FAMILIES: dict[str, Family] = {f.name: f for f in (
-    Family("levit", "LeViT", "#d62728", levit.COMPONENTS),
+    Family("levit", "LeViT", "#d62728", levit.COMPONENTS, attention=True),
     Family("efficientnet", "EfficientNet", "#1f77b4", efficientnet.COMPONENTS),
-    Family("deit", "DeiT", "#2ca02c", deit.COMPONENTS),
-    Family("mobilevit", "MobileViT", "#9467bd", mobilevit.COMPONENTS),
+    Family("deit", "DeiT", "#2ca02c", deit.COMPONENTS, attention=True),
+    Family("mobilevit", "MobileViT", "#9467bd", mobilevit.COMPONENTS, attention=True),
 )}
 FAMILIES: Mapping[str, Family] = MappingProxyType(_FAMILIES)
 

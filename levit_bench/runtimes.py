@@ -28,6 +28,7 @@ class RuntimeSpec:
     plotted_modes: tuple[str, ...] = ()  # modes that are a variant of their own in reports (not the default's)
     marker: str = "o"  # its matplotlib marker in figures
     mode_markers: Mapping[str, str] = field(default_factory=dict)
+    precision_markers: Mapping[str, str] = field(default_factory=dict)  # a reduced precision's own marker
     builtin: bool = False
 
     def __post_init__(self):
@@ -62,7 +63,8 @@ class RuntimeSpec:
         return getattr(importlib.import_module(module), name)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "mode_markers": dict(self.mode_markers)}
+        return {**asdict(self), "mode_markers": dict(self.mode_markers),
+                "precision_markers": dict(self.precision_markers)}
 
 
 _RUNTIMES: dict[str, RuntimeSpec] = {}
@@ -101,6 +103,11 @@ def variant_name(runtime: str, mode: str | None) -> str:
     return f"{runtime}:{mode}" if mode else runtime
 
 
+def all_precisions() -> list[str]:
+    """Every precision some registered runtime offers, in the table's order."""
+    return list(dict.fromkeys(p for spec in _RUNTIMES.values() for p in spec.precisions))
+
+
 def added_runtimes() -> list[dict]:
     """The runtimes registered beyond the built-in ones, as data a worker process registers again."""
     return [spec.as_dict() for spec in _RUNTIMES.values() if not spec.builtin]
@@ -110,10 +117,12 @@ for _spec in (
     RuntimeSpec("torch", "levit_bench.runners.torch_runner:TorchRunner", "torch", precisions=("fp32", "mixed"),
                 modes=("traced", "eager", "unfused"), default_mode="traced",  # traced: the paper's speed_test
                 plotted_modes=("eager", "unfused"), marker="o", builtin=True),
+    # int8: the artifact quantized for that runtime (exporters/quantize.py)
     RuntimeSpec("onnxruntime", "levit_bench.runners.onnxruntime_runner:OnnxRuntimeRunner", "onnxruntime",
-                marker="s", builtin=True),
+                precisions=("fp32", "int8"), marker="s", precision_markers={"int8": "X"}, builtin=True),
     RuntimeSpec("openvino", "levit_bench.runners.openvino_runner:OpenVinoRunner", "openvino",
-                precisions=("fp32", "bf16", "fp16"), marker="^", builtin=True),
+                precisions=("fp32", "bf16", "fp16", "int8"), marker="^",
+                precision_markers={"int8": "P", "bf16": "h", "fp16": "H"}, builtin=True),
     # tvm's default mode is decided at load: tuned when the work directory has a database
     RuntimeSpec("tvm", "levit_bench.runners.tvm.runner:TvmRunner", "apache-tvm", modes=("tuned", "untuned"),
                 plotted_modes=("tuned", "untuned"), marker="D", mode_markers={"tuned": "D", "untuned": "d"},

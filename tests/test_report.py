@@ -196,7 +196,8 @@ def test_report_renders_in_a_real_browser(measured_store, tmp_path):
             page.wait_for_load_state("load")
             images = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
             assert len(images) == 6 and all(complete and width > 0 for complete, width in images)
-            assert page.locator("table").count() == 5
+            assert page.locator("table").count() == 6
+            assert page.locator("#precision-gains tbody tr").count() == 1  # its "no int8, bf16 or fp16" row
             assert page.locator("#table3 tbody tr").count() == 2
             assert page.locator("#measurements tbody tr").count() == 4
             # the sortable tables sort without a framework: by images/s, both ways

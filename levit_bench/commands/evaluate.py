@@ -39,9 +39,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     options = EvalOptions(model=args.model, weights=args.weights, data=Path(args.data).expanduser(),
                           runtime=args.runtime, batch_size=args.batch_size, workers=args.workers,
-                          limit=args.limit, device=args.device)
+                          limit=args.limit, device=args.device, precision=args.precision)
     work = workdir(args)
-    label = f"{args.model} on {args.runtime}"
+    label = f"{args.model} on {args.runtime}" + (f" {args.precision}" if args.precision != "fp32" else "")
     # a spinner while the checkpoint, dataset and runtime are prepared, then a bar over the images
     with views.ProgressView(f"{label}: starting") as progress:
         record = run_eval(
@@ -91,6 +91,10 @@ def register(commands) -> None:
     evaluate.add_argument("--limit", type=int, metavar="N",
                           help="evaluate N images spread evenly over the dataset (every class "
                           "represented when N >= classes) instead of all")
+    evaluate.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
+                          help="int8: run the export quantized for --runtime (onnxruntime or openvino): the "
+                          "one `levit-bench quantize` made, else quantized first on synthetic images; "
+                          "the report sets its top-1 beside the fp32 one of the same weights")
     evaluate.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                           help="torch only: where the model runs (default cpu)")
     evaluate.add_argument("--json", action="store_true", help="print the stored record as JSON")

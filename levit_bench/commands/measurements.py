@@ -20,13 +20,16 @@ MIN_ROUNDS_FOR_TARGET = 3
 def _request_options(parser: argparse.ArgumentParser) -> None:
     from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
     from levit_bench.runners.measure import PROTOCOLS
+    from levit_bench.runtimes import all_precisions
 
     parser.add_argument("--platform", required=True,
                         help="xeon (x86-64, 1 thread, batch 16), arm / graviton (aarch64 NEON, 1 thread, "
                         "batch 16) or gpu (CUDA, mixed precision, largest power-of-two batch)")
     parser.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16", "mixed"),
-                        help="default: the platform's (fp32 on CPUs, mixed on gpu); recorded either way")
+    parser.add_argument("--precision", choices=all_precisions(),
+                        help="default: the platform's (fp32 on CPUs, mixed on gpu); recorded either way. int8 "
+                        "(onnxruntime, openvino) measures the export quantized for that runtime: the one "
+                        "`levit-bench quantize` made, else quantized first on synthetic images")
     parser.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
                         help="default: >=3 warm-up calls and 1 s, then >=10 calls and 3 s; paper: 10 s "
                         "warm-up and 60 s of measurement as the official speed_test; smoke: a functional check")

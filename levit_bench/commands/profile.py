@@ -30,6 +30,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     from levit_bench.registry import normalise_name
     from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
+    from levit_bench.runtimes import all_precisions
     from levit_bench.runners.measure import PROTOCOLS
     from levit_bench.runtimes import RUNTIMES
 
@@ -51,7 +52,7 @@ def register(commands) -> None:
     profile.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
     profile.add_argument("--mode", choices=sorted({m for r in RUNTIMES.values() for m in r.modes}),
                          help="the runtime's mode (as `run`)")
-    profile.add_argument("--precision", choices=("fp32", "bf16", "fp16", "mixed"), help="as `run`")
+    profile.add_argument("--precision", choices=all_precisions(), help="as `run`")
     profile.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
                          help="the calls measured and profiled (as `run`)")
     profile.add_argument("--weights", metavar="PATH|URL", help="profile these weights (exported if needed)")

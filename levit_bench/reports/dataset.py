@@ -55,14 +55,20 @@ class Accuracy:
 def accuracy_for(model: str, weights: str | None, runtime: str, precision: str | None,
                  evaluations: list[dict]) -> Accuracy:
     """Measured top-1 of these weights if the store has one (the same runtime and precision
-    preferred), else the registry's reported figure."""
+    preferred), else the registry's reported figure. An int8 model is another network than its
+    fp32 source: only an int8 evaluation in its runtime measures it; without one, the fp32
+    accuracy stands in, as `measured-fp32`."""
     same_weights = [e for e in evaluations if e["model"] == model and weights and e["weights_id"] == weights]
+    matching = [e for e in same_weights if e.get("runtime") == runtime and e.get("precision") == precision]
+    if precision == "int8" and not matching:
+        same_weights = [e for e in same_weights if e.get("precision") in (None, "fp32")]
     if same_weights:
-        matching = [e for e in same_weights if e.get("runtime") == runtime and e.get("precision") == precision]
         chosen = (matching or same_weights)[-1]
-        return Accuracy(chosen["top1"], "measured",
-                        f"levit-bench eval on {chosen.get('dataset')} ({chosen.get('runtime')}, "
-                        f"{chosen.get('images')} images)")
+        detail = (f"levit-bench eval on {chosen.get('dataset')} ({chosen.get('runtime')} "
+                  f"{chosen.get('precision') or 'fp32'}, {chosen.get('images')} images)")
+        if precision == "int8" and not matching:
+            return Accuracy(chosen["top1"], "measured-fp32", detail + "; the int8 model is not evaluated")
+        return Accuracy(chosen["top1"], "measured", detail)
     spec = REGISTRY.get(model)
     if spec is not None and spec.reported.top1 is not None:
         return Accuracy(spec.reported.top1, "reported", spec.reported.source)

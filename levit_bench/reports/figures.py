@@ -2,7 +2,8 @@
 
 Colour is the family, the marker the runtime, one line per family (and runtime, and host)
 through its models in order of size; horizontal bars are each point's 95% interval over its
-rounds; hollow markers have a `reported` top-1, filled ones a `measured` one; the paper's own points for the platform are drawn faded; a dashed step line
+rounds; hollow markers have a `reported` top-1 (or, for int8, its fp32 source's), filled ones a
+`measured` one; a reduced precision has its runtime's marker for it (runtimes table); the paper's own points for the platform are drawn faded; a dashed step line
 is the Pareto frontier of what was measured. Labels are placed greedily where they cover
 neither a point nor another label.
 """
@@ -24,7 +25,7 @@ from levit_bench.registry import family as family_info  # noqa: E402
 from levit_bench.runtimes import RUNTIMES  # noqa: E402
 from levit_bench.workdir import atomic_path  # noqa: E402
 
-EXTRA_MARKERS = ("v", "P", "X", "h", "<", ">", "p")
+EXTRA_MARKERS = ("v", "<", ">", "p", "8", "1", "2")  # none a runtime's or a precision's own
 LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -40,12 +41,17 @@ def short_name(model: str) -> str:
 
 
 def _marker(variant: str, extra: dict[str, str]) -> str:
-    """The runtime's own marker (runtimes table); other variants (precisions, batches, an
-    unregistered runtime) get the next spare one."""
-    name, _, mode = variant.partition(":")
+    """The runtime's own marker (runtimes table), or its marker for a reduced precision
+    (`openvino int8`); other variants (batches, an unregistered runtime) get the next spare one."""
+    name, _, rest = variant.partition(":")
+    mode, _, qualifier = rest.partition(" ") if rest else ("", "", "")
+    if not rest:
+        name, _, qualifier = name.partition(" ")
     runtime = RUNTIMES.get(name)
-    if runtime is not None and " " not in variant:
+    if runtime is not None and not qualifier:
         return runtime.mode_markers.get(mode, runtime.marker)
+    if runtime is not None and qualifier in runtime.precision_markers:
+        return runtime.precision_markers[qualifier]
     return extra.setdefault(variant, EXTRA_MARKERS[len(extra) % len(EXTRA_MARKERS)])
 
 
@@ -159,7 +165,7 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
         handles += [Line2D([], [], color="#555555", linestyle=LINESTYLES[i % len(LINESTYLES)],
                            label=next(p["host_label"] for p in points if p["host"] == h)) for i, h in enumerate(hosts)]
     handles += [
-        Line2D([], [], color="#555555", marker="o", markerfacecolor="white", linestyle="none", label="top-1 reported"),
+        Line2D([], [], color="#555555", marker="o", markerfacecolor="white", linestyle="none", label="top-1 reported (int8: fp32's, not evaluated)"),
         Line2D([], [], color="#555555", marker="o", linestyle="none", label="top-1 measured"),
         Line2D([], [], color="#555555", marker="|", markersize=8, linestyle="-", label="95% interval over rounds"),
         Line2D([], [], color="#999999", marker="*", linestyle=":", alpha=0.5,

@@ -114,6 +114,7 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
         "rooflines": rooflines,
         "table3": tables.table3(points, counts),
         "speedups": tables.speedups(points),
+        "precision_gains": tables.precision_gains(points),
         "claims": tables.headline_claims(points),
         "points": points,
         "failed": sum(r["status"] == "failed" for r in in_scope),

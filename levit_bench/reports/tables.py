@@ -108,6 +108,31 @@ def speedups(points: list[dict]) -> list[dict]:
     return out
 
 
+def precision_gains(points: list[dict]) -> list[dict]:
+    """Each reduced-precision point (int8, bf16, ...) against the fp32 point of the same runtime,
+    mode, batch, model, platform and host: its speed-up with the 95% interval, and its change in
+    top-1 where both precisions were evaluated (`levit-bench eval --precision`)."""
+    def key(p: dict) -> tuple:
+        return p["platform"], p["host"], p["model"], p["runtime"], p["record"].get("mode"), p["batch"]
+
+    fp32 = {key(p): p for p in points if p["precision"] == "fp32"}
+    out = []
+    for point in points:
+        base = fp32.get(key(point))
+        if point["precision"] in (None, "fp32") or base is None:
+            continue
+        found = cell_ratio(base["cell_rounds"], point["cell_rounds"])
+        evaluated = point["top1_source"] == base["top1_source"] == "measured"
+        out.append({"platform": point["platform"], "host": point["host_label"], "model": point["model"],
+                    "variant": point["variant"], "precision": point["precision"],
+                    "fp32_images_per_s": base["images_per_s"], "images_per_s": point["images_per_s"],
+                    "speedup": found.value, "speedup_ci": found.ci,
+                    "fp32_top1": base["top1"] if evaluated else None, "top1": point["top1"] if evaluated else None,
+                    "top1_delta": point["top1"] - base["top1"] if evaluated else None,
+                    "noisy": point["noisy"] or base["noisy"]})
+    return out
+
+
 def headline_claims(points: list[dict]) -> list[dict]:
     """LeViT-192 vs EfficientNet-B2 and LeViT-256 vs EfficientNet-B3, per runtime, platform and
     host, beside the paper's 5x and 7x and its own Table 3 ratio for that platform."""

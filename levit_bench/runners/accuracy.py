@@ -2,7 +2,8 @@
 
 With `torch`, the checkpoint is loaded into the eval-mode model (LeViT averages its two heads).
 With another runtime, the ONNX artifact exported from the same weights is run, so the record
-measures what export and the runtime cost in accuracy. Either way the record's `weights_id`
+measures what export and the runtime cost in accuracy; with `precision` int8, the export
+quantized for that runtime runs, and the record measures what int8 costs. Either way the record's `weights_id`
 is the checkpoint's sha256: the id the reports use to pair it with speed measurements.
 """
 
@@ -26,7 +27,8 @@ from levit_bench.errors import LevitBenchError
 from levit_bench.models.checkpoints import read_checkpoint, weights_id
 from levit_bench.platforms import ARM, Platform, get_platform
 from levit_bench.registry import create_model, get_spec
-from levit_bench.runners.artifacts import ensure_artifact
+from levit_bench.exporters.quantize import QUANTIZERS
+from levit_bench.runners.artifacts import ensure_artifact, ensure_quantized
 from levit_bench.runners.base import Runner
 from levit_bench.runtimes import get_runtime
 from levit_bench.train.data import ImageFolder, eval_transform, make_loader, spread_subset
@@ -59,6 +61,7 @@ class EvalOptions:
     workers: int = 2
     limit: int | None = None
     device: str = "cpu"  # torch only
+    precision: str = "fp32"  # int8: the export quantized for `runtime` (exporters/quantize.py)
 
     def __post_init__(self):
         """Refuse, in one line, options no evaluation could follow (before anything is read)."""
@@ -71,6 +74,10 @@ class EvalOptions:
             raise LevitBenchError(f"--limit must be at least 1, got {self.limit}")
         if self.device not in ("cpu", "cuda"):
             raise LevitBenchError(f"--device is cpu or cuda, not {self.device}")
+        if self.precision not in ("fp32", "int8"):
+            raise LevitBenchError(f"--precision is fp32 or int8, not {self.precision}")
+        if self.precision == "int8" and self.runtime not in QUANTIZERS:
+            raise LevitBenchError(f"int8 is evaluated in {' or '.join(QUANTIZERS)} (--runtime), not {self.runtime}")
         if self.device == "cuda":
             if self.runtime != "torch":
                 raise LevitBenchError("--device cuda applies to --runtime torch only")
@@ -84,11 +91,10 @@ def _eval_platform() -> Platform:
     return dataclasses.replace(get_platform(name), threads=None)
 
 
-def _runner(runtime: str, workdir: Path) -> Runner:
+def _runner(runtime: str, workdir: Path, precision: str) -> Runner:
     spec = get_runtime(runtime)
     platform = _eval_platform()
     cls = spec.runner_class()
-    precision = spec.resolve_precision(None, platform.default_precision)
     return cls(platform, cls.Options.make(runtime, precision, spec.resolve_mode(None), workdir))
 
 
@@ -132,11 +138,13 @@ def run_eval(
         extra["runtime_version"] = torch.__version__
         extra["runtime_info"] = {"device": options.device, "threads": torch.get_num_threads(), "mode": "eager"}
     else:
-        runner = _runner(options.runtime, workdir)
+        runner = _runner(options.runtime, workdir, options.precision)
         on_step("artifact")
         artifact = ensure_artifact(workdir, spec.name, options.batch_size, options.weights, on_step)
         if weights_id(artifact.weights) != checkpoint.sha256:  # ensure_artifact's promise, checked
             raise LevitBenchError(f"{artifact.onnx_path} was not exported from {options.weights}; export again")
+        if options.precision == "int8":
+            artifact = ensure_quantized(artifact, options.runtime, on_step)
         weights["layout"] = artifact.weights.get("layout")
         on_step("load")
         try:

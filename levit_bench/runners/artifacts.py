@@ -2,7 +2,9 @@
 
 `<workdir>/models/NAME.onnx` (what `levit-bench export` writes by default) is used when its
 batch matches the run's (or is symbolic); otherwise a run keeps its own export per batch in
-`<workdir>/models/batch-<N>/` (`batch-dynamic/` for the GPU's searched batch).
+`<workdir>/models/batch-<N>/` (`batch-dynamic/` for the GPU's searched batch). An int8 run
+measures the fp32 artifact's quantized twin for its runtime, beside it (exporters/quantize.py),
+quantized on demand with the defaults when there is none made from that very fp32 file.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.exporters.pipeline import ExportOptions, export_model, model_from_sidecar
+from levit_bench.exporters.quantize import QuantizeOptions, files_sha256, quantize, sidecar_path
 from levit_bench.models.checkpoints import read_checkpoint, sha256_of
 
 
@@ -35,7 +38,12 @@ class Artifact:
 
     @property
     def sha256(self) -> str:
-        return self.sidecar["onnx_sha256"]
+        """Of the file a runtime loads (all of them, for an OpenVINO IR)."""
+        return self.sidecar.get("files_sha256") or self.sidecar["onnx_sha256"]
+
+    @property
+    def precision(self) -> str:
+        return self.sidecar.get("precision", "fp32")
 
     @property
     def batch(self) -> int | None:
@@ -161,3 +169,30 @@ def ensure_artifact(
                             dynamic_batch=batch is None, seed=seed)
     result = export_model(options, on_step=lambda step: on_step(f"export {step}"))
     return Artifact(model, result.onnx_path, result.sidecar, note)
+
+
+def find_quantized(artifact: Artifact, runtime: str) -> Artifact | None:
+    """The int8 twin of `artifact` for `runtime`, if one was quantized from these very bytes and
+    its files are whole."""
+    path = sidecar_path(artifact.onnx_path, artifact.model, runtime)
+    try:
+        sidecar = json.loads(path.read_text())
+        files = [path.with_name(name) for name in sidecar["files"]]
+        if sidecar["fp32"]["onnx_sha256"] != artifact.sha256 or files_sha256(files) != sidecar["files_sha256"]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Artifact(artifact.model, files[0], sidecar)
+
+
+def ensure_quantized(artifact: Artifact, runtime: str, on_step: Callable[[str], None] = lambda step: None) -> Artifact:
+    """`artifact`'s int8 twin for `runtime`, quantized with the defaults (synthetic calibration
+    images) when there is none; `levit-bench quantize` makes one from chosen images."""
+    found = find_quantized(artifact, runtime)
+    if found is not None:
+        return dataclasses.replace(found, note=artifact.note)
+    options = QuantizeOptions(runtime=runtime)
+    result = quantize(artifact.onnx_path, artifact.sidecar, options, on_step=lambda step: on_step(f"int8: {step}"))
+    note = (f"quantized {artifact.model} for {runtime} on {options.calib_size} synthetic images "
+            "(levit-bench quantize --calib DIR calibrates on your own)")
+    return Artifact(artifact.model, result.path, result.sidecar, "; ".join(filter(None, (artifact.note, note))))

@@ -71,6 +71,22 @@ class RunnerOptions:
         return cls(precision=precision, mode=mode, workdir=Path(workdir), **extra)
 
 
+def check_precision(runtime: str, precision: str, artifact: Artifact) -> None:
+    """Refuse to measure the wrong file for the precision asked for (the fp32 export for int8,
+    a quantized one for any other): the record would name the wrong thing. bf16 and fp16 are
+    the fp32 export run at a reduced precision."""
+    if artifact.precision != ("int8" if precision == "int8" else "fp32"):
+        raise RunnerError(f"{runtime} {precision} cannot run {artifact.onnx_path.name}, a {artifact.precision} "
+                          "artifact" + (" (levit-bench quantize makes an int8 one)" if precision == "int8" else ""))
+
+
+def quantization_details(artifact: Artifact) -> dict:
+    """What a record keeps of how its int8 artifact was made (nothing for fp32)."""
+    if artifact.precision != "int8":
+        return {}
+    return {"quantization": artifact.sidecar["quantization"], "fp32_onnx_sha256": artifact.sidecar["fp32"]["onnx_sha256"]}
+
+
 class Runner(ABC):
     runtime: str
     Options: type[RunnerOptions] = RunnerOptions

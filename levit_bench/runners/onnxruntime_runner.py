@@ -1,5 +1,8 @@
 """ONNX Runtime: CPUExecutionProvider (CUDAExecutionProvider on `gpu`), every graph
-optimisation, intra-op threads = the platform's threads, one inter-op thread."""
+optimisation, intra-op threads = the platform's threads, one inter-op thread.
+
+fp32 runs the export; int8 runs its QDQ twin quantized for ONNX Runtime (exporters/quantize.py),
+which ORT fuses into QGemm, QLinearConv and QLinearMatMul kernels."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from levit_bench.runners.artifacts import Artifact
-from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
+from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription, check_precision, quantization_details
 from levit_bench.runners.measure import Protocol, measure
 from levit_bench.runners.profiling import Kernel, Profile
 
@@ -65,8 +68,8 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, platform, options):
         super().__init__(platform, options)
-        if self.precision != "fp32":
-            raise RunnerError(f"onnxruntime runs the exported fp32 graph; --precision {self.precision} is not available")
+        if self.precision not in ("fp32", "int8"):
+            raise RunnerError(f"onnxruntime runs fp32 or int8, not {self.precision}")
         self.ort = _import()
         self.provider = "CUDAExecutionProvider" if platform.device == "cuda" else "CPUExecutionProvider"
         if self.provider not in self.ort.get_available_providers():
@@ -84,6 +87,7 @@ class OnnxRuntimeRunner(Runner):
         return options
 
     def load(self, artifact: Artifact, batch: int) -> None:
+        check_precision(self.runtime, self.precision, artifact)
         self.artifact = artifact
         self.session = self.ort.InferenceSession(str(artifact.onnx_path), self._options(), providers=[self.provider])
         self.input_name = self.session.get_inputs()[0].name
@@ -114,5 +118,6 @@ class OnnxRuntimeRunner(Runner):
         return RuntimeDescription(
             runtime=self.runtime, version=self.ort.__version__, device=self.provider,
             precision=self.precision, threads=self.platform.threads,
-            details={"graph_optimization_level": "ORT_ENABLE_ALL", "inter_op_threads": 1},
+            details={"graph_optimization_level": "ORT_ENABLE_ALL", "inter_op_threads": 1,
+                     **quantization_details(self.artifact)},
         )

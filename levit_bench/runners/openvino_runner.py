@@ -3,6 +3,8 @@
 Precision is explicit: OpenVINO picks bf16 by itself on CPUs that have it, so f32 is asked
 for unless `--precision bf16|fp16`, a precision the CPU lacks is refused (OpenVINO would
 quietly run another), and the precision the compiled model reports is what gets recorded.
+int8 runs the artifact NNCF quantized for OpenVINO (exporters/quantize.py), f32 between its
+int8 layers; it is recorded as int8 only when the compiled model holds int8 compute kernels.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from levit_bench.runners.artifacts import Artifact
-from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
+from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription, check_precision, quantization_details
 from levit_bench.runners.measure import Protocol, measure_timed
 from levit_bench.runners.profiling import Kernel, Profile
 
-_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-_CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16"}
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: f32 between the int8 layers
+_CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
+_COMPUTE = ("FullyConnected", "Convolution", "MatMul")
 _RECORDED = {"float32": "fp32", "f32": "fp32", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "f16": "fp16"}
 
 
@@ -61,15 +64,32 @@ class OpenVinoRunner(Runner):
         return config
 
     def load(self, artifact: Artifact, batch: int) -> None:
+        check_precision(self.runtime, self.precision, artifact)
         self.artifact = artifact
         self.compiled = self.core.compile_model(str(artifact.onnx_path), "CPU", self._config())
         confirmed = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.confirmed_precision = _RECORDED.get(confirmed.split("'")[1] if "'" in confirmed else confirmed, confirmed)
+        confirmed = _RECORDED.get(confirmed.split("'")[1] if "'" in confirmed else confirmed, confirmed)
+        self.kernels = self._compute_kernels()
+        if self.precision == "int8":
+            if not self.kernels.get("int8"):
+                raise RunnerError("openvino compiled no int8 kernel from the int8 artifact; it would run fp32")
+            confirmed = "int8"
+        self.confirmed_precision = confirmed
         if self.confirmed_precision != self.precision:
             raise RunnerError(
                 f"openvino compiled the model in {self.confirmed_precision}, not the {self.precision} asked for"
             )
         self.request = self.compiled.create_infer_request()
+
+    def _compute_kernels(self) -> dict[str, int]:
+        """How many compiled GEMM/convolution kernels run in each precision ({"int8": 71, "f32": 2})."""
+        counts: dict[str, int] = collections.Counter()
+        for op in self.compiled.get_runtime_model().get_ops():
+            info = op.get_rt_info()
+            if "layerType" in info and info["layerType"].astype(str) in _COMPUTE:
+                precision = info["runtimePrecision"].astype(str)
+                counts["int8" if precision in ("u8", "i8") else precision] += 1
+        return dict(counts)
 
     def __call__(self, inputs: np.ndarray) -> Any:
         self.request.infer({0: inputs})
@@ -120,5 +140,7 @@ class OpenVinoRunner(Runner):
                 "PERFORMANCE_HINT": "LATENCY",
                 "cpu": self.core.get_property("CPU", "FULL_DEVICE_NAME"),
                 "build": self.ov.get_version(),
+                "compute_kernels": self.kernels,
+                **quantization_details(self.artifact),
             },
         )

@@ -5,6 +5,7 @@ a free core exclusively and pin to it, load (timed), first call (timed), warm up
 while watching the host's load, compute the unfused PyTorch reference on the seeded inputs on
 the same core, and gate: a record is `ok` only when the runtime's outputs agree with the
 reference within its precision's tolerance (exporters.parity.TOLERANCES). Return the record.
+An int8 run measures the artifact's twin quantized for its runtime (quantized on demand).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ import torch
 
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError, one_line
+from levit_bench.exporters.quantize import QuantizeError
 from levit_bench.exporters.parity import seeded_images, tolerance_for, torch_logits
 from levit_bench.platforms import GPU_MAX_BATCH, get_platform
 from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
 from levit_bench.runners import calibrate as calibration
 from levit_bench.runners import core_locks, host_load
-from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_artifact
+from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_artifact, ensure_quantized
 from levit_bench.runners.base import Runner
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S, CoresBusy
 from levit_bench.runners.measure import get_protocol, summarise
@@ -216,7 +218,8 @@ def _rooflines(record: dict, platform, host: environment.HostInfo | None) -> dic
     gflops = 2 * _macs(record["model"]) * record["images_per_s"] / 1e9
     cores = record.get("threads") or len(record.get("pinned_cores") or ()) or 1
     on_cpu = host is not None and platform.device == "cpu"
-    peak = calibration.fma_gflops(host, cores) if on_cpu else None
+    # the fp32 FMA peak bounds fp32 work only: int8 and bf16 kernels have their own ceilings
+    peak = calibration.fma_gflops(host, cores) if on_cpu and record["precision"] == "fp32" else None
     return {"gflops": round(gflops, 3), "peak_fma_gflops": peak,
             "peak_fraction": round(gflops / peak, 4) if peak else None,
             "memory_gbps": (calibration.cached(host) or {}).get("memory_gbps") if on_cpu else None}
@@ -231,6 +234,8 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
     try:
         on_step("artifact")
         artifact = ensure_artifact(workdir, record["model"], batch, request.weights, on_step)
+        if record["precision"] == "int8":
+            artifact = ensure_quantized(artifact, record["runtime"], on_step)
         record.update(artifact_sha256=artifact.sha256, artifact=str(artifact.onnx_path), weights=artifact.weights)
         if artifact.note:
             record["artifact_note"] = artifact.note
@@ -280,7 +285,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
         _gate(record, outputs, reference)
         # an emulator's outputs are checked, its timings are not a measurement of anything
         record["status"] = "emulated" if timings is None else "ok"
-    except (CoresBusy, DamagedArtifact):  # not the runtime's failure: nothing was measured
+    except (CoresBusy, DamagedArtifact, QuantizeError):  # not the runtime's failure: nothing was measured
         raise
     except Exception as e:  # noqa: BLE001 - any failure of the runtime is this cell's result
         record["error"] = one_line(e)

@@ -62,7 +62,7 @@ class ImageFolder(Dataset):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.samples: list[tuple[Path, int]] = []
         for index, name in enumerate(self.classes):
-            files = _images_under(self.root / name)
+            files = images_under(self.root / name)
             if not files:
                 raise DataError(f"class {name!r} has no images ({', '.join(IMAGE_SUFFIXES)}) in {self.root / name}")
             self.samples.extend((path, index) for path in files)
@@ -79,7 +79,7 @@ class ImageFolder(Dataset):
         return self.transform(load_rgb(path)), label
 
 
-def _images_under(directory: Path) -> list[Path]:
+def images_under(directory: Path) -> list[Path]:
     """Image files anywhere below `directory` (hidden ones skipped), in a stable order."""
     found = [
         p for p in directory.rglob("*")
