@@ -13,7 +13,7 @@
 
 Goals (issue 18): int8 >= 2x fp32 on at least one runtime for every LeViT; a top-1 drop of at
 most 1 point on the trained LeViT-128S.
-Run: .venv/bin/python benchmarks/int8.py [--out DIR] [--epochs 10] [--rounds 7] [--json FILE]
+Run: .venv/bin/python benchmarks/int8.py [--out DIR] [--epochs 6] [--rounds 7] [--json FILE]
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def train_and_evaluate(out: Path, epochs: int) -> tuple[Path, dict]:
     """The trained LeViT-128S checkpoint and top-1 per (runtime, precision) on the val split."""
     data = out / "data"
     if not data.exists():
-        _cli("data", "synth", "--out", str(data), "--classes", "8", "--per-class", "64", "--val-per-class", "32",
+        # 20 classes and a short schedule: top-1 well under 100%, so a drop has room to show
+        _cli("data", "synth", "--out", str(data), "--classes", "20", "--per-class", "48", "--val-per-class", "24",
              "--size", "96", "--seed", "0")
     checkpoint = out / "train" / "best.pth"
     if not checkpoint.exists():
@@ -114,7 +115,7 @@ def measure(model: str, workdir: Path, weights: str | None, rounds: int) -> dict
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="dataset, checkpoint and work directory (default: a temporary one)")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
@@ -143,7 +144,7 @@ def main() -> int:
     speed_met = all(max(rows[m][r]["speedup"] for r in RUNTIMES) >= GOAL_SPEEDUP for m in levits)
     print(f"\n# goal int8 >= {GOAL_SPEEDUP:g}x fp32 on one runtime for every LeViT: {'met' if speed_met else 'NOT met'}")
     print(f"# goal top-1 drop <= {GOAL_DROP:g} pt on the trained LeViT-128S: "
-          + ", ".join(f"{r} {d:+.2f} pt" for r, d in zip(RUNTIMES, drops))
+          + ", ".join(f"{r} drop {d:.2f} pt" for r, d in zip(RUNTIMES, drops))
           + (" (met)" if max(drops) <= GOAL_DROP else " (NOT met)"))
     if args.json:
         args.json.write_text(json.dumps({"top1": {f"{r} {p}": v for (r, p), v in top1.items()}, "speed": rows},

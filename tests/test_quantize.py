@@ -88,6 +88,11 @@ def test_quantize_and_run_int8_in_both_runtimes(workdir_with_artifact, images, c
         assert record["runtime_info"]["details"]["quantization"]["calibration"] == sidecar["quantization"]["calibration"]
         assert record["peak_fraction"] is None  # the fp32 FMA peak does not bound int8 kernels
     assert record["runtime_info"]["details"]["compute_kernels"]["int8"] > 60  # openvino: every Gemm and Conv
+    # an int8 profile is told in the fp32 export's components: ORT's fused QDQ kernels map back
+    profile = _json(capsys, "--workdir", str(work), "profile", "--model", "levit_128s", "--runtime", "onnxruntime",
+                    "--platform", "xeon", "--precision", "int8", "--protocol", "smoke", "--json")
+    shares = {c["name"]: c["share"] for c in profile["components"]}
+    assert profile["precision"] == "int8" and shares["other"] < 0.15 and shares["stem"] > 0.05, shares
     stored = open_store(work).records()
     assert [(r["runtime"], r["precision"], r["status"]) for r in stored] == [
         ("onnxruntime", "int8", "ok"), ("openvino", "int8", "ok")]

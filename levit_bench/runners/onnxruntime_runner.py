@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -34,10 +35,23 @@ def _import():
 NCHWC_SUFFIX = "_nchwc"
 
 
+# Names ORT's quantization tools give the tensors around a quantized node, after the fp32 one
+QDQ_SUFFIXES = ("_QuantizeLinear_Output", "_DequantizeLinear_Output", "_QuantizeLinear", "_DequantizeLinear",
+                "_quantized")
+TOKEN_SUFFIX = re.compile(r"_token_\d+$")  # ORT's name for a node its QDQ fusion made from another
+
+
 def _replaced(name: str) -> tuple[str, ...]:
     """The graph tensor a node ORT made anew stands for: its NCHWc transformer names a converted
     Conv after the tensor it computes (`conv2d_5_nchwc` for `conv2d_5`) and writes a new one."""
     return (name[: -len(NCHWC_SUFFIX)],) if name.endswith(NCHWC_SUFFIX) else ()
+
+
+def _fp32_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """`names`, and for an int8 graph's tensor the fp32 tensor it quantizes (`x_QuantizeLinear_Output`
+    stands for `x`), so that an int8 kernel maps to the component of the fp32 export's node."""
+    found = [name[: -len(suffix)] for name in names for suffix in QDQ_SUFFIXES if name.endswith(suffix)]
+    return tuple(dict.fromkeys([*names, *found]))
 
 
 def trace_profile(trace: list[dict], tensors: dict[str, tuple[tuple[str, ...], tuple[str, ...]]],
@@ -57,8 +71,9 @@ def trace_profile(trace: list[dict], tensors: dict[str, tuple[tuple[str, ...], t
     kernels = []
     for name, us in microseconds.items():
         inputs, outputs = tensors.get(name, ((), ()))
-        kernels.append(Kernel(name, ops[name], us / len(runs) / 1e3, outputs=outputs + _replaced(name),
-                              inputs=inputs, covers=(name.split("/")[0],)))
+        node = name.split("/")[0]
+        kernels.append(Kernel(name, ops[name], us / len(runs) / 1e3, outputs=_fp32_names(outputs + _replaced(name)),
+                              inputs=_fp32_names(inputs), covers=tuple(dict.fromkeys([node, TOKEN_SUFFIX.sub("", node)]))))
     return Profile("onnxruntime", len(runs), statistics.fmean(r["dur"] for r in runs) / 1e3, kernels,
                    {"profiler": "SessionOptions.enable_profiling (JSON trace)"})
 

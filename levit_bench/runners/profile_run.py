@@ -20,7 +20,7 @@ from levit_bench.exporters.work import work_per_image
 from levit_bench.platforms import get_platform
 from levit_bench.runners import calibrate as calibration
 from levit_bench.runners import core_locks
-from levit_bench.runners.artifacts import ensure_artifact
+from levit_bench.runners.artifacts import ensure_artifact, ensure_quantized
 from levit_bench.runners.measure import get_protocol, summarise
 from levit_bench.runners.memory import keep_freed_memory
 from levit_bench.runners.profiling import by_component, component_map_of
@@ -44,7 +44,9 @@ def profile_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], No
     platform, protocol = get_platform(request.platform), get_protocol(request.protocol)
     try:
         artifact = ensure_artifact(workdir, request.model, settings.batch, request.weights, on_step)
-        component_map = component_map_of(artifact.sidecar)
+        component_map = component_map_of(artifact.sidecar)  # an int8 twin keeps the fp32 graph's node names
+        if settings.precision == "int8":
+            artifact = ensure_quantized(artifact, request.runtime, on_step)
         with core_locks.pinned(platform, request.wait_timeout_s, on_step):
             on_step("load")
             malloc = keep_freed_memory()
