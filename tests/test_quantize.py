@@ -12,6 +12,7 @@ from onnx import numpy_helper
 from levit_bench import cli
 from levit_bench.exporters.parity import TOLERANCES
 from levit_bench.exporters.quantize import files_sha256
+from levit_bench.reports.compare import compare
 from levit_bench.reports.dataset import accuracy_for
 from levit_bench.reports.figures import _marker
 from levit_bench.reports.store import open_store
@@ -96,6 +97,13 @@ def test_quantize_and_run_int8_in_both_runtimes(workdir_with_artifact, images, c
     stored = open_store(work).records()
     assert [(r["runtime"], r["precision"], r["status"]) for r in stored] == [
         ("onnxruntime", "int8", "ok"), ("openvino", "int8", "ok")]
+    assert {r["fp32_artifact_sha256"] for r in stored} == {fp32["onnx_sha256"]}
+
+    # `compare --by precision` pairs an int8 cell with the fp32 cell of the file it was quantized from
+    assert cli.main(["--workdir", str(work), "run", "--runtime", "onnxruntime", "--platform", "xeon", "--model",
+                     "levit_128s", "--protocol", "smoke"]) == 0
+    (row,) = compare(open_store(work).records(), "precision", "fp32", "int8")
+    assert row["model"] == "levit_128s" and row["ratio"] > 0
 
 
 def test_a_wrong_int8_artifact_that_vouches_for_itself_is_stored_failed(workdir_with_artifact, capsys):

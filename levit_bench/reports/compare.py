@@ -36,6 +36,14 @@ DIMENSIONS = {
 }
 
 
+def _field(record: Mapping, name: str, by: str) -> str:
+    """A key field as the comparison reads it: across precisions, an int8 cell's file is its
+    fp32 source's (the quantized twin is another file of the same network)."""
+    if by == "precision" and name == "artifact_sha256":
+        return str(record.get("fp32_artifact_sha256") or record.get(name))
+    return str(record.get(name))
+
+
 def _side(record: Mapping, dimension: Dimension) -> str | None:
     if dimension.side == "variant":
         return variant_name(record["runtime"], record.get("mode"))
@@ -67,7 +75,7 @@ def compare(records: Iterable[Mapping], by: str, a: str, b: str, models: list[st
         side = _side(record, dimension)
         seen.add(side)
         if side in sides:
-            key = tuple(str(record.get(f)) for f in shared)
+            key = tuple(_field(record, f, by) for f in shared)
             sides[side].setdefault(key, []).append(dict(record))
     missing = [s for s in (a, b) if s not in seen]
     if missing:

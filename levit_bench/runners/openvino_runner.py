@@ -70,7 +70,7 @@ class OpenVinoRunner(Runner):
         confirmed = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         confirmed = _RECORDED.get(confirmed.split("'")[1] if "'" in confirmed else confirmed, confirmed)
         self.kernels = self._compute_kernels()
-        if self.precision == "int8":
+        if self.precision == "int8" and confirmed == "fp32":  # int8 layers, f32 between them
             if not self.kernels.get("int8"):
                 raise RunnerError("openvino compiled no int8 kernel from the int8 artifact; it would run fp32")
             confirmed = "int8"

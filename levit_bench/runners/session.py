@@ -235,6 +235,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
         on_step("artifact")
         artifact = ensure_artifact(workdir, record["model"], batch, request.weights, on_step)
         if record["precision"] == "int8":
+            record["fp32_artifact_sha256"] = artifact.sha256  # what `compare --by precision` pairs it with
             artifact = ensure_quantized(artifact, record["runtime"], on_step)
         record.update(artifact_sha256=artifact.sha256, artifact=str(artifact.onnx_path), weights=artifact.weights)
         if artifact.note:
