@@ -35,9 +35,9 @@ def _print_sidecar(sidecar: dict, path: Path) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.exporters.quantize import QuantizeOptions, quantize
+    from levit_bench.exporters.quantize import QuantizeOptions
     from levit_bench.registry import get_spec
-    from levit_bench.runners.artifacts import ensure_artifact
+    from levit_bench.runners.artifacts import ensure_artifact, quantize_artifact
 
     spec = get_spec(args.model)
     options = QuantizeOptions(runtime=args.runtime, calib=Path(args.calib) if args.calib else None,
@@ -47,8 +47,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     with views.ProgressView(f"quantizing {label}") as progress:
         artifact = ensure_artifact(workdir(args), spec.name, args.batch, args.weights,
                                    on_step=lambda step: progress.step(f"{spec.name}: {step}"))
-        result = quantize(artifact.onnx_path, artifact.sidecar, options,
-                          on_step=lambda step: progress.step(f"{label}: {step}"))
+        result = quantize_artifact(artifact, options, on_step=lambda step: progress.step(f"{label}: {step}"))
     if args.json:
         print_json(result.sidecar)
     else:

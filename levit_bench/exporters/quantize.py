@@ -35,7 +35,6 @@ import numpy as np
 
 from levit_bench import environment, registry
 from levit_bench.errors import LevitBenchError
-from levit_bench.exporters import calibration
 from levit_bench.workdir import remove_stale_parts, write_atomic
 
 QUANTIZERS = ("onnxruntime", "openvino")
@@ -52,7 +51,7 @@ class QuantizeError(LevitBenchError):
 @dataclass(frozen=True)
 class QuantizeOptions:
     runtime: str
-    calib: Path | None = None  # None: drawn synthetic images
+    calib: Path | None = None  # None: drawn synthetic images (train/calibration.py reads them)
     calib_size: int = DEFAULT_CALIB_SIZE
     per_channel: bool = True
     method: str = "minmax"
@@ -192,32 +191,40 @@ def _openvino(source: Path, out_dir: Path, name: str, batches: list[np.ndarray],
     }
 
 
-def quantize(fp32_onnx: Path, fp32_sidecar: dict, options: QuantizeOptions,
-             on_step: Callable[[str], None] = lambda step: None) -> QuantizeResult:
-    """Quantize the artifact at `fp32_onnx` for `options.runtime`; nothing is written on failure."""
+def calibration_batch(fp32_sidecar: dict) -> int:
+    """The batch calibration images come in: the export's static batch, else DEFAULT_BATCH."""
+    first = fp32_sidecar["input_shape"][0]
+    return first if isinstance(first, int) else DEFAULT_BATCH
+
+
+def check_tools(options: QuantizeOptions) -> None:
+    """Refuse in one line, before any image is read, when the runtime's quantizer is missing."""
+    if options.runtime == "openvino":
+        _import_nncf()
+
+
+def quantize(fp32_onnx: Path, fp32_sidecar: dict, options: QuantizeOptions, images: np.ndarray,
+             calibration_source: dict, on_step: Callable[[str], None] = lambda step: None) -> QuantizeResult:
+    """Quantize the artifact at `fp32_onnx` for `options.runtime`, calibrated on `images` (whole
+    batches of `calibration_batch`, preprocessed; `calibration_source` says what they are, for the
+    sidecar). Nothing is written on failure."""
     start = time.perf_counter()
     spec = registry.get_spec(fp32_sidecar["model"])
-    first = fp32_sidecar["input_shape"][0]
-    batch = first if isinstance(first, int) else DEFAULT_BATCH
-    if options.runtime == "openvino":
-        _import_nncf()  # before the calibration images are read
-    on_step("calibration images")
-    if options.calib is not None:
-        calib = calibration.from_directory(spec, options.calib, options.calib_size, batch)
-    else:
-        calib = calibration.synthetic(spec, options.calib_size, batch, options.seed)
-    on_step(f"quantize ({len(calib.images)} calibration images)")
+    batch = calibration_batch(fp32_sidecar)
+    check_tools(options)
+    batches = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
+    if not batches:
+        raise QuantizeError(f"{len(images)} calibration images make no batch of {batch}")
+    on_step(f"quantize ({len(batches) * batch} calibration images)")
     name = stem(spec.name, options.runtime)
     out_dir = fp32_onnx.parent
     # the quantizers print progress (NNCF's bars, ORT's calibration notes); the caller shows its own
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.", suffix=".part") as tmp, \
             contextlib.redirect_stdout(io.StringIO()):
         if options.runtime == "onnxruntime":
-            made, tool = _onnxruntime(fp32_onnx, Path(tmp), name, fp32_sidecar["input_name"],
-                                      calib.batches(batch), options)
+            made, tool = _onnxruntime(fp32_onnx, Path(tmp), name, fp32_sidecar["input_name"], batches, options)
         else:
-            made, tool = _openvino(fp32_onnx, Path(tmp), name, calib.batches(batch), options,
-                                   registry.family(spec.family).attention)
+            made, tool = _openvino(fp32_onnx, Path(tmp), name, batches, options, registry.family(spec.family).attention)
         files = [out_dir / path.name for path in made]
         sidecar_file = sidecar_path(fp32_onnx, spec.name, options.runtime)
         for path in (*files, sidecar_file):
@@ -235,7 +242,7 @@ def quantize(fp32_onnx: Path, fp32_sidecar: dict, options: QuantizeOptions,
             "dynamic_batch": fp32_sidecar["dynamic_batch"],
             "preprocessing": fp32_sidecar["preprocessing"],
             "fp32": {"file": fp32_onnx.name, "onnx_sha256": fp32_sidecar["onnx_sha256"]},
-            "quantization": {**options.describe(), **tool, "calibration": calib.source},
+            "quantization": {**options.describe(), **tool, "calibration": calibration_source},
             "versions": {"levit-bench": versions["levit-bench"],
                          **{p: versions[p] for p in ("onnxruntime", "openvino", "nncf") if versions.get(p)}},
             "files": [path.name for path in files],

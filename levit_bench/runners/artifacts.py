@@ -21,8 +21,12 @@ from torch import nn
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.exporters.pipeline import ExportOptions, export_model, model_from_sidecar
-from levit_bench.exporters.quantize import QuantizeOptions, files_sha256, quantize, sidecar_path
+from levit_bench.exporters.quantize import (
+    QuantizeOptions, QuantizeResult, calibration_batch, check_tools, files_sha256, quantize, sidecar_path,
+)
 from levit_bench.models.checkpoints import read_checkpoint, sha256_of
+from levit_bench.registry import get_spec
+from levit_bench.train.calibration import calibration_images
 
 
 class DamagedArtifact(LevitBenchError):
@@ -185,6 +189,16 @@ def find_quantized(artifact: Artifact, runtime: str) -> Artifact | None:
     return Artifact(artifact.model, files[0], sidecar)
 
 
+def quantize_artifact(artifact: Artifact, options: QuantizeOptions,
+                      on_step: Callable[[str], None] = lambda step: None) -> QuantizeResult:
+    """Quantize `artifact` as `options` say, on the calibration images they name."""
+    check_tools(options)
+    on_step("calibration images")
+    calibration = calibration_images(get_spec(artifact.model), options.calib, options.calib_size,
+                                     calibration_batch(artifact.sidecar), options.seed)
+    return quantize(artifact.onnx_path, artifact.sidecar, options, calibration.images, calibration.source, on_step)
+
+
 def ensure_quantized(artifact: Artifact, runtime: str, on_step: Callable[[str], None] = lambda step: None) -> Artifact:
     """`artifact`'s int8 twin for `runtime`, quantized with the defaults (synthetic calibration
     images) when there is none; `levit-bench quantize` makes one from chosen images."""
@@ -192,7 +206,7 @@ def ensure_quantized(artifact: Artifact, runtime: str, on_step: Callable[[str], 
     if found is not None:
         return dataclasses.replace(found, note=artifact.note)
     options = QuantizeOptions(runtime=runtime)
-    result = quantize(artifact.onnx_path, artifact.sidecar, options, on_step=lambda step: on_step(f"int8: {step}"))
+    result = quantize_artifact(artifact, options, on_step=lambda step: on_step(f"int8: {step}"))
     note = (f"quantized {artifact.model} for {runtime} on {options.calib_size} synthetic images "
             "(levit-bench quantize --calib DIR calibrates on your own)")
     return Artifact(artifact.model, result.path, result.sidecar, "; ".join(filter(None, (artifact.note, note))))

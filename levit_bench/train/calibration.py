@@ -28,12 +28,8 @@ class CalibrationError(LevitBenchError):
 
 @dataclass(frozen=True)
 class Calibration:
-    images: np.ndarray  # (N, 3, R, R) float32, preprocessed
+    images: np.ndarray  # (N, 3, R, R) float32, preprocessed, N a multiple of the batch
     source: dict  # what the sidecar records: kind, path or seed, count
-
-    def batches(self, batch: int) -> list[np.ndarray]:
-        """Whole batches of `batch` images (a static-batch graph takes nothing else)."""
-        return [self.images[i:i + batch] for i in range(0, len(self.images) - batch + 1, batch)]
 
 
 def _counted(count: int, batch: int) -> int:
@@ -57,6 +53,13 @@ def from_directory(spec: ModelSpec, directory: Path, count: int, batch: int) -> 
     images = np.stack([transform(load_rgb(path)).numpy() for path in chosen])
     return Calibration(images.astype(np.float32), {"kind": "directory", "path": str(directory.resolve()),
                                                    "images_found": len(files), "images": len(chosen)})
+
+
+def calibration_images(spec: ModelSpec, directory: Path | None, count: int, batch: int, seed: int = 0) -> Calibration:
+    """From `directory` when given, else drawn (`synthetic`)."""
+    if directory is not None:
+        return from_directory(spec, directory, count, batch)
+    return synthetic(spec, count, batch, seed)
 
 
 def synthetic(spec: ModelSpec, count: int, batch: int, seed: int = 0) -> Calibration:
