@@ -143,6 +143,7 @@ def test_eval_int8_is_stored_beside_fp32_and_the_report_shows_the_change(images,
     int8 = _json(capsys, *common, "--precision", "int8")
     assert (fp32["precision"], int8["precision"]) == ("fp32", "int8")
     assert int8["artifact"].endswith("levit_128s.int8-onnxruntime.onnx") and int8["images"] == 20
+    assert "on 64 synthetic images" in int8["artifact_note"]  # quantized on demand, and it says so
     assert int8["weights_id"] == fp32["weights_id"] == read_checkpoint(str(weights)).sha256
     stored = open_store(tmp_path / "work").accuracy_records("levit_128s")
     assert [(r["runtime"], r["precision"]) for r in stored] == [("onnxruntime", "fp32"), ("onnxruntime", "int8")]

@@ -158,6 +158,8 @@ def run_eval(
         precision = description.precision
         extra.update(runtime_version=description.version, runtime_info=description.as_dict(),
                      artifact=str(artifact.onnx_path), artifact_sha256=artifact.sha256)
+        if artifact.note:  # a repair, or an int8 twin quantized on demand with the defaults
+            extra["artifact_note"] = artifact.note
     host = environment.host_info()
     return {
         "uid": uuid.uuid4().hex,

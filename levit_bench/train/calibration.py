@@ -47,6 +47,8 @@ def from_directory(spec: ModelSpec, directory: Path, count: int, batch: int) -> 
     files = images_under(directory)
     if not files:
         raise CalibrationError(f"{directory} holds no images ({', '.join(IMAGE_SUFFIXES)}) to calibrate on")
+    if len(files) < batch:
+        raise CalibrationError(f"{directory} holds {len(files)} images, fewer than one batch of {batch} to calibrate on")
     count = _counted(min(count, len(files)), batch)
     transform = eval_transform(spec.preprocessing)
     chosen = [files[i] for i in spread_subset(len(files), count)]
