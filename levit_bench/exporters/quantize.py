@@ -35,13 +35,13 @@ import numpy as np
 
 from levit_bench import environment, registry
 from levit_bench.errors import LevitBenchError
+from levit_bench.exporters.pipeline import DEFAULT_BATCH
 from levit_bench.workdir import remove_stale_parts, write_atomic
 
 QUANTIZERS = ("onnxruntime", "openvino")
 METHODS = ("minmax", "entropy", "percentile")
 ACTIVATIONS = ("uint8", "int8")
 DEFAULT_CALIB_SIZE = 64
-DEFAULT_BATCH = 16  # the calibration batch of a symbolic-batch artifact
 
 
 class QuantizeError(LevitBenchError):
@@ -192,7 +192,7 @@ def _openvino(source: Path, out_dir: Path, name: str, batches: list[np.ndarray],
 
 
 def calibration_batch(fp32_sidecar: dict) -> int:
-    """The batch calibration images come in: the export's static batch, else DEFAULT_BATCH."""
+    """The batch calibration images come in: the export's static batch, else the default one."""
     first = fp32_sidecar["input_shape"][0]
     return first if isinstance(first, int) else DEFAULT_BATCH
 
@@ -211,7 +211,6 @@ def quantize(fp32_onnx: Path, fp32_sidecar: dict, options: QuantizeOptions, imag
     start = time.perf_counter()
     spec = registry.get_spec(fp32_sidecar["model"])
     batch = calibration_batch(fp32_sidecar)
-    check_tools(options)
     batches = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)]
     if not batches:
         raise QuantizeError(f"{len(images)} calibration images make no batch of {batch}")

@@ -43,10 +43,8 @@ def short_name(model: str) -> str:
 def _marker(variant: str, extra: dict[str, str]) -> str:
     """The runtime's own marker (runtimes table), or its marker for a reduced precision
     (`openvino int8`); other variants (batches, an unregistered runtime) get the next spare one."""
-    name, _, rest = variant.partition(":")
-    mode, _, qualifier = rest.partition(" ") if rest else ("", "", "")
-    if not rest:
-        name, _, qualifier = name.partition(" ")
+    label, _, qualifier = variant.partition(" ")  # `torch:eager b32`: the runtime and mode, then the rest
+    name, _, mode = label.partition(":")
     runtime = RUNTIMES.get(name)
     if runtime is not None and not qualifier:
         return runtime.mode_markers.get(mode, runtime.marker)

@@ -16,7 +16,7 @@ import numpy as np
 from levit_bench.errors import LevitBenchError
 from levit_bench.registry import ModelSpec
 from levit_bench.train.data import IMAGE_SUFFIXES, eval_transform, images_under, load_rgb, spread_subset
-from levit_bench.train.synth import class_names, draw_image
+from levit_bench.train.synth import class_names, draw_image, shape_and_colour
 
 SYNTH_CLASSES = 10
 SYNTH_SIZE = 256  # drawn at the eval resize, so the centre crop sees the whole scene
@@ -71,7 +71,7 @@ def synthetic(spec: ModelSpec, count: int, batch: int, seed: int = 0) -> Calibra
     names = class_names(SYNTH_CLASSES)
     images = []
     for index in range(count):
-        _, colour, shape = names[index % len(names)].split("-", 2)
+        shape, colour = shape_and_colour(names[index % len(names)])
         image = draw_image(shape, colour, SYNTH_SIZE, np.random.default_rng([seed, index]))
         images.append(transform(image).numpy())
     return Calibration(np.stack(images).astype(np.float32),

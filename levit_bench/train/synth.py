@@ -63,6 +63,12 @@ def class_names(count: int) -> list[str]:
     return names
 
 
+def shape_and_colour(name: str) -> tuple[str, str]:
+    """The (shape, colour) a class name of `class_names` stands for."""
+    _, colour, shape = name.split("-", 2)
+    return shape, colour
+
+
 def max_classes() -> int:
     return len(SHAPES) * len(COLOURS)
 
@@ -194,7 +200,7 @@ def generate(options: SynthOptions, on_image: Callable[[], None] = lambda: None)
         counts = {"train": options.per_class, "val": options.val_per_class}
         for split in SPLITS:
             for class_index, name in enumerate(names):
-                _, colour, shape = name.split("-", 2)
+                shape, colour = shape_and_colour(name)
                 directory = staging / split / name
                 directory.mkdir(parents=True)
                 for index in range(counts[split]):
