@@ -9,9 +9,12 @@ sys.path.insert(0, str(Path(__file__).parent))  # the test support modules besid
 
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path, monkeypatch):
-    """Every test gets its own checkpoint cache and work directory."""
+    """Every test gets its own checkpoint cache, Hugging Face cache (offline: tests make their
+    own weights) and work directory."""
     monkeypatch.setenv("LEVIT_BENCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("LEVIT_BENCH_HOME", str(tmp_path / "work"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from levit_bench.workdir import resolve_workdir
 
+# what --weights takes, wherever it is taken (models/checkpoints.py reads them all)
+WEIGHTS_METAVAR = "PATH|DIR|URL|hf-hub:ORG/NAME[@REV]"
+
 
 def print_json(payload: object) -> None:
     json.dump(payload, sys.stdout, indent=2)

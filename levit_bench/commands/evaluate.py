@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from levit_bench.commands.common import print_json, workdir
+from levit_bench.commands.common import WEIGHTS_METAVAR, print_json, workdir
 
 
 def _print_record(record: dict) -> None:
@@ -75,8 +75,8 @@ def register(commands) -> None:
         "as the checkpoint has outputs, in the same (sorted) order as at training.",
     )
     evaluate.add_argument("--model", required=True, metavar="NAME", help="a name from `levit-bench models`")
-    evaluate.add_argument("--weights", required=True, metavar="PATH|URL",
-                          help="the checkpoint to evaluate (levit-bench, official or timm layout)")
+    evaluate.add_argument("--weights", required=True, metavar=WEIGHTS_METAVAR,
+                          help="the checkpoint to evaluate (levit-bench, official, timm or transformers layout)")
     evaluate.add_argument("--data", required=True, metavar="DIR",
                           help="an ImageFolder directory: DIR/<class>/*.jpg|*.jpeg|*.png (e.g. a val split)")
     evaluate.add_argument("--runtime", default="torch", choices=list(RUNTIMES),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from levit_bench.commands.common import positive_int, print_json, workdir
+from levit_bench.commands.common import WEIGHTS_METAVAR, positive_int, print_json, workdir
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -44,8 +44,8 @@ def register(commands) -> None:
         "inputs. Writes DIR/NAME.onnx and DIR/NAME.json only if every check passes.",
     )
     export.add_argument("--model", required=True, help="a name from `levit-bench models`")
-    export.add_argument("--weights", metavar="PATH|URL",
-                        help="checkpoint (official, timm or levit-bench layout); default: random init")
+    export.add_argument("--weights", metavar=WEIGHTS_METAVAR,
+                        help="checkpoint (official, timm, transformers or levit-bench layout); default: random init")
     export.add_argument("--out", metavar="DIR", help="output directory (default: <workdir>/models)")
     batch = export.add_mutually_exclusive_group()
     batch.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH, metavar="N",

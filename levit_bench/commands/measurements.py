@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from levit_bench.commands.common import (calibrated_peak, fraction, non_negative_float, positive_int, print_json,
-                                         workdir)
+from levit_bench.commands.common import (WEIGHTS_METAVAR, calibrated_peak, fraction, non_negative_float,
+                                         positive_int, print_json, workdir)
 from levit_bench.errors import LevitBenchError
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
                         help="default: >=3 warm-up calls and 1 s, then >=10 calls and 3 s; paper: 10 s "
                         "warm-up and 60 s of measurement as the official speed_test; smoke: a functional check")
-    parser.add_argument("--weights", metavar="PATH|URL", help="measure these weights (exported if needed)")
+    parser.add_argument("--weights", metavar=WEIGHTS_METAVAR, help="measure these weights (exported if needed)")
     parser.add_argument("--run-id", help="group rows under this id (default: a new one)")
     parser.add_argument("--wait-timeout", type=non_negative_float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
                         help="a measurement holds its pinned core exclusively; when another measurement "

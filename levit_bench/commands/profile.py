@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import non_negative_float, positive_int, print_json, workdir
+from levit_bench.commands.common import WEIGHTS_METAVAR, non_negative_float, positive_int, print_json, workdir
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -55,7 +55,7 @@ def register(commands) -> None:
     profile.add_argument("--precision", choices=all_precisions(), help="as `run`")
     profile.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
                          help="the calls measured and profiled (as `run`)")
-    profile.add_argument("--weights", metavar="PATH|URL", help="profile these weights (exported if needed)")
+    profile.add_argument("--weights", metavar=WEIGHTS_METAVAR, help="profile these weights (exported if needed)")
     profile.add_argument("--wait-timeout", type=non_negative_float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
                          help="how long to wait for a free core (as `run`)")
     profile.add_argument("--json", action="store_true",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from levit_bench.commands.common import positive_int, print_json, workdir
+from levit_bench.commands.common import WEIGHTS_METAVAR, positive_int, print_json, workdir
 
 
 def _print_sidecar(sidecar: dict, path: Path) -> None:
@@ -78,7 +78,7 @@ def register(commands) -> None:
     parser.add_argument("--calib-size", type=positive_int, default=DEFAULT_CALIB_SIZE, metavar="N",
                         help=f"calibration images, spread over DIR, rounded down to whole batches "
                         f"(default {DEFAULT_CALIB_SIZE})")
-    parser.add_argument("--weights", metavar="PATH|URL",
+    parser.add_argument("--weights", metavar=WEIGHTS_METAVAR,
                         help="quantize the export of these weights (default: the work directory's export)")
     parser.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH, metavar="N",
                         help=f"the static batch of the export to quantize (default {DEFAULT_BATCH})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import positive_int, print_json, workdir
+from levit_bench.commands.common import WEIGHTS_METAVAR, positive_int, print_json, workdir
 from levit_bench.commands.measurements import rpc_options, tvm_options
 
 
@@ -93,7 +93,7 @@ def register(commands) -> None:
                       help="wall-clock budget of the tuning, default schedules' measurement included: a "
                       "round starts only if it should end in time")
     tune.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
-    tune.add_argument("--weights", metavar="PATH|URL", help="export these weights first if needed (one model)")
+    tune.add_argument("--weights", metavar=WEIGHTS_METAVAR, help="export these weights first if needed (one model)")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     tvm_options(tune)
     tune.set_defaults(handler=cmd_tune)

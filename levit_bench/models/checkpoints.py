@@ -2,7 +2,9 @@
 
 Reading never unpickles code: `.pth/.pt/.bin` go through `torch.load(weights_only=True)`,
 `.safetensors` through safetensors. A URL is downloaded into a cache; when its file name
-carries a hash prefix (`LeViT-192-92712e41.pth`), the download must match it.
+carries a hash prefix (`LeViT-192-92712e41.pth`), the download must match it. An
+`hf-hub:ORG/NAME[@REVISION]` source or a Hugging Face model directory (`huggingface.py`) gives
+a weights file whose directory may hold a `config.json`, which is read with it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 
 from levit_bench.errors import CheckpointError, one_line
+from levit_bench.models import huggingface
 from levit_bench.workdir import atomic_path
 
 StateDict = dict[str, torch.Tensor]
@@ -41,6 +44,8 @@ class CheckpointLayout:
     name: str
     marker: str
     to_native: Callable[[Mapping[str, torch.Tensor], nn.Module], StateDict]
+    # raises CheckpointError where a config.json read with the weights describes another model
+    check_config: Callable[[Mapping, nn.Module, str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,15 @@ def is_url(source: str) -> bool:
 
 
 def resolve(source: str, cache_dir: Path | None = None) -> Path:
-    """A local path for `source`, downloading a URL into the cache first."""
+    """The local weights file for `source`: a file, a model directory's weights file, or a
+    URL or Hub source downloaded into its cache first."""
+    if huggingface.is_hub_source(source):
+        return huggingface.weights_in_directory(huggingface.download(source))
     if is_url(source):
         return download(source, cache_dir or default_cache_dir())
     path = Path(source).expanduser()
+    if path.is_dir():
+        path = huggingface.weights_in_directory(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {source}")
     if not os.access(path, os.R_OK):
@@ -180,17 +190,25 @@ def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, str]]:
     return tensors, metadata
 
 
+def detect_layout(
+    state_dict: Mapping[str, torch.Tensor], layouts: Iterable[CheckpointLayout],
+    metadata: Mapping[str, str] | None = None,
+) -> CheckpointLayout | None:
+    """The foreign layout whose marker key the state dict holds; None for the native layout."""
+    if (metadata or {}).get("format") == NATIVE_FORMAT:
+        return None
+    return next((layout for layout in layouts if layout.marker in state_dict), None)
+
+
 def to_native(
     state_dict: Mapping[str, torch.Tensor], model: nn.Module, layouts: Iterable[CheckpointLayout],
     metadata: Mapping[str, str] | None = None,
 ) -> tuple[StateDict, str]:
     """Convert a foreign layout to the model's own keys; anything else is taken as native."""
-    if (metadata or {}).get("format") == NATIVE_FORMAT:
+    layout = detect_layout(state_dict, layouts, metadata)
+    if layout is None:
         return dict(state_dict), NATIVE_LAYOUT
-    for layout in layouts:
-        if layout.marker in state_dict:
-            return layout.to_native(state_dict, model), layout.name
-    return dict(state_dict), NATIVE_LAYOUT
+    return layout.to_native(state_dict, model), layout.name
 
 
 def check_fit(model: nn.Module, state_dict: Mapping[str, torch.Tensor], layout: str) -> None:
@@ -223,11 +241,12 @@ class Checkpoint:
     sha256: str
     state_dict: StateDict
     metadata: dict[str, str]
+    config: dict | None = None  # the config.json beside the weights file, if any
 
     @property
     def num_classes(self) -> int | None:
         value = self.metadata.get("num_classes", "")
-        return int(value) if value.isdigit() else None
+        return int(value) if value.isdigit() else huggingface.config_num_classes(self.config)
 
 
 def weights_id(weights: dict | None) -> str | None:
@@ -242,22 +261,32 @@ _last_read: list[tuple[tuple, Checkpoint]] = []  # the most recent checkpoint re
 
 
 def read_checkpoint(source: str, cache_dir: Path | None = None) -> Checkpoint:
-    """The checkpoint at `source` (a path or URL), read and hashed once while its file is unchanged.
+    """The checkpoint at `source` (a path, model directory, URL or Hub source), read and hashed
+    once while its file is unchanged.
 
     A measurement asks for its weights several times (to name the artifact, to export, to
-    build the reference); the last checkpoint read is kept, keyed by its file's identity
-    (path, inode, size, mtime), so the file is read once and a changed file is read again.
+    build the reference); the last checkpoint read is kept, keyed by the identity (path, inode,
+    size, mtime) of its file and of the config.json beside it, so the file is read once and a
+    changed one is read again.
     Callers share its tensors and must not change them.
     """
     path = resolve(source, cache_dir)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    key = tuple(_file_identity(p) for p in (path, path.parent / huggingface.CONFIG_FILE))
     if _last_read and _last_read[0][0] == key:
         return dataclasses.replace(_last_read[0][1], source=source)
     state_dict, metadata = read_state_dict(path)
-    checkpoint = Checkpoint(source, path, sha256_of(path), state_dict, metadata)
+    config = huggingface.read_config(path.parent)
+    checkpoint = Checkpoint(source, path, sha256_of(path), state_dict, metadata, config)
     _last_read[:] = [(key, checkpoint)]
     return checkpoint
+
+
+def _file_identity(path: Path) -> tuple | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def fit(
@@ -270,6 +299,9 @@ def fit(
     declared = checkpoint.metadata.get("model_name")
     if model_name and declared and declared != model_name:
         raise CheckpointError(f"{checkpoint.source} holds weights for {declared}, not {model_name}")
+    foreign = detect_layout(checkpoint.state_dict, layouts, checkpoint.metadata)
+    if foreign is not None and foreign.check_config is not None and checkpoint.config is not None:
+        foreign.check_config(checkpoint.config, model, model_name or type(model).__name__)
     native, layout = to_native(checkpoint.state_dict, model, layouts, checkpoint.metadata)
     check_fit(model, native, layout)
     model.load_state_dict(native, strict=False)  # strictness checked above, with a better message
