@@ -22,7 +22,7 @@ def model_rows(names: list[str] | None = None) -> list[dict]:
                 "top1": reported.top1,
                 "top1_source": "reported" if reported.top1 is not None else None,
                 "reported": {
-                    "params": round(reported.params_m * 1e6),
+                    "params": None if reported.params_m is None else round(reported.params_m * 1e6),
                     "macs": None if reported.macs_m is None else round(reported.macs_m * 1e6),
                     "top1": reported.top1,
                     "images_per_s": dict(reported.images_per_s),

@@ -65,6 +65,7 @@ _FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("efficientnet", "EfficientNet", "#1f77b4", efficientnet.COMPONENTS),
     Family("deit", "DeiT", "#2ca02c", deit.COMPONENTS, attention=True),
     Family("mobilevit", "MobileViT", "#9467bd", mobilevit.COMPONENTS, attention=True),
+    Family("user", "your ONNX", "#8c564b"),  # a model given as an ONNX file (`--onnx`): no PyTorch form
 )}
 FAMILIES: Mapping[str, Family] = MappingProxyType(_FAMILIES)
 
@@ -100,7 +101,7 @@ class Preprocessing:
 class Reported:
     """Figures published for a model, with where they were published."""
 
-    params_m: float
+    params_m: float | None  # None for a user's model, which nobody published
     macs_m: float | None  # None where the source publishes no multiply-add count
     top1: float | None
     source: str
@@ -119,6 +120,8 @@ class ModelSpec:
     weights_url: str | None = None  # the publicly released checkpoint, if any
     checkpoint_layouts: tuple[checkpoints.CheckpointLayout, ...] = ()  # foreign layouts it reads
     short_name: str = ""  # its label next to a point in figures (default: the name)
+    onnx: str | None = None  # a user's model known only as this ONNX file (family `user`)
+    counts: tuple[int, int] | None = None  # (parameters, MACs) where no PyTorch model can count them
 
     def build(self, num_classes: int = 1000, **kwargs) -> nn.Module:
         """A randomly initialised model (train mode, as nn.Module leaves it)."""
@@ -129,7 +132,10 @@ class ModelSpec:
         return self.short_name or self.name
 
     def measured_counts(self) -> tuple[int, int]:
-        """(parameters, multiply-adds at the model's resolution), from the code as it is now."""
+        """(parameters, multiply-adds at the model's resolution), from the code as it is now
+        (a user's ONNX model: from its graph)."""
+        if self.counts is not None:
+            return self.counts
         with torch.device("meta"):
             model = self.build()
         return count_parameters(model), count_macs(model, self.resolution)
@@ -234,6 +240,29 @@ _SPECS: tuple[ModelSpec, ...] = (
     _mobilevit("mobilevit_xs", 2.3, 74.8),
     _mobilevit("mobilevit_s", 5.6, 78.4),
 )
+
+def _no_pytorch_model(name: str, onnx: str, **_) -> nn.Module:
+    raise LevitBenchError(f"{name} is the ONNX file {onnx}: it has no PyTorch model (measure it with onnxruntime, "
+                          "openvino or tvm)")
+
+
+def user_model_spec(name: str, onnx: str, resolution: int, params: int, macs: int) -> ModelSpec:
+    """A model known only by its ONNX graph, counted there; its preprocessing is assumed
+    (ImageNet mean and std, a 0.875 centre crop) and used only to calibrate an int8 twin."""
+    return ModelSpec(
+        name=name, family="user", builder=functools.partial(_no_pytorch_model, name, onnx), resolution=resolution,
+        preprocessing=Preprocessing(resize=round(resolution / 0.875), crop=resolution, interpolation="bicubic",
+                                    source="assumed for a user's ONNX model (ImageNet mean/std, crop 0.875)"),
+        reported=Reported(params_m=None, macs_m=None, top1=None, source="none: a user's ONNX model"),
+        onnx=onnx, counts=(params, macs),
+    )
+
+
+def added_onnx_models() -> list[dict]:
+    """The user ONNX models registered in this process, as a worker process registers them again."""
+    return [{"name": spec.name, "onnx": spec.onnx, "resolution": spec.resolution}
+            for spec in _REGISTRY.values() if spec.onnx is not None]
+
 
 _REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 REGISTRY: Mapping[str, ModelSpec] = MappingProxyType(_REGISTRY)

@@ -61,3 +61,40 @@ def calibrated_peak(force: bool = False) -> dict:
         return found
     with views.ProgressView("calibrating this host (once; cached)") as progress:
         return calibrate(on_step=lambda step: progress.step(f"calibrating: {step}"), force=force)
+
+
+def onnx_options(parser: argparse.ArgumentParser, verb: str = "measure") -> None:
+    """--onnx FILE [--name NAME] [--resolution R]: a user's own ONNX image model."""
+    group = parser.add_argument_group("your own ONNX model")
+    group.add_argument("--onnx", metavar="FILE",
+                       help=f"{verb} this ONNX model (one float32 N x 3 x R x R input): family `user`, "
+                       "params and MACs counted from its graph, every runtime's outputs gated against ONNX "
+                       "Runtime fp32 (torch cannot run it)")
+    group.add_argument("--name", metavar="NAME", help="its name in the store and the report (default: the file's stem)")
+    group.add_argument("--resolution", type=positive_int, metavar="R",
+                       help="its input size, where the graph leaves height and width symbolic")
+
+
+def use_onnx(args: argparse.Namespace) -> str | None:
+    """Register `--onnx FILE` in this process and return its model name (None without --onnx).
+
+    A graph with a static batch is measured at that batch (an explicit other --batch is refused).
+    """
+    from levit_bench.errors import LevitBenchError
+    from levit_bench.exporters.onnx_import import inspect_onnx, model_name, register
+
+    if not args.onnx:
+        if args.name or args.resolution:
+            raise LevitBenchError("--name and --resolution describe an --onnx FILE; give one")
+        return None
+    if getattr(args, "weights", None):
+        raise LevitBenchError("--weights does not apply to --onnx: the ONNX file holds its own weights")
+    info = inspect_onnx(Path(args.onnx), args.resolution)
+    name = model_name(info.path, args.name)
+    register(info, name)
+    if info.batch is not None and hasattr(args, "batch"):
+        if args.batch not in (None, info.batch):
+            raise LevitBenchError(f"{Path(args.onnx).name} has a fixed batch of {info.batch}, not --batch "
+                                  f"{args.batch}: export it with a symbolic batch to measure others")
+        args.batch = info.batch
+    return name

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from levit_bench.commands.common import (WEIGHTS_METAVAR, calibrated_peak, fraction, non_negative_float,
-                                         positive_int, print_json, workdir)
+                                         onnx_options, positive_int, print_json, use_onnx, workdir)
 from levit_bench.errors import LevitBenchError
 
 if TYPE_CHECKING:
@@ -93,10 +93,14 @@ def rpc_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _models(names: list[str] | None) -> list[str]:
+def _models(names: list[str] | None, onnx_model: str | None = None) -> list[str]:
+    """The named models (default: every built-in and registered one), or with --onnx, it after
+    the named ones."""
     from levit_bench.registry import get_spec, model_names
 
-    return [get_spec(n).name for n in names] if names else model_names()
+    if onnx_model:
+        return [*(get_spec(n).name for n in names or ()), onnx_model]
+    return [get_spec(n).name for n in names] if names else [n for n in model_names() if not get_spec(n).onnx]
 
 
 def _print_outcome(records: list[dict], failed: list[tuple[str, str]], as_json: bool, title: str) -> int:
@@ -126,15 +130,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from levit_bench.runners.session import RunRequest, new_run_id, run_cell
     from levit_bench.runners.sweep import Cell
 
+    onnx_model = use_onnx(args)
+    if onnx_model and args.model:
+        raise LevitBenchError("--model and --onnx each name what to measure: give one")
+    models = _models(args.model, onnx_model)
     if args.rounds > 1 or args.target:  # several rounds: every round in a process of its own, as a sweep's
-        cells = [Cell(name, args.runtime, args.mode) for name in _models(args.model)]
+        cells = [Cell(name, args.runtime, args.mode) for name in models]
         return _sweep_rounds(args, cells, force=True, title="Measurements")
     options = rpc_options(args)
     run_id = args.run_id or new_run_id()
     store = None  # opened with the first record: a refused request leaves no file behind
     records = []
     with views.ProgressView("starting") as progress:
-        for name in _models(args.model):
+        for name in models:
             request = RunRequest(name, args.runtime, args.platform, batch=args.batch, precision=args.precision,
                                  mode=args.mode, protocol=args.protocol, weights=args.weights, run_id=run_id,
                                  runtime_options=options, wait_timeout_s=args.wait_timeout)
@@ -150,7 +158,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from levit_bench.runners.sweep import plan
 
-    cells = plan(_models(args.models), args.runtimes, workdir(args))
+    cells = plan(_models(args.models, use_onnx(args)), args.runtimes, workdir(args))
     return _sweep_rounds(args, cells, force=args.force, title=f"Sweep on {args.platform}")
 
 
@@ -266,6 +274,7 @@ def register(commands) -> None:
     _request_options(run)
     _rounds_option(run, 1)
     tvm_options(run)
+    onnx_options(run)
     run.set_defaults(handler=cmd_run)
 
     sweep = commands.add_parser(
@@ -277,7 +286,8 @@ def register(commands) -> None:
         "measured with the same artifact, runtime version, protocol and host are skipped unless --force. "
         "On a CPU platform the host is calibrated first, once (see `calibrate`).",
     )
-    sweep.add_argument("--models", nargs="+", metavar="NAME", help="default: every registered model")
+    sweep.add_argument("--models", nargs="+", metavar="NAME",
+                       help="default: every registered model (with --onnx: that model only)")
     sweep.add_argument("--runtimes", nargs="+", metavar="RUNTIME", default=list(RUNTIMES),
                        help=f"default: {' '.join(RUNTIMES)}; torch:eager and torch:unfused select torch "
                        "modes; tvm is untuned, plus tuned where `levit-bench tune` left a database "
@@ -290,4 +300,5 @@ def register(commands) -> None:
     _request_options(sweep)
     _rounds_option(sweep, 3)
     tvm_options(sweep)
+    onnx_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)

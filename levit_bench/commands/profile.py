@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import WEIGHTS_METAVAR, non_negative_float, positive_int, print_json, workdir
+from levit_bench.commands.common import (WEIGHTS_METAVAR, non_negative_float, onnx_options, positive_int,
+                                         print_json, use_onnx, workdir)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from levit_bench import views
     from levit_bench.reports.store import open_store
     from levit_bench.runners.profile_run import profile_cell
+    from levit_bench.errors import LevitBenchError
     from levit_bench.runners.session import RunRequest
 
-    request = RunRequest(args.model, args.runtime, args.platform, batch=args.batch, precision=args.precision,
+    onnx_model = use_onnx(args)
+    if bool(onnx_model) == bool(args.model):
+        raise LevitBenchError("name the model to profile: --model NAME or --onnx FILE")
+    model = onnx_model or args.model
+    request = RunRequest(model, args.runtime, args.platform, batch=args.batch, precision=args.precision,
                          mode=args.mode, protocol=args.protocol, weights=args.weights,
                          wait_timeout_s=args.wait_timeout)
     with views.ProgressView("profile") as progress:
         result = profile_cell(request, workdir(args),
-                              on_step=lambda step: progress.step(f"{args.model} on {args.runtime}: {step}"))
+                              on_step=lambda step: progress.step(f"{model} on {args.runtime}: {step}"))
     open_store(workdir(args)).insert_or_keep(result, table="profiles")
     if args.json:
         print_json(result)
@@ -46,7 +52,7 @@ def register(commands) -> None:
         "against the unprofiled median. The profile is stored: `levit-bench report` draws each model's "
         "component times per runtime and every cell on a roofline.",
     )
-    profile.add_argument("--model", required=True, type=normalise_name, metavar="NAME")
+    profile.add_argument("--model", type=normalise_name, metavar="NAME", help="a registered model (or --onnx FILE)")
     profile.add_argument("--runtime", required=True, choices=list(RUNTIMES))
     profile.add_argument("--platform", required=True, help="xeon, arm or gpu (as `run`)")
     profile.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
@@ -60,4 +66,5 @@ def register(commands) -> None:
                          help="how long to wait for a free core (as `run`)")
     profile.add_argument("--json", action="store_true",
                          help="print the profile as JSON (model, runtime, total_ms, median_ms, components, ...)")
+    onnx_options(profile, verb="profile")
     profile.set_defaults(handler=cmd_profile)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from levit_bench.commands.common import workdir
+from levit_bench.commands.common import onnx_options, use_onnx, workdir
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -13,6 +13,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from levit_bench.reports.report import build_report
     from levit_bench.reports.store import open_store
 
+    use_onnx(args)  # its name, family and counts from the file, for the points the store holds of it
     out = Path(args.out) if args.out else workdir(args) / "reports"
     with views.ProgressView("report") as progress:
         result = build_report(open_store(workdir(args)), out, args.platform, args.runtime,
@@ -33,4 +34,5 @@ def register(commands) -> None:
     report.add_argument("--out", metavar="DIR", help="output directory (default: <workdir>/reports)")
     report.add_argument("--platform", nargs="+", metavar="P", help="only these platforms")
     report.add_argument("--runtime", nargs="+", metavar="R", help="only these runtimes")
+    onnx_options(report, verb="describe")
     report.set_defaults(handler=cmd_report)

@@ -23,13 +23,14 @@ class Tolerance:
     def bound(self, max_abs_logit: float) -> float:
         return self.relative * max(1.0, max_abs_logit)
 
-    def violation(self, max_abs_diff: float, max_abs_logit: float, top1_agreement: float) -> str | None:
+    def violation(self, max_abs_diff: float, max_abs_logit: float, top1_agreement: float,
+                  reference: str = "PyTorch") -> str | None:
         """Why these outputs are wrong (one line), or None when they are within tolerance."""
         bound = self.bound(max_abs_logit)
         if max_abs_diff <= bound and top1_agreement >= self.top1_agreement and math.isfinite(max_abs_diff):
             return None
         relation = "<=" if max_abs_diff <= bound else ">"
-        return (f"outputs differ from PyTorch: max|diff| {max_abs_diff:.3g} {relation} tol {bound:.3g}, "
+        return (f"outputs differ from {reference}: max|diff| {max_abs_diff:.3g} {relation} tol {bound:.3g}, "
                 f"top-1 agreement {top1_agreement:.3f} (needs >= {self.top1_agreement:g})")
 
 

@@ -1,13 +1,16 @@
 """The work of one image through a model as it is exported (BatchNorm folded): FLOPs and an
 estimate of bytes moved, per component of its family. What profiles divide by and what a
-roofline places a model at; counted on the meta device, so it costs no compute."""
+roofline places a model at; counted on the meta device, so it costs no compute. A user's ONNX
+model is counted from its graph (`onnx_import.graph_work_per_image`)."""
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from levit_bench import registry
 from levit_bench.exporters.fuse import fuse_for_inference
+from levit_bench.exporters.onnx_import import graph_work_per_image
 from levit_bench.models.counting import component_bytes, component_flops
 
 
@@ -15,6 +18,8 @@ from levit_bench.models.counting import component_bytes, component_flops
 def work_per_image(model: str, batch: int = 1) -> tuple[dict[str, int], dict[str, int]]:
     """FLOPs and (estimated) bytes moved per image of a batch of `batch`, per component."""
     spec = registry.get_spec(model)
+    if spec.onnx is not None:
+        return graph_work_per_image(Path(spec.onnx), spec.resolution)
     built, _ = registry.create_model(spec.name)
     folded, rules = fuse_for_inference(built), registry.family(spec.family).components
     return component_flops(folded, spec.resolution, rules), component_bytes(folded, spec.resolution, rules, batch)

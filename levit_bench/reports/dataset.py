@@ -100,7 +100,7 @@ def report_points(records: list[dict], evaluations: list[dict], platforms: list[
         flags = stability_flags(cell_rounds)
         points.append({
             "model": model,
-            "family": spec.family if spec else "unknown",
+            "family": spec.family if spec else record.get("family", "unknown"),
             "variant": label,
             "runtime": record["runtime"],
             "platform": platform,

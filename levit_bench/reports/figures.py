@@ -134,6 +134,16 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
                                 markeredgewidth=1.4, linestyle="none", elinewidth=1.2, capsize=3)
                     labels.append((p["images_per_s"], p["top1"], short_name(p["model"]), color))
 
+    # a model whose accuracy nobody knows (a user's ONNX model): its speed alone, as a vertical line
+    speed_only = [p for p in points if p["top1"] is None]
+    for p in speed_only:
+        color = family_style(p["family"])[1]
+        ax.axvline(p["images_per_s"], color=color, linestyle=(0, (3, 2)), linewidth=1.2, alpha=0.9)
+        low, high = p.get("images_per_s_ci") or (p["images_per_s"], p["images_per_s"])
+        ax.axvspan(low, high, color=color, alpha=0.12, linewidth=0)
+        ax.annotate(f"{short_name(p['model'])} · {p['variant']}", xy=(p["images_per_s"], 0.98),
+                    xycoords=("data", "axes fraction"), rotation=90, ha="right", va="top", fontsize=7, color=color)
+
     front = pareto_front((p["images_per_s"], p["top1"]) for p in plotted)
     if len(front) > 1:
         xs, ys = zip(*front)
@@ -156,7 +166,7 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
 
     paper_platform = PAPER_PLATFORMS.get(platform)
     handles = [Line2D([], [], color=family_style(f)[1], linewidth=2, label=family_style(f)[0])
-               for f in dict.fromkeys(p["family"] for p in plotted)]
+               for f in dict.fromkeys(p["family"] for p in [*plotted, *speed_only])]
     handles += [Line2D([], [], color="#555555", marker=_marker(v, extra), linestyle="none", label=v)
                 for v in dict.fromkeys(p["variant"] for p in plotted)]
     if len(hosts) > 1:
@@ -170,6 +180,8 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
                label=f"paper Table 3 ({paper_platform.column if paper_platform else platform}, PyTorch)"),
         Line2D([], [], color="black", linestyle="--", alpha=0.6, label="Pareto frontier (measured)"),
     ]
+    if speed_only:
+        handles.append(Line2D([], [], color="#555555", linestyle=(0, (3, 2)), label="no top-1 known: speed only"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     save_figure(fig, path)

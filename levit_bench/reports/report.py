@@ -99,6 +99,8 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
     on_step("tables")
     models = dict.fromkeys(p["model"] for p in points)
     counts = {m: REGISTRY[m].measured_counts() for m in models if m in REGISTRY}
+    counts.update({p["model"]: (p["record"]["params"], p["record"]["macs"]) for p in points
+                   if p["model"] not in counts and "macs" in p["record"]})  # a user's ONNX model, counted at run time
     csv_path = out_dir / "results.csv"
     tables.write_csv(in_scope, csv_path)
     filters = "; ".join(f"{name}: {', '.join(values)}" for name, values in (("platforms", platforms), ("runtimes", runtimes)) if values)

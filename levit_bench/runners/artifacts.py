@@ -4,7 +4,9 @@
 batch matches the run's (or is symbolic); otherwise a run keeps its own export per batch in
 `<workdir>/models/batch-<N>/` (`batch-dynamic/` for the GPU's searched batch). An int8 run
 measures the fp32 artifact's quantized twin for its runtime, beside it (exporters/quantize.py),
-quantized on demand with the defaults when there is none made from that very fp32 file.
+quantized on demand with the defaults when there is none made from that very fp32 file. A
+user's ONNX model (`--onnx`) is never exported: its file is imported as `NAME.onnx` (again
+whenever its bytes change), and a static batch in it is the only batch it runs.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from pathlib import Path
 from torch import nn
 
 from levit_bench.errors import LevitBenchError
+from levit_bench.exporters.onnx_import import fix_batch, import_onnx, inspect_onnx, source_sha256
 from levit_bench.exporters.pipeline import ExportOptions, export_model, model_from_sidecar
 from levit_bench.exporters.quantize import (
     QuantizeOptions, QuantizeResult, calibration_batch, check_tools, files_sha256, quantize, sidecar_path,
 )
 from levit_bench.models.checkpoints import read_checkpoint, sha256_of
-from levit_bench.registry import get_spec
+from levit_bench.registry import ModelSpec, get_spec
 from levit_bench.train.calibration import calibration_images
 
 
@@ -133,8 +136,13 @@ def _fits(artifact: Artifact | None, batch: int | None, weights_sha256: str | No
 
 
 def find_artifact(workdir: Path, model: str, batch: int | None, weights_sha256: str | None = None) -> Artifact | None:
+    """The artifact a run of `model` at `batch` measures, if it is there (a user's ONNX model at a
+    batch: its copy fixed to that batch, `_user_artifact`)."""
     models_dir = workdir / "models"
-    for candidate in (models_dir / f"{model}.onnx", _batch_dir(models_dir, batch) / f"{model}.onnx"):
+    candidates = [models_dir / f"{model}.onnx", _batch_dir(models_dir, batch) / f"{model}.onnx"]
+    if batch is not None and get_spec(model).onnx is not None:
+        candidates.reverse()
+    for candidate in candidates:
         artifact = _load(candidate)
         if _fits(artifact, batch, weights_sha256):
             return artifact
@@ -151,6 +159,9 @@ def ensure_artifact(
     takes the weights of the default artifact when there is one, so every batch of a model
     measures the same network.
     """
+    spec = get_spec(model)
+    if spec.onnx is not None:
+        return _user_artifact(workdir, spec, batch, weights)
     weights_sha256 = read_checkpoint(weights).sha256 if weights else None
     models_dir = workdir / "models"
     default_path = models_dir / f"{model}.onnx"
@@ -173,6 +184,29 @@ def ensure_artifact(
                             dynamic_batch=batch is None, seed=seed)
     result = export_model(options, on_step=lambda step: on_step(f"export {step}"))
     return Artifact(model, result.onnx_path, result.sidecar, note)
+
+
+def _user_artifact(workdir: Path, spec: ModelSpec, batch: int | None, weights: str | None) -> Artifact:
+    """A user's ONNX model as imported into the work directory (imported first if it is not there
+    with these very bytes), at `batch`: a symbolic batch is fixed to it in a copy of its own."""
+    if weights:
+        raise LevitBenchError(f"{spec.name} is an ONNX file, which holds its own weights: --weights does not apply")
+    source = Path(spec.onnx)
+    if not source.is_file():
+        raise LevitBenchError(f"{spec.name}'s ONNX file is gone: {source}")
+    artifact = _load(workdir / "models" / f"{spec.name}.onnx")
+    if artifact is None or artifact.sidecar.get("source_onnx", {}).get("sha256") != source_sha256(source):
+        artifact = _load(import_onnx(inspect_onnx(source, spec.resolution), spec.name, workdir / "models"))
+    if batch is not None and artifact.batch is None:
+        static = _load(_batch_dir(workdir / "models", batch) / f"{spec.name}.onnx")
+        if static is None or static.sidecar.get("batch_fixed_from") != artifact.sha256:
+            static = _load(fix_batch(artifact.onnx_path, artifact.sidecar, batch, _batch_dir(workdir / "models", batch)))
+        return static
+    if not _fits(artifact, batch, None):
+        searched = " (the gpu platform searches the batch, which needs a symbolic one)" if batch is None else ""
+        raise LevitBenchError(f"{source.name} has a fixed batch of {artifact.batch}, not {batch or 'a searched one'}: "
+                              f"measure it with --batch {artifact.batch}{searched}")
+    return artifact
 
 
 def find_quantized(artifact: Artifact, runtime: str) -> Artifact | None:

@@ -5,7 +5,9 @@ a free core exclusively and pin to it, load (timed), first call (timed), warm up
 while watching the host's load, compute the unfused PyTorch reference on the seeded inputs on
 the same core, and gate: a record is `ok` only when the runtime's outputs agree with the
 reference within its precision's tolerance (exporters.parity.TOLERANCES). Return the record.
-An int8 run measures the artifact's twin quantized for its runtime (quantized on demand).
+An int8 run measures the artifact's twin quantized for its runtime (quantized on demand). A
+user's ONNX model (`--onnx`) has no PyTorch form: its reference is ONNX Runtime fp32 on the
+file itself, without graph optimisations, and the record says so (`reference`).
 """
 
 from __future__ import annotations
@@ -91,9 +93,29 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
+def _onnxruntime_reference(artifact: Artifact, images: np.ndarray, threads: int) -> np.ndarray:
+    """ONNX Runtime's fp32 outputs of the file, every graph optimisation off, on `threads` cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(artifact.onnx_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    if artifact.batch is None:
+        return session.run(None, {name: images[:PARITY_IMAGES]})[0]
+    step = artifact.batch  # a static batch is fed whole, as the runtime was
+    parts = [session.run(None, {name: images[start:start + step]})[0]
+             for start in range(0, min(len(images), PARITY_IMAGES), step) if start + step <= len(images)]
+    return np.concatenate(parts)[:PARITY_IMAGES]
+
+
 @torch.no_grad()
 def _reference_logits(artifact: Artifact, images: np.ndarray, threads: int) -> np.ndarray:
-    """The unfused PyTorch model's logits, computed on the `threads` cores the run holds."""
+    """The reference outputs, computed on the `threads` cores the run holds: the unfused PyTorch
+    model's logits, or for a user's ONNX model ONNX Runtime's fp32 outputs."""
+    if artifact.sidecar.get("reference") == "onnxruntime":
+        return _onnxruntime_reference(artifact, images, threads)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -127,7 +149,10 @@ def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInf
     and only for a request that can be a cell: an unknown model, platform or protocol, a
     precision or mode the runtime lacks, a host the platform refuses or an unreachable device
     raises here, in one line, before any record exists."""
-    get_spec(request.model)
+    spec = get_spec(request.model)
+    if spec.onnx is not None and request.runtime == "torch":
+        raise LevitBenchError(f"{spec.name} is the ONNX file {spec.onnx}, with no PyTorch model: measure it with "
+                              "onnxruntime, openvino or tvm")
     settings = RunSettings.of(request)
     platform = get_platform(request.platform)
     cls = get_runtime(request.runtime).runner_class()
@@ -150,6 +175,9 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
         "run_id": request.run_id or new_run_id(),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": spec.name,
+        "family": spec.family,
+        "reference": "onnxruntime" if spec.onnx else "torch",
+        **({"params": spec.counts[0], "macs": spec.counts[1]} if spec.onnx else {}),
         "runtime": request.runtime,
         "runtime_version": versions.get(request.runtime),
         **settings.key(),
@@ -189,7 +217,8 @@ def run_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], None] 
 
 def _gate(record: dict, outputs: np.ndarray, reference: np.ndarray) -> None:
     """Record how far `outputs` are from the reference; raise the reason if too far for the precision."""
-    compared = outputs[: len(reference)]
+    reference = reference.reshape(len(reference), -1)  # a user's model may give more than (batch, classes)
+    compared = outputs[: len(reference)].reshape(len(reference), -1)
     record.update(
         max_abs_diff=float(np.abs(compared - reference).max()),
         max_abs_logit=float(np.abs(reference).max()),
@@ -201,7 +230,8 @@ def _gate(record: dict, outputs: np.ndarray, reference: np.ndarray) -> None:
     tolerance = tolerance_for(record["precision"])
     record["tolerance"] = {"max_abs_diff": tolerance.bound(record["max_abs_logit"]),
                            "top1_agreement": tolerance.top1_agreement}
-    wrong = tolerance.violation(record["max_abs_diff"], record["max_abs_logit"], record["top1_agreement"])
+    against = "ONNX Runtime fp32" if record.get("reference") == "onnxruntime" else "PyTorch"
+    wrong = tolerance.violation(record["max_abs_diff"], record["max_abs_logit"], record["top1_agreement"], against)
     if wrong:
         raise LevitBenchError(wrong)
 
@@ -234,6 +264,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
     try:
         on_step("artifact")
         artifact = ensure_artifact(workdir, record["model"], batch, request.weights, on_step)
+        fp32_artifact = artifact  # a user's model is checked against this very file
         if record["precision"] == "int8":
             record["fp32_artifact_sha256"] = artifact.sha256  # what `compare --by precision` pairs it with
             artifact = ensure_quantized(artifact, record["runtime"], on_step)
@@ -265,7 +296,8 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
             outputs = runner.to_numpy(runner(inputs))
             record.update(memory.fields())  # before the reference model runs in this process
             on_step("parity")
-            reference = _reference_logits(artifact, images, max(1, len(cores)))
+            reference_artifact = fp32_artifact if record["reference"] == "onnxruntime" else artifact
+            reference = _reference_logits(reference_artifact, images, max(1, len(cores)))
         description = runner.describe()
         # what the runtime confirms: the precision it compiled (openvino), the threads it has
         # (a device), the mode a default resolved to at load (tvm)

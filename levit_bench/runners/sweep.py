@@ -69,12 +69,16 @@ def parse_runtime(entry: str) -> tuple[str, str | None]:
 
 def plan(models: Iterable[str], runtimes: Iterable[str], workdir: Path) -> list[Cell]:
     """The cells; a bare runtime gives the modes its runner sweeps for the model (tvm: untuned,
-    plus tuned where the work directory has a tuning database), a `runtime:mode` that mode."""
-    names = [get_spec(m).name for m in models]
+    plus tuned where the work directory has a tuning database), a `runtime:mode` that mode. A
+    user's ONNX model has no torch cell: there is no PyTorch model to run."""
+    specs = [get_spec(m) for m in models]
     variants = [parse_runtime(r) for r in runtimes]
     cells = []
-    for m in names:
+    for spec in specs:
+        m = spec.name
         for runtime, mode in variants:
+            if spec.onnx is not None and runtime == "torch":
+                continue
             modes = [mode] if mode else get_runtime(runtime).runner_class().sweep_modes(m, workdir)
             cells.extend(Cell(m, runtime, each) for each in modes)
     return cells

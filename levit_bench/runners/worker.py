@@ -13,17 +13,19 @@ import json
 import sys
 from pathlib import Path
 
-from levit_bench import runtimes
+from levit_bench import registry, runtimes
 from levit_bench.errors import LevitBenchError, one_line
+from levit_bench.exporters.onnx_import import register_file
 from levit_bench.runners.session import RunRequest, run_cell
 
 
 def request_payload(request: RunRequest, workdir: Path, task: str = "measure") -> str:
     """What the parent writes to a worker's stdin: the task and its request, and what the worker
     needs to see the parent's runtimes (those registered beyond the built-in ones, and where to
-    import them)."""
+    import them) and its users' ONNX models."""
     return json.dumps({"task": task, "request": dataclasses.asdict(request), "workdir": str(workdir),
-                       "runtimes": runtimes.added_runtimes(), "sys_path": sys.path})
+                       "runtimes": runtimes.added_runtimes(), "onnx_models": registry.added_onnx_models(),
+                       "sys_path": sys.path})
 
 
 def main() -> int:
@@ -32,6 +34,8 @@ def main() -> int:
         sys.path.extend(p for p in payload["sys_path"] if p not in sys.path)  # this process's own come first
         for spec in payload["runtimes"]:
             runtimes.register_runtime(spec, replace=True)
+        for model in payload.get("onnx_models", ()):
+            register_file(Path(model["onnx"]), model["name"], model["resolution"])
         request, workdir = RunRequest(**payload["request"]), Path(payload["workdir"])
         if payload.get("task") == "profile":
             from levit_bench.runners.profile_run import profile_cell
