@@ -12,7 +12,7 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
-from levit_bench.exporters.onnx_import import OnnxImportError, inspect_onnx
+from levit_bench.exporters.onnx_facts import OnnxImportError, inspect_onnx
 from levit_bench.models.counting import count_macs, count_parameters
 
 RESOLUTION = 32
@@ -104,6 +104,9 @@ def test_run_on_onnxruntime_and_openvino_is_stored_and_drawn(tiny_onnx, tmp_path
         assert record["params"] == count_parameters(TinyNet()) and record["macs"] == count_macs(TinyNet(), RESOLUTION)
         assert record["precision"] == "fp32" and record["max_abs_diff"] <= 1e-4 * max(1, record["max_abs_logit"])
         assert record["parity_images"] == 4 and record["top1_agreement"] == 1.0
+    # imported once, and checked there: ONNX Runtime runs it, optimised as plain
+    sidecar = json.loads((Path(os.environ["LEVIT_BENCH_HOME"]) / "models" / "tiny_net.json").read_text())
+    assert sidecar["parity"]["passed"] and sidecar["parity"]["inputs"] == 64 and sidecar["reference"] == "onnxruntime"
     refused = _cli("run", "--onnx", str(tiny_onnx), "--runtime", "torch", "--platform", "xeon", cwd=tmp_path)
     assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
         f"levit-bench run: error: tiny_net is the ONNX file {tiny_onnx}, with no PyTorch model: measure it with "
@@ -155,3 +158,20 @@ def test_sweep_skips_torch_measures_tvm_and_profile_tells_op_types(tiny_onnx, tm
     # the convolutions (with their fused bias and ReLU) are one component, counted from the graph
     assert components["Conv"]["kernels"] >= 1 and components["Conv"]["flops_per_image"] == 2 * (
         8 * 16 * 16 * 3 * 9 + 16 * 8 * 8 * 4 * 9)
+
+
+def test_a_graph_onnx_runtime_cannot_run_is_refused_at_import(tmp_path):
+    from levit_bench.exporters.onnx_import import import_onnx, register
+    from levit_bench.registry import unregister_model
+
+    odd = _graph(tmp_path / "odd.onnx", [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                 [helper.make_node("NoSuchOp", ["a"], ["y"], domain="example.custom")],
+                 helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
+    info = inspect_onnx(odd)
+    register(info, "odd")
+    try:
+        with pytest.raises(OnnxImportError, match=r"^odd.onnx: ONNX Runtime cannot run it: "):
+            import_onnx(info, "odd", tmp_path / "models")
+        assert not (tmp_path / "models").exists()
+    finally:
+        unregister_model("odd")

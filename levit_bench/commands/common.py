@@ -81,7 +81,8 @@ def use_onnx(args: argparse.Namespace) -> str | None:
     A graph with a static batch is measured at that batch (an explicit other --batch is refused).
     """
     from levit_bench.errors import LevitBenchError
-    from levit_bench.exporters.onnx_import import inspect_onnx, model_name, register
+    from levit_bench.exporters.onnx_facts import inspect_onnx
+    from levit_bench.exporters.onnx_import import model_name, register
 
     if not args.onnx:
         if args.name or args.resolution:

@@ -1,12 +1,10 @@
 """Your own ONNX image model, measured as levit-bench's own exports are (family `user`).
 
-`inspect_onnx` reads what the protocol needs from the graph alone: its one input (float32
-N x 3 x R x R; a symbolic batch takes the platform's, a static one is kept), its first output,
-its parameters (the floating-point initializers' sizes) and its multiply-adds per image (Conv, Gemm and
-MatMul, from the shapes ONNX shape inference gives at batch 1). `import_onnx` puts the file in
-the work directory as an artifact whose sidecar says it has no PyTorch model: the trust gate
-then compares every runtime with ONNX Runtime fp32 (`reference: onnxruntime`). Its components
-in a profile are its op types.
+`register` makes the file a registry entry in this process (its counts from the graph,
+`onnx_facts.py`); `import_onnx` puts it in the work directory as an artifact (one file, external
+data read in, checked to run in ONNX Runtime) whose sidecar says it has no PyTorch model: the
+trust gate then compares every runtime with ONNX Runtime fp32 (`reference: onnxruntime`). `fix_batch` makes the copy of a
+symbolic-batch file that a run at one batch measures.
 """
 
 from __future__ import annotations
@@ -15,198 +13,20 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from levit_bench import registry
-from levit_bench.errors import LevitBenchError, one_line
-from levit_bench.models.components import OTHER, op_kind
+from levit_bench.errors import one_line
+from levit_bench.exporters.onnx_facts import ForeignOnnx, OnnxImportError, component_map, inspect_onnx
+from levit_bench.exporters.parity import PARITY_INPUTS, PARITY_SEED, TOLERANCES, Parity, seeded_images
 from levit_bench.workdir import write_atomic
 
 USER_FAMILY = "user"
 REFERENCE = "onnxruntime"  # what a user model's outputs are gated against
-_FLOAT = 1  # onnx.TensorProto.FLOAT
-_FLOATS = frozenset({1, 10, 11, 16})  # FLOAT, FLOAT16, DOUBLE, BFLOAT16: weights (not shapes, axes, indices)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.]*$")
-
-
-class OnnxImportError(LevitBenchError):
-    """A file that is not a single-input image model in ONNX."""
-
-
-@dataclass(frozen=True)
-class ForeignOnnx:
-    path: Path
-    sha256: str
-    input_name: str
-    output_name: str
-    batch: int | None  # the graph's static batch, None where it is symbolic
-    resolution: int
-    params: int
-    macs: int  # per image, at `resolution`
-    uncounted: tuple[str, ...]  # Conv/Gemm/MatMul nodes whose shapes inference could not give
-    opset: int
-    op_histogram: dict[str, int]
-
-
-def _dims(value_info) -> list[int | str]:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in value_info.type.tensor_type.shape.dim]
-
-
-def source_sha256(path: Path) -> str:
-    """Of the ONNX file and of the external-data files it names (read in the order it names them)."""
-    import onnx
-
-    digest = hashlib.sha256(path.read_bytes())
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - not ONNX: its bytes alone identify it
-        return digest.hexdigest()
-    locations = dict.fromkeys(entry.value for tensor in model.graph.initializer for entry in tensor.external_data
-                              if entry.key == "location")
-    for location in locations:
-        external = path.parent / location
-        digest.update(external.read_bytes() if external.is_file() else b"")
-    return digest.hexdigest()
-
-
-def _load(path: Path):
-    import onnx
-
-    if not path.is_file():
-        raise OnnxImportError(f"ONNX file not found: {path}")
-    try:
-        return onnx.load(str(path))
-    except Exception as e:  # noqa: BLE001 - protobuf's decode error, a missing external-data file, ...
-        raise OnnxImportError(f"{path} is not an ONNX model: {one_line(e)}") from None
-
-
-def _image_input(model, path: Path, resolution: int | None) -> tuple[str, int | None, int]:
-    """(input name, static batch or None, resolution), or a one-line refusal."""
-    weights = {w.name for w in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in weights]
-    if len(inputs) != 1:
-        names = ", ".join(i.name for i in inputs) or "none"
-        raise OnnxImportError(f"{path.name} has {len(inputs)} inputs ({names}); levit-bench measures models "
-                              "whose one input is a batch of images")
-    tensor, dims = inputs[0].type.tensor_type, _dims(inputs[0])
-    shown = "x".join(map(str, dims)) or "a scalar"
-    if tensor.elem_type != _FLOAT or len(dims) != 4 or dims[1] != 3:
-        import onnx
-
-        kind = onnx.TensorProto.DataType.Name(tensor.elem_type).lower() if tensor.elem_type else "non-tensor"
-        raise OnnxImportError(f"{path.name}'s input {inputs[0].name} is {kind} {shown}, not an image batch: "
-                              "levit-bench feeds float32 N x 3 x H x W")
-    height, width = dims[2], dims[3]
-    static = [d for d in (height, width) if isinstance(d, int) and d > 0]
-    if len(static) == 2 and height != width:
-        raise OnnxImportError(f"{path.name}'s input is {height}x{width}: levit-bench feeds square images")
-    if static and resolution is not None and resolution != static[0]:
-        raise OnnxImportError(f"{path.name}'s input is fixed at {static[0]}x{static[0]}, not --resolution {resolution}")
-    if not static and resolution is None:
-        raise OnnxImportError(f"{path.name}'s input has a symbolic size ({shown}): give --resolution R")
-    batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
-    return inputs[0].name, batch, static[0] if static else resolution
-
-
-def _fixed_shapes(model, input_name: str, batch: int, resolution: int):
-    """A copy whose input is `batch` x 3 x `resolution`^2, every tensor's shape inferred anew."""
-    import onnx
-
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    del fixed.graph.value_info[:]  # what the file says was for its own input size
-    for value in fixed.graph.input:
-        if value.name == input_name:
-            for dim, size in zip(value.type.tensor_type.shape.dim, (batch, 3, resolution, resolution)):
-                dim.Clear()
-                dim.dim_value = size
-    try:
-        return onnx.shape_inference.infer_shapes(fixed, data_prop=True)
-    except Exception:  # noqa: BLE001 - an op shape inference does not know: count what it can
-        return fixed
-
-
-def node_work(model) -> tuple[dict[str, tuple[int, int]], list[str]]:
-    """Per Conv, Gemm and MatMul node of a shape-inferred graph, (multiply-adds, float32 bytes of
-    its inputs and output), and the nodes among them whose shapes are not all known."""
-    shapes = {v.name: _dims(v) for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
-    shapes.update({w.name: list(w.dims) for w in model.graph.initializer})
-
-    def known(name: str) -> list[int] | None:
-        dims = shapes.get(name)
-        return dims if dims is not None and all(isinstance(d, int) and d > 0 for d in dims) else None
-
-    work, uncounted = {}, []
-    for index, node in enumerate(model.graph.node):
-        if node.op_type not in ("Conv", "Gemm", "MatMul"):
-            continue
-        name = node.name or f"{node.op_type}_{index}"
-        a, b, out = known(node.input[0]), known(node.input[1]), known(node.output[0])
-        macs = None
-        if node.op_type == "Conv" and b is not None and out is not None:
-            macs = math.prod(out) * math.prod(b[1:])  # each output: C_in/groups x kernel multiply-adds
-        elif node.op_type == "Gemm" and a is not None and b is not None:
-            attrs = {attr.name: attr.i for attr in node.attribute}
-            m, k = (a[1], a[0]) if attrs.get("transA") else (a[0], a[1])
-            macs = m * k * (b[0] if attrs.get("transB") else b[1])
-        elif node.op_type == "MatMul" and a is not None and out is not None:
-            macs = math.prod(out) * a[-1]  # each output element: K multiply-adds
-        if macs is None:
-            uncounted.append(name)
-            continue
-        tensors = [known(t) for t in [*node.input, *node.output] if t]
-        work[name] = (macs, 4 * sum(math.prod(t) for t in tensors if t is not None))
-    return work, uncounted
-
-
-def count_macs(model) -> tuple[int, list[str]]:
-    """Multiply-adds of the Conv, Gemm and MatMul nodes of a shape-inferred graph, and the nodes
-    among them it could not count."""
-    work, uncounted = node_work(model)
-    return sum(macs for macs, _ in work.values()), uncounted
-
-
-def graph_work_per_image(path: Path, resolution: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
-    """FLOPs and bytes moved per image, per component (`_component_map`) of the model in `path`, as
-    `exporters/work.py` gives them for levit-bench's own models: the Conv, Gemm and MatMul work."""
-    model = _load(Path(path))
-    input_name, batch, size = _image_input(model, Path(path), resolution)
-    work, _ = node_work(_fixed_shapes(model, input_name, batch or 1, size))
-    nodes = _component_map(model)["nodes"]
-    flops: dict[str, int] = {}
-    moved: dict[str, int] = {}
-    for name, (macs, size_bytes) in work.items():
-        component = nodes.get(name, {}).get("component", OTHER)
-        flops[component] = flops.get(component, 0) + 2 * macs // (batch or 1)
-        moved[component] = moved.get(component, 0) + size_bytes // (batch or 1)
-    return flops, moved
-
-
-def inspect_onnx(path: Path, resolution: int | None = None) -> ForeignOnnx:
-    """What the protocol needs to know of the model in `path`, or a one-line refusal."""
-    path = Path(path)
-    model = _load(path)
-    if resolution is not None and resolution < 1:
-        raise OnnxImportError(f"--resolution must be a positive integer, not {resolution}")
-    input_name, batch, size = _image_input(model, path, resolution)
-    if not model.graph.output:
-        raise OnnxImportError(f"{path.name} has no output")
-    macs, uncounted = count_macs(_fixed_shapes(model, input_name, batch or 1, size))  # a static batch stays
-    macs //= batch or 1
-    histogram: dict[str, int] = {}
-    for node in model.graph.node:
-        histogram[node.op_type] = histogram.get(node.op_type, 0) + 1
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    return ForeignOnnx(
-        path=path.resolve(), sha256=source_sha256(path), input_name=input_name,
-        output_name=model.graph.output[0].name, batch=batch, resolution=size,
-        params=sum(math.prod(w.dims) for w in model.graph.initializer if w.data_type in _FLOATS),
-        macs=macs, uncounted=tuple(uncounted),
-        opset=opset, op_histogram=dict(sorted(histogram.items(), key=lambda kv: -kv[1])),
-    )
 
 
 def model_name(path: Path, name: str | None) -> str:
@@ -222,7 +42,7 @@ def register(info: ForeignOnnx, name: str) -> registry.ModelSpec:
     """The user model as a registry entry (in this process): family `user`, its counts from the graph."""
     existing = registry.REGISTRY.get(name)
     if existing is not None and existing.onnx is None:
-        raise OnnxImportError(f"{name} is a built-in model; give the ONNX file another --name")
+        raise OnnxImportError(f"{name} is a registered model's name; give the ONNX file another --name")
     spec = registry.user_model_spec(name, str(info.path), info.resolution, info.params, info.macs)
     registry.unregister_model(name)
     registry.register_model(spec)
@@ -232,28 +52,6 @@ def register(info: ForeignOnnx, name: str) -> registry.ModelSpec:
 def register_file(path: Path, name: str | None = None, resolution: int | None = None) -> registry.ModelSpec:
     info = inspect_onnx(path, resolution)
     return register(info, model_name(info.path, name))
-
-
-_COMPUTE = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-# what runtimes fuse into the kernel of the Conv/Gemm/MatMul before it: a bias, a norm, an activation
-_EPILOGUE = frozenset({"Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip",
-                       "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Gelu", "Erf", "Elu", "Selu", "Softplus"})
-
-
-def _component_map(model) -> dict:
-    """Per node, its op kind as its component (`layout` for data movement): a graph without module
-    paths is told by what its kernels do. An elementwise op fed by a Conv, Gemm or MatMul (its bias
-    or activation, which runtimes fuse into that kernel) counts with it."""
-    made_by: dict[str, str] = {}
-    nodes = {}
-    for node in model.graph.node:
-        component = op_kind(node.op_type)
-        if node.op_type in _EPILOGUE and made_by.get(node.input[0] if node.input else "") in _COMPUTE:
-            component = made_by[node.input[0]]
-        made_by.update(dict.fromkeys(node.output, component))
-        nodes[node.name] = {"op": node.op_type, "outputs": list(node.output), "path": None, "component": component}
-    vocabulary = list(dict.fromkeys(n["component"] for n in nodes.values()))
-    return {"vocabulary": [*vocabulary, OTHER], "nodes": nodes}
 
 
 def fix_batch(onnx_path: Path, sidecar: dict, batch: int, out_dir: Path) -> Path:
@@ -284,8 +82,39 @@ def _preprocessing(spec: registry.Preprocessing) -> dict:
             "mean": list(spec.mean), "std": list(spec.std), "source": spec.source}
 
 
+def _runs_in_onnxruntime(data: bytes, info: ForeignOnnx) -> Parity:
+    """The file runs in ONNX Runtime, and its optimised graph computes what its plain graph
+    does, on the seeded inputs every gate uses (static batch: whole batches)."""
+    import onnxruntime as ort
+
+    batch = info.batch or 16
+    images = seeded_images(math.ceil(PARITY_INPUTS / batch) * batch, info.resolution).numpy()
+
+    def outputs(level) -> np.ndarray:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = level
+        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return np.concatenate([session.run(None, {info.input_name: images[i:i + batch]})[0].reshape(batch, -1)
+                               for i in range(0, len(images), batch)])
+
+    try:
+        expected = outputs(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+        actual = outputs(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    except Exception as e:  # noqa: BLE001 - ORT's own error types: an op it lacks, a shape it refuses
+        raise OnnxImportError(f"{info.path.name}: ONNX Runtime cannot run it: {one_line(e)}") from None
+    max_abs_logit = float(np.abs(expected).max())
+    return Parity(
+        reference="onnxruntime CPUExecutionProvider, graph optimisations off",
+        runtime="onnxruntime CPUExecutionProvider, all graph optimisations", inputs=len(images), seed=PARITY_SEED,
+        max_abs_diff=float(np.abs(actual - expected).max()), max_abs_logit=max_abs_logit,
+        tolerance=TOLERANCES["fp32"].bound(max_abs_logit),
+        top1_agreement=float((actual.argmax(1) == expected.argmax(1)).mean()),
+    )
+
+
 def import_onnx(info: ForeignOnnx, name: str, out_dir: Path) -> Path:
-    """`out_dir/NAME.onnx` and its sidecar, unless they already hold this very file."""
+    """`out_dir/NAME.onnx` and its sidecar, unless they already hold this very file; refused in
+    one line if ONNX Runtime cannot run it."""
     import onnx
 
     onnx_path, sidecar_path = out_dir / f"{name}.onnx", out_dir / f"{name}.json"
@@ -303,6 +132,7 @@ def import_onnx(info: ForeignOnnx, name: str, out_dir: Path) -> Path:
         data = model.SerializeToString()
     except ValueError as e:  # protobuf's 2 GB limit
         raise OnnxImportError(f"{info.path.name} does not fit one ONNX file: {one_line(e)}") from None
+    parity = _runs_in_onnxruntime(data, info)
     source = {"path": str(info.path), "sha256": info.sha256}
     sidecar = {
         "model": name,
@@ -319,7 +149,8 @@ def import_onnx(info: ForeignOnnx, name: str, out_dir: Path) -> Path:
         "macs": info.macs,
         "macs_uncounted_nodes": list(info.uncounted),
         "op_histogram": info.op_histogram,
-        "components": _component_map(model),
+        "components": component_map(model),
+        "parity": parity.as_dict(),
         "preprocessing": _preprocessing(registry.get_spec(name).preprocessing),
         "onnx_file": onnx_path.name,
         "onnx_sha256": hashlib.sha256(data).hexdigest(),

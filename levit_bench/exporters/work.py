@@ -1,7 +1,7 @@
 """The work of one image through a model as it is exported (BatchNorm folded): FLOPs and an
 estimate of bytes moved, per component of its family. What profiles divide by and what a
 roofline places a model at; counted on the meta device, so it costs no compute. A user's ONNX
-model is counted from its graph (`onnx_import.graph_work_per_image`)."""
+model is counted from its graph (`onnx_facts.graph_work_per_image`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from levit_bench import registry
 from levit_bench.exporters.fuse import fuse_for_inference
-from levit_bench.exporters.onnx_import import graph_work_per_image
+from levit_bench.exporters.onnx_facts import graph_work_per_image
 from levit_bench.models.counting import component_bytes, component_flops
 
 

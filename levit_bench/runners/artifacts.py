@@ -22,7 +22,8 @@ from pathlib import Path
 from torch import nn
 
 from levit_bench.errors import LevitBenchError
-from levit_bench.exporters.onnx_import import fix_batch, import_onnx, inspect_onnx, source_sha256
+from levit_bench.exporters.onnx_facts import inspect_onnx, source_sha256
+from levit_bench.exporters.onnx_import import fix_batch, import_onnx
 from levit_bench.exporters.pipeline import ExportOptions, export_model, model_from_sidecar
 from levit_bench.exporters.quantize import (
     QuantizeOptions, QuantizeResult, calibration_batch, check_tools, files_sha256, quantize, sidecar_path,
