@@ -1,9 +1,11 @@
 """Hugging Face weights: the transformers LeViT layout, model directories and `hf-hub:` sources."""
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import onnx
@@ -132,3 +134,44 @@ def test_hf_hub_offline_without_the_cache_is_one_line(tmp_path):
     assert not [p for p in Path(os.environ["LEVIT_BENCH_HOME"]).rglob("*") if p.is_file()]  # nothing written
     with pytest.raises(CheckpointError, match="^hf-hub:levit-128S is not a Hub source: write hf-hub:ORG/NAME"):
         create_model("levit_128s", weights="hf-hub:levit-128S")
+
+
+class _HubWithout(http.server.BaseHTTPRequestHandler):
+    """A Hub that answers every request as the real one answers for a missing repository or revision."""
+
+    error_code = "RepoNotFound"
+
+    def do_GET(self):  # noqa: N802 - the http.server hook name
+        body = json.dumps({"error": "not found"}).encode()
+        self.send_response(404)
+        self.send_header("X-Error-Code", self.error_code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET  # noqa: N815
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("error_code, source, message", [
+    ("RepoNotFound", "hf-hub:facebook/levit-999",
+     "hf-hub:facebook/levit-999: no such repository on the Hugging Face Hub (or it is private: log in with hf auth login)"),
+    ("RevisionNotFound", "hf-hub:facebook/levit-128S@v9",
+     "hf-hub:facebook/levit-128S@v9: the repository has no revision v9"),
+])
+def test_a_missing_repository_or_revision_online_is_one_line(error_code, source, message, monkeypatch):
+    handler = type("Handler", (_HubWithout,), {"error_code": error_code})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+        result = _cli("export", "--model", "levit_128s", "--weights", source)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"levit-bench export: error: {message}"]
