@@ -241,6 +241,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     _mobilevit("mobilevit_s", 5.6, 78.4),
 )
 
+
 def _no_pytorch_model(name: str, onnx: str, **_) -> nn.Module:
     raise LevitBenchError(f"{name} is the ONNX file {onnx}: it has no PyTorch model (measure it with onnxruntime, "
                           "openvino or tvm)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import WEIGHTS_METAVAR, positive_int, print_json, workdir
+from levit_bench.commands.common import WEIGHTS_METAVAR, onnx_options, positive_int, print_json, use_onnx, workdir
 from levit_bench.commands.measurements import rpc_options, tvm_options
 
 
@@ -29,8 +29,13 @@ def _estimates(estimated: dict, at_start: dict) -> str:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from levit_bench import views
+    from levit_bench.errors import LevitBenchError
     from levit_bench.runners.tvm.tuning import TuningRequest, tune_models
 
+    onnx_model = use_onnx(args)
+    args.models = [*(args.models or ()), *([onnx_model] if onnx_model else [])]
+    if not args.models:
+        raise LevitBenchError("name the models to tune: --models NAME ... and/or --onnx FILE")
     request = TuningRequest(models=tuple(args.models), platform=args.platform, trials=args.trials,
                             minutes=args.minutes, batch=args.batch, weights=args.weights, **rpc_options(args))
     budget = request.budget
@@ -83,8 +88,8 @@ def register(commands) -> None:
         "continues it, and `run --runtime tvm` of a tuned model uses it (the record says tuned). "
         "Ctrl-C keeps every measured candidate.",
     )
-    tune.add_argument("--model", "--models", dest="models", required=True, nargs="+", metavar="NAME",
-                      help="one or more models: their shared kernels are tuned once")
+    tune.add_argument("--model", "--models", dest="models", nargs="+", metavar="NAME",
+                      help="one or more models: their shared kernels are tuned once (and/or --onnx FILE)")
     tune.add_argument("--platform", required=True, help="xeon (this host's CPU) or arm (aarch64+NEON, over RPC)")
     tune.add_argument("--trials", type=positive_int, metavar="N",
                       help=f"candidates to measure in this run (default {DEFAULT_TRIALS} when --minutes "
@@ -96,4 +101,5 @@ def register(commands) -> None:
     tune.add_argument("--weights", metavar=WEIGHTS_METAVAR, help="export these weights first if needed (one model)")
     tune.add_argument("--json", action="store_true", help="print the summary as JSON")
     tvm_options(tune)
+    onnx_options(tune, verb="tune")
     tune.set_defaults(handler=cmd_tune)
