@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from levit_bench.errors import LevitBenchError, one_line
+from levit_bench.exporters.onnx_graph import op_histogram
 from levit_bench.models.components import OTHER, op_kind
 
 _FLOAT = 1  # onnx.TensorProto.FLOAT
@@ -153,19 +154,19 @@ def node_work(model) -> tuple[dict[str, tuple[int, int]], list[str]]:
     return work, uncounted
 
 
-def count_macs(model) -> tuple[int, list[str]]:
-    """Multiply-adds of the Conv, Gemm and MatMul nodes of a shape-inferred graph, and the nodes
-    among them it could not count."""
-    work, uncounted = node_work(model)
-    return sum(macs for macs, _ in work.values()), uncounted
+def _shaped_work(model, path: Path, resolution: int | None):
+    """(input name, static batch or None, resolution, `node_work` at the graph's batch (1 where
+    symbolic) and that resolution, the nodes it could not count)."""
+    input_name, batch, size = image_input(model, path, resolution)
+    work, uncounted = node_work(fixed_shapes(model, input_name, batch or 1, size))
+    return input_name, batch, size, work, uncounted
 
 
 def graph_work_per_image(path: Path, resolution: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
     """FLOPs and bytes moved per image, per component (`component_map`) of the model in `path`, as
     `exporters/work.py` gives them for levit-bench's own models: the Conv, Gemm and MatMul work."""
     model = load_onnx(Path(path))
-    input_name, batch, size = image_input(model, Path(path), resolution)
-    work, _ = node_work(fixed_shapes(model, input_name, batch or 1, size))
+    _, batch, _, work, _ = _shaped_work(model, Path(path), resolution)
     nodes = component_map(model)["nodes"]
     flops: dict[str, int] = {}
     moved: dict[str, int] = {}
@@ -182,21 +183,16 @@ def inspect_onnx(path: Path, resolution: int | None = None) -> ForeignOnnx:
     model = load_onnx(path)
     if resolution is not None and resolution < 1:
         raise OnnxImportError(f"--resolution must be a positive integer, not {resolution}")
-    input_name, batch, size = image_input(model, path, resolution)
+    input_name, batch, size, work, uncounted = _shaped_work(model, path, resolution)
     if not model.graph.output:
         raise OnnxImportError(f"{path.name} has no output")
-    macs, uncounted = count_macs(fixed_shapes(model, input_name, batch or 1, size))  # a static batch stays
-    macs //= batch or 1
-    histogram: dict[str, int] = {}
-    for node in model.graph.node:
-        histogram[node.op_type] = histogram.get(node.op_type, 0) + 1
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return ForeignOnnx(
         path=path.resolve(), sha256=source_sha256(path), input_name=input_name,
         output_name=model.graph.output[0].name, batch=batch, resolution=size,
         params=sum(math.prod(w.dims) for w in model.graph.initializer if w.data_type in _FLOATS),
-        macs=macs, uncounted=tuple(uncounted),
-        opset=opset, op_histogram=dict(sorted(histogram.items(), key=lambda kv: -kv[1])),
+        macs=sum(macs for macs, _ in work.values()) // (batch or 1), uncounted=tuple(uncounted),
+        opset=opset, op_histogram=op_histogram(model),
     )
 
 

@@ -3,8 +3,8 @@
 `register` makes the file a registry entry in this process (its counts from the graph,
 `onnx_facts.py`); `import_onnx` puts it in the work directory as an artifact (one file, external
 data read in, checked to run in ONNX Runtime) whose sidecar says it has no PyTorch model: the
-trust gate then compares every runtime with ONNX Runtime fp32 (`reference: onnxruntime`). `fix_batch` makes the copy of a
-symbolic-batch file that a run at one batch measures.
+trust gate then compares every runtime with ONNX Runtime fp32 (`reference: onnxruntime`).
+`fix_batch` makes the copy of a symbolic-batch file that a run at one batch measures.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 from levit_bench import registry
 from levit_bench.errors import one_line
 from levit_bench.exporters.onnx_facts import ForeignOnnx, OnnxImportError, component_map, inspect_onnx
-from levit_bench.exporters.parity import PARITY_INPUTS, PARITY_SEED, TOLERANCES, Parity, seeded_images
+from levit_bench.exporters.parity import PARITY_INPUTS, PARITY_SEED, Parity, onnxruntime_outputs, seeded_images
 from levit_bench.workdir import write_atomic
 
 USER_FAMILY = "user"
@@ -85,31 +84,15 @@ def _preprocessing(spec: registry.Preprocessing) -> dict:
 def _runs_in_onnxruntime(data: bytes, info: ForeignOnnx) -> Parity:
     """The file runs in ONNX Runtime, and its optimised graph computes what its plain graph
     does, on the seeded inputs every gate uses (static batch: whole batches)."""
-    import onnxruntime as ort
-
     batch = info.batch or 16
     images = seeded_images(math.ceil(PARITY_INPUTS / batch) * batch, info.resolution).numpy()
-
-    def outputs(level) -> np.ndarray:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = level
-        session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        return np.concatenate([session.run(None, {info.input_name: images[i:i + batch]})[0].reshape(batch, -1)
-                               for i in range(0, len(images), batch)])
-
     try:
-        expected = outputs(ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        actual = outputs(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        expected = onnxruntime_outputs(data, images, batch, optimise=False)
+        actual = onnxruntime_outputs(data, images, batch)
     except Exception as e:  # noqa: BLE001 - ORT's own error types: an op it lacks, a shape it refuses
         raise OnnxImportError(f"{info.path.name}: ONNX Runtime cannot run it: {one_line(e)}") from None
-    max_abs_logit = float(np.abs(expected).max())
-    return Parity(
-        reference="onnxruntime CPUExecutionProvider, graph optimisations off",
-        runtime="onnxruntime CPUExecutionProvider, all graph optimisations", inputs=len(images), seed=PARITY_SEED,
-        max_abs_diff=float(np.abs(actual - expected).max()), max_abs_logit=max_abs_logit,
-        tolerance=TOLERANCES["fp32"].bound(max_abs_logit),
-        top1_agreement=float((actual.argmax(1) == expected.argmax(1)).mean()),
-    )
+    return Parity.of(expected, actual, "onnxruntime CPUExecutionProvider, graph optimisations off",
+                     "onnxruntime CPUExecutionProvider, all graph optimisations", PARITY_SEED)
 
 
 def import_onnx(info: ForeignOnnx, name: str, out_dir: Path) -> Path:

@@ -62,6 +62,16 @@ class Parity:
     tolerance: float
     top1_agreement: float  # fraction of inputs whose argmax agrees
 
+    @classmethod
+    def of(cls, expected: np.ndarray, actual: np.ndarray, reference: str, runtime: str, seed: int) -> "Parity":
+        """How far `actual` is from `expected` (one row per input, flattened)."""
+        expected, actual = expected.reshape(len(expected), -1), actual.reshape(len(actual), -1)
+        max_abs_logit = float(np.abs(expected).max())
+        return cls(reference=reference, runtime=runtime, inputs=len(expected), seed=seed,
+                   max_abs_diff=float(np.abs(actual - expected).max()), max_abs_logit=max_abs_logit,
+                   tolerance=TOLERANCES["fp32"].bound(max_abs_logit),
+                   top1_agreement=float((actual.argmax(1) == expected.argmax(1)).mean()))
+
     @property
     def passed(self) -> bool:
         return TOLERANCES["fp32"].violation(self.max_abs_diff, self.max_abs_logit, self.top1_agreement) is None
@@ -81,12 +91,21 @@ def torch_logits(model: nn.Module, images: torch.Tensor, chunk: int = 16) -> np.
     return torch.cat([model(part) for part in images.split(chunk)]).numpy()
 
 
-def _onnxruntime_logits(onnx_bytes: bytes, images: np.ndarray, batch: int) -> np.ndarray:
+def onnxruntime_outputs(model: bytes | str, images: np.ndarray, batch: int, optimise: bool = True,
+                        threads: int | None = None) -> np.ndarray:
+    """ONNX Runtime's (CPU, fp32) first output for `images`, fed `batch` at a time (a last part
+    shorter than `batch` is left out); `optimise=False` runs the graph as written."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not optimise:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: images[i:i + batch]})[0] for i in range(0, len(images), batch)])
+    return np.concatenate([session.run(None, {name: images[i:i + batch]})[0]
+                           for i in range(0, len(images) - batch + 1, batch)])
 
 
 def check_parity(
@@ -102,18 +121,8 @@ def check_parity(
     count = math.ceil(inputs / run_batch) * run_batch
     images = seeded_images(count, resolution, seed)
     expected = torch_logits(reference.eval(), images)
-    actual = _onnxruntime_logits(onnx_bytes, images.numpy(), run_batch)
-    max_abs_logit = float(np.abs(expected).max())
-    return Parity(
-        reference="unfused PyTorch eval model",
-        runtime="onnxruntime CPUExecutionProvider",
-        inputs=count,
-        seed=seed,
-        max_abs_diff=float(np.abs(actual - expected).max()),
-        max_abs_logit=max_abs_logit,
-        tolerance=TOLERANCES["fp32"].bound(max_abs_logit),
-        top1_agreement=float((actual.argmax(1) == expected.argmax(1)).mean()),
-    )
+    actual = onnxruntime_outputs(onnx_bytes, images.numpy(), run_batch)
+    return Parity.of(expected, actual, "unfused PyTorch eval model", "onnxruntime CPUExecutionProvider", seed)
 
 
 @torch.no_grad()

@@ -300,9 +300,12 @@ def fit(
     if model_name and declared and declared != model_name:
         raise CheckpointError(f"{checkpoint.source} holds weights for {declared}, not {model_name}")
     foreign = detect_layout(checkpoint.state_dict, layouts, checkpoint.metadata)
-    if foreign is not None and foreign.check_config is not None and checkpoint.config is not None:
-        foreign.check_config(checkpoint.config, model, model_name or type(model).__name__)
-    native, layout = to_native(checkpoint.state_dict, model, layouts, checkpoint.metadata)
+    if foreign is None:
+        native, layout = dict(checkpoint.state_dict), NATIVE_LAYOUT
+    else:
+        if foreign.check_config is not None and checkpoint.config is not None:
+            foreign.check_config(checkpoint.config, model, model_name or type(model).__name__)
+        native, layout = foreign.to_native(checkpoint.state_dict, model), foreign.name
     check_fit(model, native, layout)
     model.load_state_dict(native, strict=False)  # strictness checked above, with a better message
     dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in checkpoint.state_dict.values()

@@ -13,6 +13,7 @@ file itself, without graph optimisations, and the record says so (`reference`).
 from __future__ import annotations
 
 import functools
+import math
 import time
 import traceback
 import uuid
@@ -26,8 +27,9 @@ import torch
 
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError, one_line
+from levit_bench.exporters.onnx_import import REFERENCE
+from levit_bench.exporters.parity import onnxruntime_outputs, seeded_images, tolerance_for, torch_logits
 from levit_bench.exporters.quantize import QuantizeError
-from levit_bench.exporters.parity import seeded_images, tolerance_for, torch_logits
 from levit_bench.platforms import GPU_MAX_BATCH, get_platform
 from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
@@ -93,29 +95,19 @@ def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
 
 
-def _onnxruntime_reference(artifact: Artifact, images: np.ndarray, threads: int) -> np.ndarray:
-    """ONNX Runtime's fp32 outputs of the file, every graph optimisation off, on `threads` cores."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(artifact.onnx_path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    if artifact.batch is None:
-        return session.run(None, {name: images[:PARITY_IMAGES]})[0]
-    step = artifact.batch  # a static batch is fed whole, as the runtime was
-    parts = [session.run(None, {name: images[start:start + step]})[0]
-             for start in range(0, min(len(images), PARITY_IMAGES), step) if start + step <= len(images)]
-    return np.concatenate(parts)[:PARITY_IMAGES]
-
-
 @torch.no_grad()
 def _reference_logits(artifact: Artifact, images: np.ndarray, threads: int) -> np.ndarray:
     """The reference outputs, computed on the `threads` cores the run holds: the unfused PyTorch
     model's logits, or for a user's ONNX model ONNX Runtime's fp32 outputs."""
-    if artifact.sidecar.get("reference") == "onnxruntime":
-        return _onnxruntime_reference(artifact, images, threads)
+    if artifact.sidecar.get("reference") == REFERENCE:  # the file as written: every graph optimisation off
+        if artifact.batch is None:
+            compared = images[:PARITY_IMAGES]
+            return onnxruntime_outputs(str(artifact.onnx_path), compared, len(compared), optimise=False,
+                                       threads=threads)
+        # a static batch is fed in whole batches, as the runtime was, enough to cover the compared images
+        covered = images[:math.ceil(min(len(images), PARITY_IMAGES) / artifact.batch) * artifact.batch]
+        return onnxruntime_outputs(str(artifact.onnx_path), covered, artifact.batch, optimise=False,
+                                   threads=threads)[:PARITY_IMAGES]
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -176,7 +168,7 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": spec.name,
         "family": spec.family,
-        "reference": "onnxruntime" if spec.onnx else "torch",
+        "reference": REFERENCE if spec.onnx else "torch",
         **({"params": spec.counts[0], "macs": spec.counts[1]} if spec.onnx else {}),
         "runtime": request.runtime,
         "runtime_version": versions.get(request.runtime),
@@ -230,7 +222,7 @@ def _gate(record: dict, outputs: np.ndarray, reference: np.ndarray) -> None:
     tolerance = tolerance_for(record["precision"])
     record["tolerance"] = {"max_abs_diff": tolerance.bound(record["max_abs_logit"]),
                            "top1_agreement": tolerance.top1_agreement}
-    against = "ONNX Runtime fp32" if record.get("reference") == "onnxruntime" else "PyTorch"
+    against = "ONNX Runtime fp32" if record.get("reference") == REFERENCE else "PyTorch"
     wrong = tolerance.violation(record["max_abs_diff"], record["max_abs_logit"], record["top1_agreement"], against)
     if wrong:
         raise LevitBenchError(wrong)
@@ -264,7 +256,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
     try:
         on_step("artifact")
         artifact = ensure_artifact(workdir, record["model"], batch, request.weights, on_step)
-        fp32_artifact = artifact  # a user's model is checked against this very file
+        fp32_artifact = artifact  # the reference: its PyTorch model, or for a user's model the file itself
         if record["precision"] == "int8":
             record["fp32_artifact_sha256"] = artifact.sha256  # what `compare --by precision` pairs it with
             artifact = ensure_quantized(artifact, record["runtime"], on_step)
@@ -296,8 +288,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
             outputs = runner.to_numpy(runner(inputs))
             record.update(memory.fields())  # before the reference model runs in this process
             on_step("parity")
-            reference_artifact = fp32_artifact if record["reference"] == "onnxruntime" else artifact
-            reference = _reference_logits(reference_artifact, images, max(1, len(cores)))
+            reference = _reference_logits(fp32_artifact, images, max(1, len(cores)))
         description = runner.describe()
         # what the runtime confirms: the precision it compiled (openvino), the threads it has
         # (a device), the mode a default resolved to at load (tvm)
