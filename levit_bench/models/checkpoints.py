@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import pickle
 import re
@@ -177,6 +178,8 @@ def _unwrap(obj: object, path: Path) -> tuple[StateDict, dict[str, str]]:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
     metadata = {k: str(v) for k, v in obj.items() if k in ("format", "model_name", "num_classes")}
+    if _is_class_list(obj.get("classes")):  # the trainer's class names, kept as safetensors would keep them
+        metadata["classes"] = json.dumps(obj["classes"])
     for key in _CONTAINER_KEYS:
         if isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -247,6 +250,26 @@ class Checkpoint:
     def num_classes(self) -> int | None:
         value = self.metadata.get("num_classes", "")
         return int(value) if value.isdigit() else huggingface.config_num_classes(self.config)
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names in output order (the trainer's `classes`, a JSON list in the metadata);
+        None where the checkpoint names none.
+
+        A Hugging Face config's id2label is not taken for them: its labels are readable names
+        ("tench, Tinca tinca") or placeholders ("LABEL_0"), not a dataset's folder names.
+        """
+        try:
+            names = json.loads(self.metadata.get("classes", "null"))
+        except json.JSONDecodeError:
+            return None
+        return names if _is_class_list(names) else None
+
+
+def _is_class_list(value: object) -> bool:
+    """Distinct class names, one per output: anything else names no classes to check data against."""
+    return (isinstance(value, list) and bool(value) and all(isinstance(name, str) for name in value)
+            and len(set(value)) == len(value))
 
 
 def weights_id(weights: dict | None) -> str | None:

@@ -13,7 +13,7 @@ import dataclasses
 import platform as host_platform
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,17 +24,19 @@ from torch.utils.data import DataLoader, Subset
 
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError
-from levit_bench.models.checkpoints import read_checkpoint, weights_id
+from levit_bench.models.checkpoints import Checkpoint, read_checkpoint, weights_id
 from levit_bench.platforms import ARM, Platform, get_platform
 from levit_bench.registry import create_model, get_spec
 from levit_bench.exporters.quantize import QUANTIZERS
 from levit_bench.runners.artifacts import ensure_artifact, ensure_quantized
 from levit_bench.runners.base import Runner
 from levit_bench.runtimes import get_runtime
-from levit_bench.train.data import ImageFolder, eval_transform, make_loader, spread_subset
+from levit_bench.train.data import ImageFolder, class_folders, eval_transform, make_loader, spread_subset
 from levit_bench.train.evaluate import Accuracy, OnBatch, evaluate_module
 
 DEFAULT_BATCH = 16  # the paper's CPU batch: an exported runtime then reuses the artifact `run` measures
+_NAMES_SHOWN = 8  # class names an error line lists of each kind (missing, unexpected, trained on)
+_NAME_CHARS = 48  # and characters of each name shown
 
 
 def evaluate_runner(runner, loader: DataLoader, batch: int, on_batch: OnBatch = lambda accuracy: None) -> Accuracy:
@@ -91,6 +93,41 @@ def _eval_platform() -> Platform:
     return dataclasses.replace(get_platform(name), threads=None)
 
 
+def _label_order(options: EvalOptions, model: str, checkpoint: Checkpoint) -> list[str] | None:
+    """The order of the classes to label the dataset by: the checkpoint's, where it names them.
+
+    Labels are indices into the sorted folder names, so folders renamed since training would be
+    scored against other classes' outputs (0% for perfect weights); where the checkpoint names its
+    classes, the folders must be those names, and each is labelled by its name's output. Without
+    names, only the count is checked. Either way before anything slow: export, load, the scan.
+    """
+    folders = class_folders(options.data)
+    names = checkpoint.classes
+    if names is not None and set(names) != set(folders):
+        missing, unexpected = sorted(set(names) - set(folders)), sorted(set(folders) - set(names))
+        differences = "; ".join(f"{kind} {_listing(group)}" for kind, group in
+                                (("missing", missing), ("unexpected", unexpected)) if group)
+        raise LevitBenchError(
+            f"{options.data}'s classes differ from the checkpoint's: {differences} "
+            f"(the checkpoint was trained on {len(names)} classes: {_listing(names)})"
+        )
+    num_classes = checkpoint.num_classes or 1000  # what create_model builds for this checkpoint
+    if len(folders) != num_classes:
+        raise LevitBenchError(
+            f"{options.data} has {len(folders)} classes but {model} with weights "
+            f"{options.weights} has {num_classes} outputs; evaluate on a dataset with its classes"
+        )
+    return names
+
+
+def _listing(names: Sequence[str]) -> str:
+    """The first names, each on one line and shortened, and how many more: bounded for an error line."""
+    shown = [name if name.isprintable() else ascii(name) for name in names[:_NAMES_SHOWN]]
+    shown = [name if len(name) <= _NAME_CHARS else name[:_NAME_CHARS - 3] + "..." for name in shown]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f", ... {more} more" if more else "")
+
+
 def _runner(runtime: str, workdir: Path, precision: str) -> Runner:
     spec = get_runtime(runtime)
     platform = _eval_platform()
@@ -114,13 +151,8 @@ def run_eval(
     start = time.perf_counter()
     on_step("checkpoint")
     checkpoint = read_checkpoint(options.weights)
-    num_classes = checkpoint.num_classes or 1000  # what create_model builds for this checkpoint
-    dataset = ImageFolder(Path(options.data), eval_transform(spec.preprocessing))
-    if len(dataset.classes) != num_classes:
-        raise LevitBenchError(
-            f"{options.data} has {len(dataset.classes)} classes but {spec.name} with weights "
-            f"{options.weights} has {num_classes} outputs; evaluate on a dataset with its classes"
-        )
+    order = _label_order(options, spec.name, checkpoint)
+    dataset = ImageFolder(Path(options.data), eval_transform(spec.preprocessing), classes=order)
     indices = spread_subset(len(dataset), options.limit)
     subset = dataset if len(indices) == len(dataset) else Subset(dataset, indices)
     loader = make_loader(subset, options.batch_size, train=False, workers=options.workers, seed=0, drop_last=False)

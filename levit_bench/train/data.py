@@ -46,19 +46,30 @@ def _from_worker(message: str, prefix: str) -> str:
     return lines[-1][len(prefix):] if lines else message.strip().splitlines()[-1]
 
 
-class ImageFolder(Dataset):
-    """`root/<class>/**/<image>.{jpg,jpeg,png}`: classes are the sorted directory names."""
+def class_folders(root: Path) -> list[str]:
+    """The classes of an ImageFolder at `root`: its sorted directory names (hidden ones skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset directory not found: {root}")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root} has no class directories (expected {root}/<class>/<image>.png|.jpg)")
+    return classes
 
-    def __init__(self, root: Path, transform: Transform):
+
+class ImageFolder(Dataset):
+    """`root/<class>/**/<image>.{jpg,jpeg,png}`: classes are the sorted directory names.
+
+    `classes`, the same names in another order (a model's output order), labels by that order.
+    """
+
+    def __init__(self, root: Path, transform: Transform, classes: Sequence[str] | None = None):
         self.root = Path(root)
         self.transform = transform
-        if not self.root.is_dir():
-            raise DataError(f"dataset directory not found: {self.root}")
-        self.classes: list[str] = sorted(
-            d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")
-        )
-        if not self.classes:
-            raise DataError(f"{self.root} has no class directories (expected {self.root}/<class>/<image>.png|.jpg)")
+        folders = class_folders(self.root)
+        if classes is not None and sorted(classes) != folders:
+            raise DataError(f"{self.root} does not hold one folder per class of {len(classes)} given")
+        self.classes: list[str] = folders if classes is None else list(classes)
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
         self.samples: list[tuple[Path, int]] = []
         for index, name in enumerate(self.classes):
