@@ -32,7 +32,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(commands) -> None:
-    from levit_bench.exporters.onnx_graph import DEFAULT_OPSET
+    from levit_bench.exporters.onnx_graph import DEFAULT_OPSET, MIN_OPSET
     from levit_bench.exporters.pipeline import DEFAULT_BATCH
 
     export = commands.add_parser(
@@ -52,7 +52,8 @@ def register(commands) -> None:
                        help=f"static batch size (default {DEFAULT_BATCH}, the paper's CPU batch)")
     batch.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch axis instead")
     export.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
-                        help=f"ONNX opset (default {DEFAULT_OPSET})")
+                        help=f"ONNX opset, from {MIN_OPSET} to the newest that both the installed onnx "
+                        f"and onnxruntime support (default {DEFAULT_OPSET})")
     export.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
     export.add_argument("--seed", type=int, default=0, help="seed of the random init without --weights")
     export.add_argument("--json", action="store_true", help="print the sidecar instead of a table")

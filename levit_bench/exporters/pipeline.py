@@ -100,6 +100,7 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] = lambda
     spec = registry.get_spec(options.model)
     if not options.dynamic_batch and options.batch < 1:
         raise LevitBenchError(f"--batch must be at least 1, got {options.batch}")
+    onnx_graph.check_opset(options.opset)  # before the slow work, and before any directory is made
     out_dir = ensure_writable_dir(Path(options.out_dir))
     timer = _Timer(on_step)
     start = time.perf_counter()
@@ -122,13 +123,14 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] = lambda
     with timer.step("check"):
         onnx_graph.check(proto)
     components = component_map(proto, scopes, registry.family(spec.family).components)
+    opset = onnx_graph.opset_of(proto)  # the file's own, so that metadata and sidecar cannot tell another
     versions = environment.package_versions()
     facts = {
         "model": spec.name,
         "weights": weights["source"],
         "weights_sha256": weights.get("sha256", f"random-init seed {options.seed}"),
         "input_shape": json.dumps(input_shape),
-        "opset": options.opset,
+        "opset": opset,
         "exporter": onnx_graph.EXPORTER,
         "simplified": options.simplify,
         "fused": True,
@@ -157,7 +159,7 @@ def export_model(options: ExportOptions, on_step: Callable[[str], None] = lambda
         "input_name": onnx_graph.INPUT_NAME,
         "output_name": onnx_graph.OUTPUT_NAME,
         "dynamic_batch": options.dynamic_batch,
-        "opset": options.opset,
+        "opset": opset,
         "exporter": onnx_graph.EXPORTER,
         "simplified": options.simplify,
         "op_histogram": onnx_graph.op_histogram(proto),
