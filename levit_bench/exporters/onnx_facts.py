@@ -5,7 +5,8 @@ batch or a static one), its first output, its parameters (the floating-point ini
 elements) and its multiply-adds per image: every Conv, Gemm and MatMul, from the shapes ONNX
 shape inference gives at the graph's batch (1 where symbolic). Without module paths, its
 components are its op types (`component_map`), and `graph_work_per_image` gives FLOPs and bytes
-per component as `exporters/work.py` does for levit-bench's own models.
+per component as `exporters/work.py` does for levit-bench's own models. Every node is known by
+one name (`node_names`), the one the imported artifact gives it, whatever the file names it.
 """
 
 from __future__ import annotations
@@ -121,9 +122,34 @@ def fixed_shapes(model, input_name: str, batch: int, resolution: int):
         return fixed
 
 
+def node_names(model) -> list[str]:
+    """Each node's name, in graph order, unique in the graph: its own, else (unnamed, or named as
+    an earlier node is) `{op_type}_{k}`, k counting the nodes so named and passing over the names
+    the graph already has. ONNX names nodes optionally and not uniquely, and exporters and hand
+    edits leave nodes unnamed; the import names its artifact's nodes so (profiles match kernels by
+    node name), and the graph's work, its component map and its uncounted nodes key nodes so."""
+    nodes = list(model.graph.node)
+    own = {node.name for node in nodes if node.name}
+    names: list[str] = []
+    seen: set[str] = set()
+    made = 0
+    for node in nodes:
+        name = node.name
+        if not name or name in seen:
+            name = f"{node.op_type}_{made}"
+            made += 1
+            while name in own or name in seen:
+                name = f"{node.op_type}_{made}"
+                made += 1
+        seen.add(name)
+        names.append(name)
+    return names
+
+
 def node_work(model) -> tuple[dict[str, tuple[int, int]], list[str]]:
-    """Per Conv, Gemm and MatMul node of a shape-inferred graph, (multiply-adds, float32 bytes of
-    its inputs and output), and the nodes among them whose shapes are not all known."""
+    """Per Conv, Gemm and MatMul node of a shape-inferred graph, by its `node_names` name,
+    (multiply-adds, float32 bytes of its inputs and output), and the nodes among them whose
+    shapes are not all known."""
     shapes = {v.name: _dims(v) for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
     shapes.update({w.name: list(w.dims) for w in model.graph.initializer})
 
@@ -132,10 +158,9 @@ def node_work(model) -> tuple[dict[str, tuple[int, int]], list[str]]:
         return dims if dims is not None and all(isinstance(d, int) and d > 0 for d in dims) else None
 
     work, uncounted = {}, []
-    for index, node in enumerate(model.graph.node):
+    for node, name in zip(model.graph.node, node_names(model)):
         if node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue
-        name = node.name or f"{node.op_type}_{index}"
         a, b, out = known(node.input[0]), known(node.input[1]), known(node.output[0])
         macs = None
         if node.op_type == "Conv" and b is not None and out is not None:
@@ -163,15 +188,18 @@ def _shaped_work(model, path: Path, resolution: int | None):
 
 
 def graph_work_per_image(path: Path, resolution: int | None = None) -> tuple[dict[str, int], dict[str, int]]:
-    """FLOPs and bytes moved per image, per component (`component_map`) of the model in `path`, as
-    `exporters/work.py` gives them for levit-bench's own models: the Conv, Gemm and MatMul work."""
+    """FLOPs (2 x multiply-adds) and bytes moved per image, per component (`component_map`) of the
+    model in `path`, as `exporters/work.py` gives them for levit-bench's own models: the Conv, Gemm
+    and MatMul work, each node's in its own component (the elementwise ops fused into it with it).
+    The file's nodes and the imported artifact's are named alike (`node_names`), so the components
+    are those its profile tells."""
     model = load_onnx(Path(path))
     _, batch, _, work, _ = _shaped_work(model, Path(path), resolution)
     nodes = component_map(model)["nodes"]
     flops: dict[str, int] = {}
     moved: dict[str, int] = {}
     for name, (macs, size_bytes) in work.items():
-        component = nodes.get(name, {}).get("component", OTHER)
+        component = nodes[name]["component"]
         flops[component] = flops.get(component, 0) + 2 * macs // (batch or 1)
         moved[component] = moved.get(component, 0) + size_bytes // (batch or 1)
     return flops, moved
@@ -203,16 +231,17 @@ _EPILOGUE = frozenset({"Add", "Sub", "Mul", "Div", "BatchNormalization", "Relu",
 
 
 def component_map(model) -> dict:
-    """Per node, its op kind as its component (`layout` for data movement): a graph without module
-    paths is told by what its kernels do. An elementwise op fed by a Conv, Gemm or MatMul (its bias
-    or activation, which runtimes fuse into that kernel) counts with it."""
+    """Per node (by its `node_names` name), its op kind as its component (`layout` for data
+    movement): a graph without module paths is told by what its kernels do. An elementwise op fed
+    by a Conv, Gemm or MatMul (its bias or activation, which runtimes fuse into that kernel) counts
+    with it."""
     made_by: dict[str, str] = {}
     nodes = {}
-    for node in model.graph.node:
+    for node, name in zip(model.graph.node, node_names(model)):
         component = op_kind(node.op_type)
         if node.op_type in _EPILOGUE and made_by.get(node.input[0] if node.input else "") in _COMPUTE:
             component = made_by[node.input[0]]
         made_by.update(dict.fromkeys(node.output, component))
-        nodes[node.name] = {"op": node.op_type, "outputs": list(node.output), "path": None, "component": component}
+        nodes[name] = {"op": node.op_type, "outputs": list(node.output), "path": None, "component": component}
     vocabulary = list(dict.fromkeys(n["component"] for n in nodes.values()))
     return {"vocabulary": [*vocabulary, OTHER], "nodes": nodes}

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from levit_bench import registry
 from levit_bench.errors import one_line
-from levit_bench.exporters.onnx_facts import ForeignOnnx, OnnxImportError, component_map, inspect_onnx
+from levit_bench.exporters.onnx_facts import (ForeignOnnx, OnnxImportError, component_map, inspect_onnx,
+                                             node_names)
 from levit_bench.exporters.parity import PARITY_INPUTS, PARITY_SEED, Parity, onnxruntime_outputs, seeded_images
 from levit_bench.workdir import write_atomic
 
@@ -109,8 +110,8 @@ def import_onnx(info: ForeignOnnx, name: str, out_dir: Path) -> Path:
     except (OSError, ValueError, AttributeError, KeyError):
         pass
     model = onnx.load(str(info.path))  # external data read in: the artifact is one file
-    for index, node in enumerate(n for n in model.graph.node if not n.name):  # profiles match kernels by name
-        node.name = f"{node.op_type}_{index}"
+    for node, node_name in zip(model.graph.node, node_names(model)):  # profiles match kernels by name
+        node.name = node_name
     try:
         data = model.SerializeToString()
     except ValueError as e:  # protobuf's 2 GB limit
