@@ -11,12 +11,86 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from numbers import Integral, Real
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from levit_bench.errors import LevitBenchError
+from levit_bench.train.distillation import MODES
+
 NO_DECAY_NAMES = ("table", "cls_token", "dist_token", "pos_embed")  # LeViT attention biases, DeiT tokens
+
+
+def _option(name: str) -> str:
+    """The `levit-bench train` flag of a TrainConfig field."""
+    return "--" + name.replace("_", "-")
+
+
+def _shown(value: object) -> str:
+    """A value as the user typed it: -1, not -1.0."""
+    return str(value).removesuffix(".0") if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric option takes: `low` to `high` (None: no upper end), each end included
+    unless marked open; `integer` for counts; `or_none` where None means 'the default' or 'off'.
+    NaN and the infinities are never in range."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    or_none: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"> {self.low}" if self.low_open else f"at least {self.low}"
+        return f"in {'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+    def check(self, option: str, value: object) -> None:
+        """Raise a LevitBenchError naming `option` unless `value` is in range."""
+        if value is None and self.or_none:
+            return
+        kind, noun = (Integral, "a whole number") if self.integer else (Real, "a number")
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise LevitBenchError(f"{option} must be {noun}, not {value!r}")
+        if not math.isfinite(value):
+            raise LevitBenchError(f"{option} must be a finite number, not {_shown(value)}")
+        if value not in self:
+            raise LevitBenchError(f"{option} must be {self}, not {_shown(value)}")
+
+
+# Every numeric TrainConfig field, with why its ends are where they are.
+_RANGES: dict[str, Range] = {
+    "epochs": Range(1, integer=True),
+    "batch_size": Range(1, integer=True),
+    "lr": Range(0, low_open=True, or_none=True),  # None: 5e-4 x global batch / 512
+    "min_lr": Range(0),
+    "warmup_lr": Range(0),
+    "warmup_epochs": Range(0, integer=True),  # 0: no warm-up
+    "weight_decay": Range(0),  # below 0, AdamW would grow the weights
+    "smoothing": Range(0, 1, high_open=True),  # 1: uniform targets, nothing left to learn
+    "mixup": Range(0),  # the Beta(alpha, alpha) parameter; 0: off
+    "cutmix": Range(0),
+    "drop_path": Range(0, 1, high_open=True, or_none=True),  # 1 drops every sample: 1/(1-p) divides by 0
+    "clip_grad": Range(0, or_none=True),  # 0 or None: off; below 0, clipping would flip the gradients
+    "distillation_alpha": Range(0, 1),  # the distillation head's share of the loss
+    "distillation_tau": Range(0, low_open=True),  # a temperature: logits are divided by it
+    "ema_decay": Range(0, 1, high_open=True),  # 1 would freeze the average at the initial weights
+    "workers": Range(0, integer=True),  # 0: load in the training process
+    "seed": Range(0, 2**31 - 1, integer=True),  # numpy takes 32-bit seeds; each process adds its rank
+    "steps_per_epoch": Range(1, integer=True, or_none=True),
+    "stop_after": Range(1, integer=True, or_none=True),
+}
 
 
 @dataclass
@@ -49,16 +123,27 @@ class TrainConfig:
     amp: bool | None = None  # None: on with CUDA
     extra: dict = field(default_factory=dict)
 
-    def __post_init__(self):
-        """Refuse, in one line, a configuration no run could follow (before any data is read)."""
-        from levit_bench.errors import LevitBenchError
+    def __post_init__(self) -> None:
+        """Refuse, in one line naming the option, a configuration no run could follow.
+
+        The CLI builds its config before it creates OUT or reads any data, so a bad option costs
+        nothing; the Python API is checked by the same code.
+        """
         from levit_bench.registry import get_spec
 
-        for name, low in (("epochs", 1), ("batch_size", 1), ("warmup_epochs", 0), ("workers", 0),
-                          ("steps_per_epoch", 1), ("stop_after", 1)):
-            value = getattr(self, name)
-            if value is not None and value < low:
-                raise LevitBenchError(f"--{name.replace('_', '-')} must be at least {low}, not {value}")
+        for name, allowed in _RANGES.items():
+            allowed.check(_option(name), getattr(self, name))
+        if self.distillation is not None and self.distillation not in MODES:
+            raise LevitBenchError(f"--distillation is one of {', '.join(MODES)}, not {self.distillation}")
+        if self.distillation in ("hard", "soft") and not self.teacher:
+            raise LevitBenchError(f"{self.distillation} distillation needs a teacher (--teacher NAME[:WEIGHTS])")
+        # The cosine anneals from lr down to min_lr: above it, the schedule would climb instead. The
+        # default lr (5e-4 x global batch / 512) depends on the world size, so only an explicit one
+        # is compared. A warm-up as long as the run or longer is allowed (`--epochs 1` with the
+        # default 5): the lr then only ramps up, a well-defined if unusual schedule.
+        if self.lr is not None and self.min_lr > self.lr:
+            raise LevitBenchError(f"--min-lr ({_shown(self.min_lr)}) must not exceed --lr ({_shown(self.lr)}): "
+                                  "the schedule anneals from --lr down to --min-lr")
         self.model = get_spec(self.model).name
         if self.teacher:
             get_spec(self.teacher.partition(":")[0])
