@@ -84,6 +84,19 @@ def test_a_family_the_figures_do_not_know_still_plots(measured_store, tmp_path):
     assert family_style("levit") == ("LeViT", "#d62728")
 
 
+def test_the_legend_names_every_family_drawn_measured_or_the_papers(measured_store, tmp_path, monkeypatch):
+    from levit_bench.reports import figures
+
+    store = open_store(measured_store)
+    levit_only = [p for p in report_points(store.records(), store.accuracy_records()) if p["family"] == "levit"]
+    legends = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path, **options: legends.append(
+        [text.get_text() for text in fig.axes[0].get_legend().get_texts()]))
+    figures.tradeoff_figure(levit_only, "xeon", "LeViT measured, the rest the paper's", tmp_path / "figure.png")
+    # the paper's Table 3 has Intel speeds of LeViT, EfficientNet and DeiT (MobileViT has none there)
+    assert {"LeViT", "EfficientNet", "DeiT"} <= set(legends[0])
+
+
 def test_table3_flags_the_best_runtime_and_shows_the_paper(measured_store):
     from levit_bench.registry import get_spec
     from levit_bench.reports.tables import table3

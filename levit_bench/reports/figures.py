@@ -165,8 +165,9 @@ def tradeoff_figure(points: list[dict], platform: str, title: str, path: Path) -
     _place_labels(ax, labels)
 
     paper_platform = PAPER_PLATFORMS.get(platform)
-    handles = [Line2D([], [], color=family_style(f)[1], linewidth=2, label=family_style(f)[0])
-               for f in dict.fromkeys(p["family"] for p in [*plotted, *speed_only])]
+    # every family drawn is named, measured or only among the paper's faded points
+    drawn = dict.fromkeys([*(p["family"] for p in [*plotted, *speed_only]), *(family for *_, family in paper)])
+    handles = [Line2D([], [], color=family_style(f)[1], linewidth=2, label=family_style(f)[0]) for f in drawn]
     handles += [Line2D([], [], color="#555555", marker=_marker(v, extra), linestyle="none", label=v)
                 for v in dict.fromkeys(p["variant"] for p in plotted)]
     if len(hosts) > 1:
