@@ -1,4 +1,4 @@
-"""Rich consoles sized for a terminal, or wide enough not to truncate tables in a log."""
+"""Rich consoles sized for a terminal (or $COLUMNS), else wide enough for a log."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ _LOG_WIDTH = 200
 
 
 def _log_width() -> int:
+    """Output to a file or a pipe: $COLUMNS when set (the tables fit it), else wide for a log."""
     columns = os.environ.get("COLUMNS", "")
-    return max(_LOG_WIDTH, int(columns)) if columns.isdigit() else _LOG_WIDTH
+    return int(columns) if columns.isdigit() and int(columns) > 0 else _LOG_WIDTH
 
 
 def stdout_console() -> Console:

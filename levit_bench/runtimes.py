@@ -10,7 +10,7 @@ registered in a process is registered in the sweep's worker processes too.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import MappingProxyType
 
@@ -29,6 +29,7 @@ class RuntimeSpec:
     marker: str = "o"  # its matplotlib marker in figures
     mode_markers: Mapping[str, str] = field(default_factory=dict)
     precision_markers: Mapping[str, str] = field(default_factory=dict)  # a reduced precision's own marker
+    short: str | None = None  # its name where a table is too narrow for the whole one (None: the name)
     builtin: bool = False
 
     def __post_init__(self):
@@ -103,6 +104,20 @@ def variant_name(runtime: str, mode: str | None) -> str:
     return f"{runtime}:{mode}" if mode else runtime
 
 
+def short_label(runtime: str, mode: str | None) -> str:
+    """`ort`, `ov`, `torch:traced`: a record's runtime and mode with the runtime's short name, as
+    every table too narrow for the whole names shows them."""
+    spec = _RUNTIMES.get(runtime)
+    name = spec.short if spec is not None and spec.short else runtime
+    return f"{name}:{mode}" if mode else name
+
+
+def short_names_legend(runtimes: Iterable[str]) -> str | None:
+    """`ort = onnxruntime, ov = openvino`: the short names `short_label` gives `runtimes`."""
+    pairs = {_RUNTIMES[r].short: r for r in runtimes if r in _RUNTIMES and _RUNTIMES[r].short}
+    return ", ".join(f"{short} = {name}" for short, name in pairs.items()) or None
+
+
 def all_precisions() -> list[str]:
     """Every precision some registered runtime offers, in the table's order."""
     return list(dict.fromkeys(p for spec in _RUNTIMES.values() for p in spec.precisions))
@@ -119,10 +134,10 @@ for _spec in (
                 plotted_modes=("eager", "unfused"), marker="o", builtin=True),
     # int8: the artifact quantized for that runtime (exporters/quantize.py)
     RuntimeSpec("onnxruntime", "levit_bench.runners.onnxruntime_runner:OnnxRuntimeRunner", "onnxruntime",
-                precisions=("fp32", "int8"), marker="s", precision_markers={"int8": "X"}, builtin=True),
+                precisions=("fp32", "int8"), marker="s", precision_markers={"int8": "X"}, short="ort", builtin=True),
     RuntimeSpec("openvino", "levit_bench.runners.openvino_runner:OpenVinoRunner", "openvino",
                 precisions=("fp32", "bf16", "fp16", "int8"), marker="^",
-                precision_markers={"int8": "P", "bf16": "h", "fp16": "H"}, builtin=True),
+                precision_markers={"int8": "P", "bf16": "h", "fp16": "H"}, short="ov", builtin=True),
     # tvm's default mode is decided at load: tuned when the work directory has a database
     RuntimeSpec("tvm", "levit_bench.runners.tvm.runner:TvmRunner", "apache-tvm", modes=("tuned", "untuned"),
                 plotted_modes=("tuned", "untuned"), marker="D", mode_markers={"tuned": "D", "untuned": "d"},

@@ -3,12 +3,16 @@ only; the data comes from the packages)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from levit_bench.console import stderr_console, stdout_console
+from levit_bench.fitting import Column, fit, print_fitted
 from levit_bench.records import cell_id
+from levit_bench.runtimes import short_label, short_names_legend
 
 
 def _millions(n: int, decimals: int) -> str:
@@ -19,25 +23,27 @@ def _published(count: int | None) -> str:
     return "-" if count is None else f"{count / 1e6:g}M"
 
 
-def print_models(rows: list[dict], console: Console | None = None) -> None:
+def print_models(rows: list[dict], console: Console | None = None, wide: bool = False) -> None:
     console = console or stdout_console()
-    table = Table(title="Registered models: params and MACs measured (paper's figure in brackets)")
-    for column in ("model", "family", "params", "MACs", "res", "top-1*", "GPU im/s*",
-                   "Intel im/s*", "ARM im/s*"):
-        table.add_column(column, justify="left" if column in ("model", "family") else "right",
-                         no_wrap=column == "model")
-    for row in rows:
-        rep = row["reported"]
-        speeds = rep["images_per_s"]
-        table.add_row(
-            row["name"], row["family"],
-            f"{_millions(row['params'], 2)} ({_published(rep['params'])})",
-            f"{_millions(row['macs'], 1)} ({_published(rep['macs'])})",
-            str(row["resolution"]),
-            "-" if row["top1"] is None else f"{row['top1']:.1f}",
-            *(str(speeds.get(p, "-")) for p in ("gpu", "xeon", "arm")),
-        )
-    console.print(table)
+
+    def speed(platform: str) -> Callable[[dict], str]:
+        return lambda r: str(r["reported"]["images_per_s"].get(platform, "-"))
+
+    columns = [
+        Column("model", lambda r: r["name"], keep=True),
+        Column("family", lambda r: r["family"], drop=4),
+        Column("params", lambda r: f"{_millions(r['params'], 2)} ({_published(r['reported']['params'])})", "right",
+               keep=True),
+        Column("MACs", lambda r: f"{_millions(r['macs'], 1)} ({_published(r['reported']['macs'])})", "right",
+               keep=True),
+        Column("res", lambda r: str(r["resolution"]), "right", drop=5),
+        Column("top-1*", lambda r: "-" if r["top1"] is None else f"{r['top1']:.1f}", "right", keep=True),
+        Column("GPU im/s*", speed("gpu"), "right", drop=3),
+        Column("Intel im/s*", speed("xeon"), "right", drop=1),
+        Column("ARM im/s*", speed("arm"), "right", drop=2),
+    ]
+    print_fitted(console, fit("Registered models: params and MACs measured (paper's figure in brackets)",
+                              columns, rows, console, wide=wide))
     sources = sorted({row["reported"]["source"] for row in rows})
     console.print("* reported figures: " + "; ".join(sources))
 
@@ -131,81 +137,116 @@ def _runtime(row: dict) -> str:
     return row["runtime"] + (f":{row['mode']}" if row.get("mode") else "")
 
 
+def _short_runtime(row: dict) -> str:
+    return short_label(row["runtime"], row.get("mode"))
+
+
+def _legend(rows) -> str | None:
+    return short_names_legend(dict.fromkeys(r["runtime"] for r in rows))
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _host(row: dict) -> str:
+    return f"{row.get('cpu_model') or '?'} ({row['host']})"
+
+
+def _print_table(title: str, columns: list[Column], rows: list[dict], console: Console | None, wide: bool) -> None:
+    console = console or stdout_console()
+    print_fitted(console, fit(title, columns, rows, console, wide=wide, legend=_legend))
+
+
+_MODEL = Column("model", lambda r: r["model"], keep=True)
+_RUNTIME = Column("runtime", _runtime, keep=True, compact=_short_runtime)
+_HOST = Column("host", _host, shared=True, drop=99, compact=lambda r: r["host"])
+
+
 def print_records(records: list[dict], title: str = "Measurements", console: Console | None = None,
-                  unstable: frozenset[str] = frozenset()) -> None:
+                  unstable: frozenset[str] = frozenset(), wide: bool = False) -> None:
     """One row per stored measurement; the CPU is named as it is (an EPYC run as xeon stays EPYC).
     A record of a cell in `unstable` (cell ids whose rounds fail a stability check) says so."""
-    console = console or stdout_console()
     if not records:
-        console.print(f"{title}: nothing to show")
+        (console or stdout_console()).print(f"{title}: nothing to show")
         return
-    table = Table(title=title)
-    for column, justify in (("created (UTC)", "left"), ("model", "left"), ("runtime", "left"),
-                            ("platform", "left"), ("prec.", "left"), ("batch", "right"), ("thr.", "right"),
-                            ("status", "left"), ("images/s", "right"), ("median ms", "right"),
-                            ("p90 ms", "right"), ("CV", "right"), ("peak MiB", "right"), ("max|diff|", "right"),
-                            ("host", "left")):
-        table.add_column(column, justify=justify, no_wrap=True)
-    for r in records:
-        status = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
+
+    def status(r: dict) -> str:
+        text = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
         if r.get("noisy"):
-            status += " [yellow](noisy)[/yellow]"
+            text += " [yellow](noisy)[/yellow]"
         elif r["status"] == "ok" and cell_id(r) in unstable:
-            status += " [yellow](unstable cell)[/yellow]"
-        table.add_row(
-            r["created_at"][:16].replace("T", " "), r["model"], _runtime(r), r["platform"],
-            r.get("precision") or "-", _fmt(r.get("batch"), "d"), _fmt(r.get("threads"), "d"), status,
-            _fmt(r.get("images_per_s"), ".1f"), _fmt(r.get("median_ms"), ".2f"), _fmt(r.get("p90_ms"), ".2f"),
-            _fmt(r.get("cv"), ".1%"), _fmt(r.get("peak_rss_mb"), ".0f"), _fmt(r.get("max_abs_diff"), ".1e"),
-            f"{r.get('cpu_model', '?')} ({r['host']})",
-        )
-    console.print(table)
+            text += " [yellow](unstable cell)[/yellow]"
+        return text
+
+    columns = [
+        Column("created (UTC)", lambda r: r["created_at"][:16].replace("T", " "), drop=6),
+        _MODEL, _RUNTIME,
+        Column("platform", lambda r: r["platform"], drop=5, shared=True),
+        Column("prec.", lambda r: r.get("precision") or "-", drop=3),
+        Column("batch", lambda r: _fmt(r.get("batch"), "d"), "right", drop=2),
+        Column("thr.", lambda r: _fmt(r.get("threads"), "d"), "right", drop=9),
+        Column("images/s", lambda r: _fmt(r.get("images_per_s"), ".1f"), "right", keep=True),
+        Column("median ms", lambda r: _fmt(r.get("median_ms"), ".2f"), "right", drop=4),
+        Column("p90 ms", lambda r: _fmt(r.get("p90_ms"), ".2f"), "right", drop=8),
+        Column("CV", lambda r: _fmt(r.get("cv"), ".1%"), "right", drop=7),
+        Column("peak MiB", lambda r: _fmt(r.get("peak_rss_mb"), ".0f"), "right", drop=10),
+        Column("max|diff|", lambda r: _fmt(r.get("max_abs_diff"), ".1e"), "right", drop=11),
+        Column("status", status, keep=True, fold=True),
+        _HOST,
+    ]
+    _print_table(title, columns, records, console, wide)
 
 
 def _interval(low: float, high: float, value: float, spec: str = ".1f") -> str:
     return f"{format(low, spec)}-{format(high, spec)} (±{(high - low) / 2 / value:.1%})" if value else "-"
 
 
-def print_aggregate(rows: list[dict], title: str, console: Console | None = None) -> None:
+def print_aggregate(rows: list[dict], title: str, console: Console | None = None, wide: bool = False) -> None:
     """One row per cell: rounds, median images/s over them and its 95% interval; unstable cells say why."""
-    console = console or stdout_console()
     if not rows:
-        console.print(f"{title}: nothing to show")
+        (console or stdout_console()).print(f"{title}: nothing to show")
         return
-    table = Table(title=title)
-    for column, justify in (("model", "left"), ("runtime", "left"), ("platform", "left"), ("prec.", "left"),
-                            ("batch", "right"), ("rounds", "right"), ("images/s", "right"),
-                            ("95% interval", "right"), ("stability", "left"), ("host", "left")):
-        table.add_column(column, justify=justify, no_wrap=column != "stability")
-    for r in rows:
-        stability = "[yellow]unstable[/yellow]: " + "; ".join(r["flags"]) if r["flags"] else "ok"
-        table.add_row(r["model"], _runtime(r), r["platform"], r.get("precision") or "-", _fmt(r.get("batch"), "d"),
-                      str(r["rounds"]), f"{r['images_per_s']:.1f}", _interval(*r["images_per_s_ci"], r["images_per_s"]),
-                      stability, f"{r.get('cpu_model') or '?'} ({r['host']})")
-    console.print(table)
+    columns = [
+        _MODEL, _RUNTIME,
+        Column("platform", lambda r: r["platform"], drop=4, shared=True),
+        Column("prec.", lambda r: r.get("precision") or "-", drop=3),
+        Column("batch", lambda r: _fmt(r.get("batch"), "d"), "right", drop=2),
+        Column("rounds", lambda r: str(r["rounds"]), "right", drop=1),
+        Column("images/s", lambda r: f"{r['images_per_s']:.1f}", "right", keep=True),
+        Column("95% interval", lambda r: _interval(*r["images_per_s_ci"], r["images_per_s"]), "right", keep=True),
+        Column("stability", lambda r: "[yellow]unstable[/yellow]: " + "; ".join(r["flags"]) if r["flags"] else "ok",
+               keep=True, fold=True),
+        _HOST,
+    ]
+    _print_table(title, columns, rows, console, wide)
 
 
-def print_comparison(rows: list[dict], by: str, console: Console | None = None) -> None:
-    console = console or stdout_console()
+def print_comparison(rows: list[dict], by: str, console: Console | None = None, wide: bool = False) -> None:
+    if not rows:
+        (console or stdout_console()).print("nothing to compare")
+        return
     a, b = rows[0]["a"], rows[0]["b"]
-    table = Table(title=f"{b} against {a} (by {by}): images/s ratio B / A with its 95% interval")
-    for column, justify in (("model", "left"), ("platform", "left"), ("batch", "right"), ("rounds A/B", "right"),
-                            (f"A: {a}", "right"), (f"B: {b}", "right"), ("B / A", "right"),
-                            ("95% interval", "right"), ("verdict", "left")):
-        table.add_column(column, justify=justify, no_wrap=True)
     colour = {"faster": "green", "slower": "red", "same": "default"}
-    for r in rows:
-        verdict = f"[{colour[r['verdict']]}]{r['verdict']}[/{colour[r['verdict']]}]"
-        if r["noisy"]:
-            verdict += " [yellow](unstable)[/yellow]"
-        table.add_row(r["model"], r["platform"], _fmt(r.get("batch"), "d"), "/".join(map(str, r["rounds"])),
-                      f"{r['a_images_per_s']:.1f}", f"{r['b_images_per_s']:.1f}", f"{r['ratio']:.3f}",
-                      f"{r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}", verdict)
-    console.print(table)
+
+    def verdict(r: dict) -> str:
+        text = f"[{colour[r['verdict']]}]{r['verdict']}[/{colour[r['verdict']]}]"
+        return text + " [yellow](unstable)[/yellow]" if r["noisy"] else text
+
+    columns = [
+        _MODEL,
+        Column("platform", lambda r: r["platform"], drop=5, shared=True),
+        Column("batch", lambda r: _fmt(r.get("batch"), "d"), "right", drop=3),
+        Column("rounds A/B", lambda r: "/".join(map(str, r["rounds"])), "right", drop=4),
+        Column("A im/s", lambda r: f"{r['a_images_per_s']:.1f}", "right", drop=2),
+        Column("B im/s", lambda r: f"{r['b_images_per_s']:.1f}", "right", drop=1),
+        Column("B / A", lambda r: f"{r['ratio']:.3f}", "right", keep=True),
+        Column("95% interval", lambda r: f"{r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}", "right", keep=True),
+        Column("verdict", verdict, keep=True),
+    ]
+    console = console or stdout_console()
+    title = f"B = {b} against A = {a} (by {by}): images/s B / A with its 95% interval"
+    print_fitted(console, fit(title, columns, rows, console, wide=wide))
     for r in rows:
         for flag in r["flags"]:
             print_note(f"{r['model']}: {flag}")
