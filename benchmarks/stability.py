@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from levit_bench.commands.measurements import more_rounds
+from levit_bench.api import more_rounds
 from levit_bench.environment import host_info
 from levit_bench.models.levit import LEVIT_CONFIGS
 from levit_bench.reports.compare import compare
@@ -120,9 +120,8 @@ def _compare_check(work: Path, args: argparse.Namespace) -> None:
     cells = plan(["levit_128s"], ["onnxruntime", *(s.name for s in SPECS)], work)
     store = open_store(work)
     requests = sweep_requests(cells, "xeon", work, new_run_id())
-    rule = argparse.Namespace(target=args.target or None, max_rounds=args.max_rounds)  # 0: fixed rounds
     run_sweep(requests, work, done_rounds=store.count_ok, on_record=store.insert, rounds=args.check_rounds,
-              more=more_rounds(rule, store))
+              more=more_rounds(args.target or None, args.max_rounds, store))  # --target 0: fixed rounds
     print(f"\n{max(r['round'] for r in store.records())} rounds of levit_128s, against onnxruntime:")
     ok = True
     for spec, expected in zip(SPECS, ("same", "slower")):

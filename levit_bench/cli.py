@@ -47,8 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # Ctrl-C while the parser imports the packages (torch takes a second or two) is an interrupt too
+        with sigterm_as_interrupt():
+            args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:
+        print("levit-bench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         with sigterm_as_interrupt():

@@ -1,6 +1,7 @@
 """Bad input and faults: a one-line reason and a non-zero exit, no row for an invalid request,
 no partial file, nothing measured lost; each case here was once handled wrong."""
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -88,19 +89,15 @@ def _damage_every_page_but_the_schema(db_path: pathlib.Path) -> None:
     db_path.write_bytes(bytes(data))
 
 
-def test_a_damaged_store_keeps_the_finished_measurement(workdir_with_artifact, capsys):
+def test_a_damaged_store_is_refused_before_measuring(workdir_with_artifact, capsys, monkeypatch):
     store = open_store(workdir_with_artifact)
     for _ in range(40):
         store.insert(_record(error="x" * 400))
     _damage_every_page_but_the_schema(store.path)
+    _never_measure(monkeypatch)
     code, err = _main(capsys, "--workdir", workdir_with_artifact, "run", "--runtime", "onnxruntime",
                       "--platform", "xeon", "--model", "levit_128s", "--protocol", "smoke")
-    line = _one_line(err)
-    assert code == 1 and "cannot be used (database disk image is malformed)" in line
-    kept = list(workdir_with_artifact.glob("results.db.unsaved-*.json"))
-    assert len(kept) == 1 and f"the record is kept in {kept[0]}" in line
-    record = json.loads(kept[0].read_text())
-    assert record["status"] == "ok" and record["images_per_s"] > 0 and record["model"] == "levit_128s"
+    assert code == 1 and "cannot be used (database disk image is malformed)" in _one_line(err)
     code, err = _main(capsys, "--workdir", workdir_with_artifact, "results")
     assert code == 1 and "cannot be used" in _one_line(err)
 
@@ -350,3 +347,228 @@ def test_a_refused_request_leaves_no_file_behind(tmp_path, capsys, argv, message
                       "--models" if argv[0] == "sweep" else "--model", "levit_128s")
     assert code == 1 and _one_line(err) == f"levit-bench {argv[0]}: error: {message}"
     assert not work.exists()
+
+
+# ---- issue 30: faults found by trying bad input ---------------------------------------------
+
+
+def _never_measure(monkeypatch) -> None:
+    """A run that got as far as measuring fails the test: its refusal must come first."""
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the store was checked")
+
+    monkeypatch.setattr("levit_bench.runners.session.run_cell", measured)
+    monkeypatch.setattr("levit_bench.runners.profile_run.profile_cell", measured)
+
+
+_MEASURE = ["--runtime", "onnxruntime", "--platform", "xeon", "--model", "levit_128s", "--protocol", "smoke"]
+
+
+@pytest.mark.parametrize("command", ["run", "profile"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_store_that_cannot_take_a_record_is_refused_before_measuring(workdir_with_artifact, capsys, monkeypatch,
+                                                                        command, damage):
+    path = workdir_with_artifact / "results.db"
+    if damage == "garbage":
+        path.write_bytes(os.urandom(64 * 1024))
+    else:
+        store = open_store(workdir_with_artifact)
+        for _ in range(40):
+            store.insert(_record(error="x" * 4000))
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    _never_measure(monkeypatch)
+    code, err = _main(capsys, "--workdir", workdir_with_artifact, command, *_MEASURE)
+    line = _one_line(err)
+    assert code == 1 and str(path) in line
+    assert "file is not a database" in line or "malformed" in line, line
+    assert not list(workdir_with_artifact.glob("results.db.unsaved-*.json"))
+
+
+def _disk_full(monkeypatch) -> None:
+    """The store opens and checks fine, then refuses to write: a full disk, as SQLite says it."""
+    from levit_bench.reports import store
+
+    def full(self, record, table="measurements"):
+        raise store._damaged(self.path, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(store.ResultsStore, "insert", full)
+
+
+@pytest.mark.parametrize("command", ["run", "profile"])
+def test_a_measurement_the_store_refuses_afterwards_is_kept_and_said_where(workdir_with_artifact, capsys,
+                                                                          monkeypatch, command):
+    _disk_full(monkeypatch)
+    code, err = _main(capsys, "--workdir", workdir_with_artifact, command, *_MEASURE)
+    line = _one_line(err)
+    kept = list(workdir_with_artifact.glob("results.db.unsaved-*.json"))
+    assert code == 1 and "database or disk is full" in line
+    assert len(kept) == 1 and f"the record is kept in {kept[0]}" in line
+    record = json.loads(kept[0].read_text())
+    assert record["model"] == "levit_128s" and record["median_ms"] > 0
+
+
+def test_a_kept_record_goes_to_the_temporary_directory_when_its_folder_is_full_too(workdir_with_artifact, capsys,
+                                                                                   monkeypatch, tmp_path):
+    from levit_bench.reports import store
+    from levit_bench.workdir import write_atomic
+
+    _disk_full(monkeypatch)
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+    def beside_fails(path, data):
+        if path.parent == workdir_with_artifact:
+            raise store.LevitBenchError(f"cannot write {path}: No space left on device")
+        write_atomic(path, data)
+
+    monkeypatch.setattr(store, "write_atomic", beside_fails)
+    code, err = _main(capsys, "--workdir", workdir_with_artifact, "run", *_MEASURE)
+    kept = list((tmp_path / "tmp").glob("results.db.unsaved-*.json"))
+    assert code == 1 and len(kept) == 1 and f"the record is kept in {kept[0]}" in _one_line(err)
+    assert json.loads(kept[0].read_text())["status"] == "ok"
+
+
+def _weights(tmp_path, kind: str) -> str:
+    if kind == "missing":
+        return str(tmp_path / "nowhere.pth")
+    if kind == "text":
+        (tmp_path / "notes.pth").write_text("these are not weights\n")
+        return str(tmp_path / "notes.pth")
+    if kind == "pickle":
+        torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _System("true")}, tmp_path / "evil.pth")
+        return str(tmp_path / "evil.pth")
+    return "hf-hub:facebook/levit-128S"  # offline, and not in this test's Hugging Face cache
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+@pytest.mark.parametrize("kind,message", [("missing", "nowhere.pth"), ("text", "not a PyTorch checkpoint"),
+                                          ("pickle", "refusing to load"), ("hub", "Hugging Face cache")])
+def test_weights_that_cannot_be_read_store_no_row(workdir_with_artifact, tmp_path, capsys, command, kind, message):
+    models = "--models" if command == "sweep" else "--model"
+    code, err = _main(capsys, "--workdir", workdir_with_artifact, command, "--runtimes" if command == "sweep"
+                      else "--runtime", "onnxruntime", "--platform", "xeon", models, "levit_128s", "--protocol",
+                      "smoke", "--weights", _weights(tmp_path, kind))
+    assert code == 1 and message in _one_line(err)
+    assert open_store(workdir_with_artifact).records() == []
+
+
+@pytest.mark.parametrize("seconds", ["0", "-1", "nan", "inf"])
+def test_a_cell_timeout_that_is_not_positive_is_refused(workdir_with_artifact, capsys, seconds):
+    code, err = _main(capsys, "--workdir", workdir_with_artifact, "sweep", "--platform", "xeon", "--models",
+                      "levit_128s", "--runtimes", "onnxruntime", "--cell-timeout", seconds)
+    assert code == 2 and "--cell-timeout" in _one_line(err)
+    assert not (workdir_with_artifact / "results.db").exists()
+
+
+def _every_core():
+    from levit_bench.runners import core_locks
+
+    cpus = sorted(os.sched_getaffinity(0))
+    return core_locks.reserve(cpus, len({core_locks.physical_core(cpu) for cpu in cpus}), wait_timeout_s=5)
+
+
+def test_a_sweep_that_finds_no_free_core_stores_no_row(workdir_with_artifact, capsys):
+    with _every_core():
+        code, err = _main(capsys, "--workdir", workdir_with_artifact, "sweep", "--platform", "xeon", "--models",
+                          "levit_128s", "--runtimes", "onnxruntime", "--rounds", "1", "--protocol", "smoke",
+                          "--wait-timeout", "2")
+    assert code == 1
+    assert "levit_128s / onnxruntime not measured (nothing stored): no free core after waiting 2 s" in err
+    assert open_store(workdir_with_artifact).records() == []
+
+
+def test_a_killed_sweep_takes_its_cell_worker_and_its_core_with_it(workdir_with_artifact):
+    from levit_bench.runners import core_locks
+
+    sweep = subprocess.Popen(
+        [sys.executable, "-m", "levit_bench", "--workdir", str(workdir_with_artifact), "sweep", "--platform", "xeon",
+         "--models", "levit_128s", "--runtimes", "onnxruntime", "--rounds", "1", "--protocol", "paper"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300  # the host is calibrated first (this test's own cache)
+    worker = None
+    try:
+        while worker is None or not list(core_locks.lock_dir().glob("*.lock")):
+            assert sweep.poll() is None and time.monotonic() < deadline, "no cell started"
+            workers = [c for c in psutil.Process(sweep.pid).children()
+                       if "levit_bench.runners.worker" in " ".join(_cmdline(c))]
+            worker = workers[0] if workers else None
+            time.sleep(0.2)
+        time.sleep(3)  # well inside the paper protocol's 70 s
+        os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait(timeout=30)
+        gone, alive = psutil.wait_procs([worker], timeout=15)
+        assert not alive, "the cell's worker outlived its sweep"
+        with _every_core():  # every core is free again at once (reserve waits at most 5 s)
+            pass
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sweep.pid, signal.SIGKILL)
+        if worker is not None and worker.is_running():
+            worker.kill()
+
+
+def test_merged_rows_a_reader_cannot_use_are_refused_all_or_nothing(tmp_path, capsys):
+    other = tmp_path / "other.db"
+    good = _record()
+    bad = _record()
+    del bad["median_ms"]
+    ResultsStore(other).insert(good)
+    ResultsStore(other).insert(bad)
+    code, err = _main(capsys, "--workdir", tmp_path / "work", "results", "merge", other)
+    assert code == 1 and "row 2 of measurements lacks median_ms; nothing merged" in _one_line(err)
+    with sqlite3.connect(other) as db:
+        db.execute("UPDATE measurements SET record_json = ? WHERE id = 2",
+                   (json.dumps(_record(images_per_s="fast")),))
+    code, err = _main(capsys, "--workdir", tmp_path / "work", "results", "merge", other)
+    assert code == 1 and "has images_per_s 'fast', not a positive number" in _one_line(err)
+    assert open_store(tmp_path / "work").records() == []
+    for command in (["results"], ["results", "--aggregate"], ["compare", "--by", "runtime", "torch", "onnxruntime"]):
+        code, err = _main(capsys, "--workdir", tmp_path / "work", *command)
+        assert "Error" not in err and "internal error" not in err
+
+
+def test_a_merge_leaves_nothing_beside_the_other_store(tmp_path, capsys):
+    other = tmp_path / "elsewhere" / "results.db"
+    ResultsStore(other).insert(_record())
+    before = sorted(p.name for p in other.parent.iterdir())
+    code, err = _main(capsys, "--workdir", tmp_path / "work", "results", "merge", other)
+    assert code == 0, err
+    assert sorted(p.name for p in other.parent.iterdir()) == before == ["results.db"]
+    assert len(open_store(tmp_path / "work").records()) == 1
+
+
+@pytest.mark.parametrize("command", [["results"], ["results", "--aggregate"], ["results", "--json"],
+                                     ["compare", "--by", "runtime", "torch", "onnxruntime"], ["report"]])
+def test_reading_an_empty_work_directory_creates_no_store(tmp_path, capsys, command):
+    work = tmp_path / "empty"
+    work.mkdir()
+    code, err = _main(capsys, "--workdir", work, *command)
+    assert not (work / "results.db").exists()
+    assert code in (0, 1) and "internal error" not in err
+    if command[0] == "report":
+        assert code == 1 and "holds no measurements" in _one_line(err)
+
+
+def _wait_for_torch(process: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Until the process is importing torch (its shared library mapped): the moment a Ctrl-C once
+    printed a traceback."""
+    deadline = time.monotonic() + timeout_s
+    maps = pathlib.Path(f"/proc/{process.pid}/maps")
+    while "libtorch" not in maps.read_text():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("after_s", [0.0, 0.2])
+def test_ctrl_c_while_the_command_starts_is_an_interrupt(after_s):
+    process = subprocess.Popen([sys.executable, "-m", "levit_bench", "results"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    _wait_for_torch(process)
+    time.sleep(after_s)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and _one_line(err).endswith("interrupted")

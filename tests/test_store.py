@@ -82,7 +82,7 @@ def test_profiles_are_kept_and_merged_and_a_store_older_than_them_still_merges(t
     here, there = open_store(tmp_path / "here"), open_store(tmp_path / "there")
     profile = {"uid": "p1", "created_at": "2026-11-22T10:00:00+00:00", "model": "levit_128s",
                "runtime": "onnxruntime", "platform": "xeon", "batch": 16, "host": "h", "total_ms": 70.0,
-               "median_ms": 66.0, "components": [{"name": "mlp", "ms": 20.0, "share": 1.0}]}
+               "kernels_ms": 64.0, "median_ms": 66.0, "components": [{"name": "mlp", "ms": 20.0, "share": 1.0}]}
     there.insert_profile(profile)
     there.insert(_record())
     assert here.merge(tmp_path / "there" / "results.db") == (2, 0)

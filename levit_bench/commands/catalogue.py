@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import calibrated_peak, print_json
+from levit_bench.commands.common import print_json, wide_option
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     from levit_bench import overview, views
 
     rows = overview.model_rows(args.names or None)
-    print_json(rows) if args.json else views.print_models(rows)
+    print_json(rows) if args.json else views.print_models(rows, wide=args.wide)
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from levit_bench import overview, views
+    from levit_bench import api, overview, views
 
-    info = {**overview.info(), "peak": calibrated_peak()}
+    info = {**overview.info(), "peak": api.calibrate(progress=True)}
     print_json(info) if args.json else views.print_info(info)
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from levit_bench import views
+    from levit_bench import api, views
 
-    peak = calibrated_peak(force=args.force)
-    print_json(peak) if args.json else views.printcalibrated_peak(peak)
+    peak = api.calibrate(force=args.force, progress=True)
+    print_json(peak) if args.json else views.print_peak(peak)
     return 0
 
 
@@ -41,6 +41,7 @@ def register(commands) -> None:
     )
     models.add_argument("names", nargs="*", metavar="NAME", help="only these models (default: all)")
     models.add_argument("--json", action="store_true", help="machine-readable output")
+    wide_option(models)
     models.set_defaults(handler=cmd_models)
 
     info = commands.add_parser(

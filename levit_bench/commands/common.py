@@ -44,23 +44,26 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: seconds > 0 (and finite)."""
+    value = non_negative_float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def wide_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wide", action="store_true",
+                        help="every column, however wide (default: the columns that fit the terminal, the "
+                        "ones that answer the question first)")
+
+
 def fraction(text: str) -> float:
     """argparse type: a share strictly between 0 and 1 (0.02 is 2%)."""
     value = non_negative_float(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0.02 is 2%), not {text}")
     return value
-
-
-def calibrated_peak(force: bool = False) -> dict:
-    """This host's calibration (runners.calibrate), measured with a progress display when not cached."""
-    from levit_bench import views
-    from levit_bench.runners.calibrate import calibrate, cached
-
-    if not force and (found := cached()) is not None:
-        return found
-    with views.ProgressView("calibrating this host (once; cached)") as progress:
-        return calibrate(on_step=lambda step: progress.step(f"calibrating: {step}"), force=force)
 
 
 def onnx_options(parser: argparse.ArgumentParser, verb: str = "measure") -> None:
@@ -73,29 +76,3 @@ def onnx_options(parser: argparse.ArgumentParser, verb: str = "measure") -> None
     group.add_argument("--name", metavar="NAME", help="its name in the store and the report (default: the file's stem)")
     group.add_argument("--resolution", type=positive_int, metavar="R",
                        help="its input size, where the graph leaves height and width symbolic")
-
-
-def use_onnx(args: argparse.Namespace) -> str | None:
-    """Register `--onnx FILE` in this process and return its model name (None without --onnx).
-
-    A graph with a static batch is measured at that batch (an explicit other --batch is refused).
-    """
-    from levit_bench.errors import LevitBenchError
-    from levit_bench.exporters.onnx_facts import inspect_onnx
-    from levit_bench.exporters.onnx_import import model_name, register
-
-    if not args.onnx:
-        if args.name or args.resolution:
-            raise LevitBenchError("--name and --resolution describe an --onnx FILE; give one")
-        return None
-    if getattr(args, "weights", None):
-        raise LevitBenchError("--weights does not apply to --onnx: the ONNX file holds its own weights")
-    info = inspect_onnx(Path(args.onnx), args.resolution)
-    name = model_name(info.path, args.name)
-    register(info, name)
-    if info.batch is not None and hasattr(args, "batch"):
-        if args.batch not in (None, info.batch):
-            raise LevitBenchError(f"{Path(args.onnx).name} has a fixed batch of {info.batch}, not --batch "
-                                  f"{args.batch}: export it with a symbolic batch to measure others")
-        args.batch = info.batch
-    return name

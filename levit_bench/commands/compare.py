@@ -4,31 +4,28 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import non_negative_float, print_json, workdir
+from levit_bench.commands.common import non_negative_float, print_json, wide_option
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from levit_bench import views
-    from levit_bench.reports.compare import compare
-    from levit_bench.reports.store import open_store
+    from levit_bench import api, views
 
-    rows = compare(open_store(workdir(args)).records(), args.by, args.a, args.b, models=args.model,
-                   platforms=args.platform, min_effect=args.min_effect)
+    rows = api.comparison(args.by, args.a, args.b, models=args.model, platforms=args.platform,
+                          min_effect=args.min_effect, workdir=args.workdir)
     if args.json:
         print_json(rows)
     else:
-        views.print_comparison(rows, args.by)
+        views.print_comparison(rows, args.by, wide=args.wide)
     slower = [r for r in rows if r["verdict"] == "slower"]
     return 1 if args.fail_on_slower and slower else 0
 
 
 def register(commands) -> None:
-    from levit_bench.registry import normalise_name
     from levit_bench.reports.compare import DEFAULT_MIN_EFFECT, DIMENSIONS
 
     compare = commands.add_parser(
         "compare",
-        help="is B faster than A? every cell measured on both sides, with a 95% interval and a verdict",
+        help="is B faster than A? every cell measured on both sides, with a 95%% interval and a verdict",
         description="Pick two sides along one dimension: two runtimes (torch, torch:eager, onnxruntime, "
         "tvm:tuned, ...), two run ids, two host fingerprints, two precisions or two runtime versions. "
         "For every cell measured on both sides and equal in everything else, print images/s B / A with "
@@ -39,7 +36,7 @@ def register(commands) -> None:
     compare.add_argument("--by", required=True, choices=list(DIMENSIONS), help="the dimension A and B differ in")
     compare.add_argument("a", metavar="A", help="the baseline side")
     compare.add_argument("b", metavar="B", help="the side compared with it")
-    compare.add_argument("--model", nargs="+", type=normalise_name, metavar="NAME", help="only these models")
+    compare.add_argument("--model", nargs="+", metavar="NAME", help="only these models")
     compare.add_argument("--platform", nargs="+", metavar="P", help="only these platforms")
     compare.add_argument("--min-effect", type=non_negative_float, default=DEFAULT_MIN_EFFECT, metavar="F",
                          help=f"a ratio within 1 +- F is `same` even when its interval excludes 1 "
@@ -48,4 +45,5 @@ def register(commands) -> None:
                          help="exit 1 when any cell is slower (a regression check for CI)")
     compare.add_argument("--json", action="store_true",
                          help="print the rows as JSON (model, a, b, ratio, ratio_ci, verdict, ...)")
+    wide_option(compare)
     compare.set_defaults(handler=cmd_compare)

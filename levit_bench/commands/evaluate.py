@@ -34,13 +34,14 @@ def _print_record(record: dict) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.reports.store import open_store
+    from levit_bench.reports.store import DB_NAME, ResultsStore, save_record
     from levit_bench.runners.accuracy import EvalOptions, run_eval
 
     options = EvalOptions(model=args.model, weights=args.weights, data=Path(args.data).expanduser(),
                           runtime=args.runtime, batch_size=args.batch_size, workers=args.workers,
                           limit=args.limit, device=args.device, precision=args.precision)
     work = workdir(args)
+    ResultsStore(work / DB_NAME, create=False).check()  # before evaluating: its result must have a place
     label = f"{args.model} on {args.runtime}" + (f" {args.precision}" if args.precision != "fp32" else "")
     # a spinner while the checkpoint, dataset and runtime are prepared, then a bar over the images
     with views.ProgressView(f"{label}: starting") as progress:
@@ -49,7 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             on_start=lambda total: progress.start(total, label),
             on_batch=lambda acc: progress.update(acc.images, info=f"top-1 {acc.top1:.1f}% top-5 {acc.top5:.1f}%"),
         )
-    open_store(work).insert_accuracy(record)
+    save_record(work / DB_NAME, record, table="accuracy")
     if args.json:
         print_json(record)
     else:
@@ -71,8 +72,10 @@ def register(commands) -> None:
         "measurement of the same weights. With --runtime torch the checkpoint runs in PyTorch "
         "(eval mode); with onnxruntime, openvino or tvm the ONNX artifact exported from the same "
         "weights runs in that runtime (exported first if the work directory has none), so the "
-        "accuracy cost of export and runtime is measured. The dataset must have as many classes "
-        "as the checkpoint has outputs, in the same (sorted) order as at training.",
+        "accuracy cost of export and runtime is measured. A checkpoint that names its classes (levit-bench's "
+        "trainer's) is scored by class name, and a folder whose classes differ from them is refused, naming "
+        "the difference; otherwise the dataset must have as many classes as the checkpoint has outputs, in the "
+        "same (sorted) order as at training.",
     )
     evaluate.add_argument("--model", required=True, metavar="NAME", help="a name from `levit-bench models`")
     evaluate.add_argument("--weights", required=True, metavar=WEIGHTS_METAVAR,

@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from levit_bench.commands.common import (WEIGHTS_METAVAR, calibrated_peak, fraction, non_negative_float,
-                                         onnx_options, positive_int, print_json, use_onnx, workdir)
-from levit_bench.errors import LevitBenchError
+from levit_bench.commands.common import (WEIGHTS_METAVAR, fraction, non_negative_float, onnx_options,
+                                         positive_float, positive_int, print_json, wide_option)
 
 if TYPE_CHECKING:
-    from levit_bench.reports.store import ResultsStore
-    from levit_bench.runners.sweep import MoreRounds
+    from levit_bench.api import Measured
 
-MAX_ROUNDS = 12
-MIN_ROUNDS_FOR_TARGET = 3
 
 
 def _request_options(parser: argparse.ArgumentParser) -> None:
@@ -40,9 +36,12 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
                         "holds every core this run may use, wait up to S seconds for one "
                         f"(default {DEFAULT_WAIT_TIMEOUT_S:g}), then give up without storing a row")
     parser.add_argument("--json", action="store_true", help="print the stored records as JSON")
+    wide_option(parser)
 
 
 def _rounds_option(parser: argparse.ArgumentParser, default: int) -> None:
+    from levit_bench.api import MAX_ROUNDS
+
     parser.add_argument("--rounds", type=positive_int, default=default, metavar="N",
                         help=f"measure every cell N times (default {default}), each time in a fresh process, "
                         "the cells in a new random order each round; `results --aggregate` and `compare` "
@@ -53,21 +52,6 @@ def _rounds_option(parser: argparse.ArgumentParser, default: int) -> None:
                         "--rounds 3 or more")
     parser.add_argument("--max-rounds", type=positive_int, default=MAX_ROUNDS, metavar="M",
                         help=f"with --target, at most M rounds per cell (default {MAX_ROUNDS})")
-
-
-def more_rounds(args: argparse.Namespace, store: ResultsStore) -> MoreRounds | None:
-    """--target as the sweep's rule for more rounds: all cells run again while one's interval is wider."""
-    from levit_bench.reports.confidence import estimate
-    from levit_bench.runners.sweep import MoreRounds
-
-    if args.target is None:
-        return None
-
-    def wanted(key: dict) -> bool:
-        rounds = store.ok_records(key)
-        return bool(rounds) and estimate(rounds).half_width > args.target
-
-    return MoreRounds(args.max_rounds, wanted)
 
 
 def tvm_options(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +68,8 @@ def tvm_options(parser: argparse.ArgumentParser) -> None:
 
 
 def rpc_options(args: argparse.Namespace) -> dict:
-    """The tvm device options given on the command line (--rpc or --rpc-tracker, --rpc-key, --mcpu)."""
+    """The tvm device options given on the command line, as the API takes them (`rpc`: the device,
+    or the tracker that `rpc_key` is registered with)."""
     from levit_bench.errors import LevitBenchError
 
     if bool(args.rpc_tracker) != bool(args.rpc_key):
@@ -93,24 +78,29 @@ def rpc_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _models(names: list[str] | None, onnx_model: str | None = None) -> list[str]:
-    """The named models (default: every built-in and registered one), or with --onnx, it after
-    the named ones."""
-    from levit_bench.registry import get_spec, model_names
-
-    if onnx_model:
-        return [*(get_spec(n).name for n in names or ()), onnx_model]
-    return [get_spec(n).name for n in names] if names else [n for n in model_names() if not get_spec(n).onnx]
+def _settings(args: argparse.Namespace) -> dict:
+    """What `run` and `sweep` share, as api.run / api.sweep take it."""
+    return dict(onnx=args.onnx, name=args.name, resolution=args.resolution, batch=args.batch,
+                precision=args.precision, protocol=args.protocol, weights=args.weights, rounds=args.rounds,
+                target=args.target, max_rounds=args.max_rounds, run_id=args.run_id, wait_timeout=args.wait_timeout,
+                workdir=args.workdir, progress=True, **rpc_options(args))
 
 
-def _print_outcome(records: list[dict], failed: list[tuple[str, str]], as_json: bool, title: str) -> int:
+def _print_outcome(measured: Measured, args: argparse.Namespace, title: str) -> int:
+    """The records as a table (or JSON), the notes they carry, then one error line per failed cell."""
     from levit_bench import views
 
-    if as_json:
-        print_json(records)
+    if args.json:
+        print_json(list(measured))
     else:
-        views.print_records(records, title=title)
-    for record in records:
+        views.print_records(measured, title=title, wide=args.wide)
+        if measured.skipped:
+            views.print_note(f"{len(measured.skipped)} cell-rounds already measured, skipped (--force to redo): "
+                             f"{', '.join(dict.fromkeys(measured.skipped))}")
+        if measured.still_wide:
+            views.print_note(f"{len(measured.still_wide)} cells still wider than ±{args.target:.1%} after "
+                             f"{args.max_rounds} rounds (see `results --aggregate`): {', '.join(measured.still_wide)}")
+    for record in measured:
         label = f"{record['model']} on {record['runtime']}"
         if record.get("artifact_note"):
             views.print_note(record["artifact_note"])
@@ -119,138 +109,33 @@ def _print_outcome(records: list[dict], failed: list[tuple[str, str]], as_json: 
         if record["status"] == "emulated":
             views.print_note(f"{record['model']}: emulated, so only its outputs were checked "
                              f"(max |diff| {record['max_abs_diff']:.2e} from PyTorch); no speed stored")
-    for label, error in failed:
+    for label, error in measured.refused:
+        views.print_error(f"{label} not measured (nothing stored): {error}")
+    for label, error in measured.failed:
         views.print_error(f"{label} failed: {error}")
-    return 1 if failed else 0
+    return 1 if measured.failed or measured.refused else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from levit_bench import views
-    from levit_bench.reports.store import open_store
-    from levit_bench.runners.session import RunRequest, new_run_id, run_cell
-    from levit_bench.runners.sweep import Cell
+    from levit_bench import api
 
-    onnx_model = use_onnx(args)
-    if onnx_model and args.model:
-        raise LevitBenchError("--model and --onnx each name what to measure: give one")
-    models = _models(args.model, onnx_model)
-    if args.rounds > 1 or args.target:  # several rounds: every round in a process of its own, as a sweep's
-        cells = [Cell(name, args.runtime, args.mode) for name in models]
-        return _sweep_rounds(args, cells, force=True, title="Measurements")
-    options = rpc_options(args)
-    run_id = args.run_id or new_run_id()
-    store = None  # opened with the first record: a refused request leaves no file behind
-    records = []
-    with views.ProgressView("starting") as progress:
-        for name in models:
-            request = RunRequest(name, args.runtime, args.platform, batch=args.batch, precision=args.precision,
-                                 mode=args.mode, protocol=args.protocol, weights=args.weights, run_id=run_id,
-                                 runtime_options=options, wait_timeout_s=args.wait_timeout)
-            records.append(run_cell(request, workdir(args),
-                                    on_step=lambda step, name=name: progress.step(f"{name} on {args.runtime}: {step}"),
-                                    on_wait=lambda message, name=name: progress.log(f"{name}: {message}")))
-            store = store or open_store(workdir(args))
-            store.insert_or_keep(records[-1])
-    failed = [(f"{r['model']} on {r['runtime']}", r["error"]) for r in records if r["status"] == "failed"]
-    return _print_outcome(records, failed, args.json, "Measurements")
+    measured = api.run(args.model, args.runtime, args.platform, mode=args.mode, **_settings(args))
+    return _print_outcome(measured, args, "Measurements" + (f" ({measured.run_id})" if args.rounds > 1 else ""))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from levit_bench.runners.sweep import plan
+    from levit_bench import api, views
 
-    cells = plan(_models(args.models, use_onnx(args)), args.runtimes, workdir(args))
-    return _sweep_rounds(args, cells, force=args.force, title=f"Sweep on {args.platform}")
-
-
-def _sweep_rounds(args: argparse.Namespace, cells: list, force: bool, title: str) -> int:
-    """Measure `cells` for `args.rounds` rounds, each cell-round in a worker process, storing every record."""
-    from levit_bench import views
-    from levit_bench.platforms import get_platform
-    from levit_bench.reports.store import open_store
-    from levit_bench.runners.session import new_run_id
-    from levit_bench.runners.sweep import check_rounds, run_sweep, sweep_requests
-
-    check_rounds(args.rounds, args.max_rounds if args.target is not None else None)
-    if args.target is not None and args.rounds < MIN_ROUNDS_FOR_TARGET:
-        raise LevitBenchError(f"--target needs --rounds {MIN_ROUNDS_FOR_TARGET} or more: fewer rounds cannot "
-                              "show how much a cell moves between processes")
-    run_id = args.run_id or new_run_id()
-    requests = sweep_requests(cells, args.platform, workdir(args), run_id, batch=args.batch,
-                              precision=args.precision, protocol=args.protocol, weights=args.weights,
-                              runtime_options=rpc_options(args), wait_timeout_s=args.wait_timeout)
-    if args.protocol != "smoke" and get_platform(args.platform).device == "cpu" \
-            and not (args.rpc or args.rpc_tracker):
-        calibrated_peak()  # once per host, before the first cell: every record's peak_fraction reads it
-    store = open_store(workdir(args))
-    more = more_rounds(args, store)
-    timeout = {"cell_timeout_s": args.cell_timeout} if hasattr(args, "cell_timeout") else {}
-    with views.ProgressView("sweep", total=len(cells) * args.rounds) as progress:
-        def on_cell(cell, state):
-            if state == "running":
-                progress.step(cell.label)
-            else:
-                progress.advance()
-
-        def on_round(number, count, wanting):
-            if number > args.rounds:
-                progress.extend(count)
-                progress.update(info=f"round {number}: every cell again, {wanting} wider than ±{args.target:.1%}")
-
-        outcomes = run_sweep(requests, workdir(args), done_rounds=store.count_ok, on_record=store.insert_or_keep,
-                             force=force, on_cell=on_cell, rounds=args.rounds, more=more, on_round=on_round,
-                             **timeout)
-    skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
-    if skipped and not args.json:
-        views.print_note(f"{len(skipped)} cell-rounds already measured, skipped (--force to redo): "
-                         f"{', '.join(dict.fromkeys(skipped))}")
-    if more is not None and not args.json:
-        wide = _still_wide(outcomes, more)
-        if wide:
-            views.print_note(f"{len(wide)} cells still wider than ±{args.target:.1%} after {args.max_rounds} "
-                             f"rounds (see `results --aggregate`): {', '.join(wide)}")
-    failed = [(o.cell.label, o.error) for o in outcomes if o.status == "failed"]
-    status = _print_outcome([o.record for o in outcomes if o.record], failed, args.json, f"{title} ({run_id})")
-    if getattr(args, "profile", False):
-        _profile_cells(requests, outcomes, store, args)
-    return status
-
-
-def _profile_cells(requests: list, outcomes: list, store: ResultsStore, args: argparse.Namespace) -> None:
-    """`sweep --profile`: every cell measured ok (now or before) profiled once, each in a process of
-    its own, the profiles stored; a cell its runtime cannot profile is named, not fatal."""
-    import dataclasses
-
-    from levit_bench import views
-    from levit_bench.runners.sweep import Cell, run_isolated
-
-    batches = {o.cell: o.record["batch"] for o in outcomes if o.status == "ok"}
-    measured = {o.cell for o in outcomes if o.status in ("ok", "skipped")}
-    todo = [dataclasses.replace(r, batch=batches.get(cell, r.batch)) for r in requests
-            if (cell := Cell(r.model, r.runtime, r.mode)) in measured]
-    failures = []
-    with views.ProgressView("profile", total=len(todo)) as progress:
-        for request in todo:
-            label = Cell(request.model, request.runtime, request.mode).label
-            progress.step(f"profile {label}")
-            profile, error = run_isolated(request, workdir(args), args.cell_timeout, task="profile")
-            if profile is None:
-                failures.append(f"{label}: {error}")
-            else:
-                store.insert_or_keep(profile, table="profiles")
-            progress.advance()
-    if not args.json:
-        views.print_note(f"{len(todo) - len(failures)} of {len(todo)} cells profiled and stored "
+    measured = api.sweep(args.platform, args.models, args.runtimes, force=args.force, cell_timeout=args.cell_timeout,
+                         profile=args.profile, **_settings(args))
+    status = _print_outcome(measured, args, f"Sweep on {args.platform} ({measured.run_id})")
+    if args.profile and not args.json:
+        profiled = len(measured.profiles)
+        views.print_note(f"{profiled} of {profiled + len(measured.profile_failures)} cells profiled and stored "
                          "(`levit-bench report` draws them)")
-        for failure in failures:
+        for failure in measured.profile_failures:
             views.print_error(f"profile of {failure}")
-
-
-def _still_wide(outcomes: list, more) -> list[str]:
-    """The cells whose last record the rule for more rounds still wants."""
-    from levit_bench.records import CELL_KEY
-
-    last = {o.cell.label: o.record for o in outcomes if o.record and o.record["status"] == "ok"}
-    return [label for label, record in last.items() if more.wanted({k: record.get(k) for k in CELL_KEY})]
+    return status
 
 
 def register(commands) -> None:
@@ -293,7 +178,7 @@ def register(commands) -> None:
                        "modes; tvm is untuned, plus tuned where `levit-bench tune` left a database "
                        "(tvm:tuned, tvm:untuned select one)")
     sweep.add_argument("--force", action="store_true", help="measure cells that are already stored")
-    sweep.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT_S, metavar="S",
+    sweep.add_argument("--cell-timeout", type=positive_float, default=DEFAULT_CELL_TIMEOUT_S, metavar="S",
                        help=f"seconds before a cell is stopped and stored as failed (default {DEFAULT_CELL_TIMEOUT_S:g})")
     sweep.add_argument("--profile", action="store_true",
                        help="then profile every cell measured ok once (as `levit-bench profile`) and store it")

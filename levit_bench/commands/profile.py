@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import (WEIGHTS_METAVAR, non_negative_float, onnx_options, positive_int,
-                                         print_json, use_onnx, workdir)
+from levit_bench.commands.common import WEIGHTS_METAVAR, non_negative_float, onnx_options, positive_int, print_json
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from levit_bench import views
-    from levit_bench.reports.store import open_store
-    from levit_bench.runners.profile_run import profile_cell
-    from levit_bench.errors import LevitBenchError
-    from levit_bench.runners.session import RunRequest
+    from levit_bench import api, views
 
-    onnx_model = use_onnx(args)
-    if bool(onnx_model) == bool(args.model):
-        raise LevitBenchError("name the model to profile: --model NAME or --onnx FILE")
-    model = onnx_model or args.model
-    request = RunRequest(model, args.runtime, args.platform, batch=args.batch, precision=args.precision,
-                         mode=args.mode, protocol=args.protocol, weights=args.weights,
-                         wait_timeout_s=args.wait_timeout)
-    with views.ProgressView("profile") as progress:
-        result = profile_cell(request, workdir(args),
-                              on_step=lambda step: progress.step(f"{model} on {args.runtime}: {step}"))
-    open_store(workdir(args)).insert_or_keep(result, table="profiles")
+    result = api.profile(args.model, args.runtime, args.platform, onnx=args.onnx, name=args.name,
+                         resolution=args.resolution, batch=args.batch, precision=args.precision, mode=args.mode,
+                         protocol=args.protocol, weights=args.weights, wait_timeout=args.wait_timeout,
+                         workdir=args.workdir, progress=True)
     if args.json:
         print_json(result)
     else:

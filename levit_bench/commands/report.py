@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from levit_bench.commands.common import onnx_options, use_onnx, workdir
+from levit_bench.commands.common import onnx_options
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from levit_bench import views
-    from levit_bench.reports.report import build_report
-    from levit_bench.reports.store import open_store
+    from levit_bench import api, views
 
-    use_onnx(args)  # its name, family and counts from the file, for the points the store holds of it
-    out = Path(args.out) if args.out else workdir(args) / "reports"
-    with views.ProgressView("report") as progress:
-        result = build_report(open_store(workdir(args)), out, args.platform, args.runtime,
-                              on_step=lambda step: progress.step(f"report: {step}"))
+    result = api.report_result(args.out, platforms=args.platform, runtimes=args.runtime, onnx=args.onnx,
+                               name=args.name, resolution=args.resolution, workdir=args.workdir, progress=True)
     views.print_note(f"{result.points} measured points, {len(result.figures)} figures, {result.csv.name}")
     print(result.index.resolve())
     return 0

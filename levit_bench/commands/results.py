@@ -5,46 +5,45 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from levit_bench.commands.common import print_json, workdir
+from levit_bench.commands.common import print_json, wide_option
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from levit_bench import views
+    from levit_bench import api, views
     from levit_bench.records import cell_id
     from levit_bench.reports.confidence import group_cells
-    from levit_bench.reports.store import open_store
     from levit_bench.reports.tables import write_csv
 
-    store = open_store(workdir(args))
-    records = store.records(model=args.model, runtime=args.runtime, platform=args.platform,
-                            status=args.status, host=args.host, run_id=args.run_id)
-    cells = group_cells(records)
+    filters = dict(model=args.model, runtime=args.runtime, platform=args.platform, status=args.status,
+                   host=args.host, run_id=args.run_id, workdir=args.workdir)
+    where = api.store_path(args.workdir)
     if args.aggregate:
-        rows = [cell.summary() for cell in cells]
+        rows = api.cells(**filters)
         if args.json:
             print_json(rows)
         else:
-            views.print_aggregate(rows, title=f"{len(rows)} cells, median over rounds with 95% intervals "
-                                  f"({store.path})")
+            views.print_aggregate(rows, title=f"{len(rows)} cells, median over rounds with 95% intervals ({where})",
+                                  wide=args.wide)
         return 0
+    records = api.records(**filters)
     if args.csv:
         write_csv(records, Path(args.csv))
         views.print_note(f"{len(records)} records written to {args.csv}")
-    elif args.json:
+    if args.json:
         print_json(records)
-    else:
-        unstable = frozenset(cell_id(cell.key) for cell in cells if cell.flags)
-        views.print_records(records, title=f"{len(records)} stored measurements ({store.path})", unstable=unstable)
+    elif not args.csv:
+        unstable = frozenset(cell_id(cell.key) for cell in group_cells(records) if cell.flags)
+        views.print_records(records, title=f"{len(records)} stored measurements ({where})", unstable=unstable,
+                            wide=args.wide)
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from levit_bench import views
-    from levit_bench.reports.store import open_store
+    from levit_bench import api, views
 
-    store = open_store(workdir(args))
-    imported, present = store.merge(Path(args.other))
-    views.print_note(f"merged {args.other} into {store.path}: {imported} new rows, {present} already present")
+    imported, present = api.merge(args.other, workdir=args.workdir)
+    views.print_note(f"merged {args.other} into {api.store_path(args.workdir)}: {imported} new rows, "
+                     f"{present} already present")
     return 0
 
 
@@ -64,12 +63,14 @@ def register(commands) -> None:
     results.add_argument("--status", choices=("ok", "failed", "emulated"))
     results.add_argument("--host", help="a host fingerprint (see `levit-bench info`)")
     results.add_argument("--run-id")
-    results.add_argument("--csv", metavar="FILE", help="write the records as CSV (pandas) instead of a table")
+    results.add_argument("--csv", metavar="FILE",
+                         help="write the records as CSV (pandas) instead of a table (with --json, printed too)")
     results.add_argument("--aggregate", action="store_true",
                          help="one line per cell instead of per record: the median images/s over its rounds, "
                          "a 95%% confidence interval (bootstrap over rounds and their samples), and whether "
                          "the cell is flagged unstable (and why)")
     results.add_argument("--json", action="store_true", help="print the records (or cells) as JSON")
+    wide_option(results)
     results.set_defaults(handler=cmd_results)
     actions = results.add_subparsers(dest="results_action", metavar="merge")
     merge = actions.add_parser("merge", help="import another results.db",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import WEIGHTS_METAVAR, onnx_options, positive_int, print_json, use_onnx, workdir
+from levit_bench.commands.common import WEIGHTS_METAVAR, onnx_options, positive_int, print_json, workdir
 from levit_bench.commands.measurements import rpc_options, tvm_options
 
 
@@ -29,10 +29,11 @@ def _estimates(estimated: dict, at_start: dict) -> str:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from levit_bench import views
+    from levit_bench.api import use_onnx
     from levit_bench.errors import LevitBenchError
     from levit_bench.runners.tvm.tuning import TuningRequest, tune_models
 
-    onnx_model = use_onnx(args)
+    onnx_model, args.batch = use_onnx(args.onnx, args.name, args.resolution, args.batch, args.weights)
     args.models = [*(args.models or ()), *([onnx_model] if onnx_model else [])]
     if not args.models:
         raise LevitBenchError("name the models to tune: --models NAME ... and/or --onnx FILE")

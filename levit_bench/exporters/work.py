@@ -14,9 +14,17 @@ from levit_bench.exporters.onnx_facts import graph_work_per_image
 from levit_bench.models.counting import component_bytes, component_flops
 
 
-@functools.lru_cache(maxsize=None)
 def work_per_image(model: str, batch: int = 1) -> tuple[dict[str, int], dict[str, int]]:
     """FLOPs and (estimated) bytes moved per image of a batch of `batch`, per component."""
+    spec = registry.get_spec(model)
+    return _work(spec.name, spec.onnx, spec.resolution, spec.counts, batch)
+
+
+@functools.lru_cache(maxsize=None)
+def _work(model: str, onnx: str | None, resolution: int, counts: tuple | None,
+          batch: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Counted once per model as registered: a name given to another ONNX file (a notebook
+    registering a second file under the same name) is counted again."""
     spec = registry.get_spec(model)
     if spec.onnx is not None:
         return graph_work_per_image(Path(spec.onnx), spec.resolution)

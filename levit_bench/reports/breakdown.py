@@ -5,7 +5,6 @@ FLOPs per byte, under the host's calibrated FMA peak and copy bandwidth).
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import matplotlib
@@ -73,10 +72,9 @@ def component_figure(profiles: list[dict], model: str, path: Path) -> None:
     save_figure(fig, path, bbox_inches="tight")  # the legend outside the axes included
 
 
-@functools.lru_cache(maxsize=None)
 def model_intensity(model: str, batch: int) -> float | None:
     """FLOPs per byte moved of one image of a batch through the folded model (meta device)."""
-    flops, moved = work_per_image(model, batch)
+    flops, moved = work_per_image(model, batch)  # cached there
     return sum(flops.values()) / sum(moved.values()) if sum(moved.values()) else None
 
 

@@ -8,8 +8,10 @@ another machine's store never duplicates a row. The schema is versioned in `meta
 from __future__ import annotations
 
 import json
+import math
 import random
 import sqlite3
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.records import CELL_KEY
-from levit_bench.workdir import write_atomic
+from levit_bench.workdir import ensure_writable_dir, write_atomic
 
 SCHEMA_VERSION = 1
 DB_NAME = "results.db"
@@ -96,9 +98,14 @@ class StoreError(LevitBenchError):
 
 
 class ResultsStore:
-    def __init__(self, path: Path, retries: int = 20):
+    """The store at `path`. With `create=False` (what reading commands use) a missing store reads
+    as empty and is not created: looking at results never leaves a file behind."""
+
+    def __init__(self, path: Path, retries: int = 20, create: bool = True):
         self.path = Path(path)
         self.retries = retries
+        if not create and not self.path.exists():
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -118,7 +125,7 @@ class ResultsStore:
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
-        db = self._connect()
+        db = self._connect() if self.path.exists() else _empty_database()
         try:
             yield db
         except sqlite3.DatabaseError as e:
@@ -178,12 +185,18 @@ class ResultsStore:
         try:
             self.insert(record, table)
         except StoreError as e:
-            kept = self.path.with_name(f"{self.path.name}.unsaved-{record.get('uid', 'record')}.json")
-            try:
-                write_atomic(kept, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
-            except LevitBenchError as write_error:
-                raise StoreError(f"{e}; the record could not be kept either: {write_error}") from None
-            raise StoreError(f"{e}; the record is kept in {kept}") from None
+            raise keep_unsaved(self.path, record, e) from None
+
+    def check(self) -> None:
+        """Raise now, not after a measurement, if this store cannot take a record: an existing
+        store must be a readable one (every table's pages are walked: a truncated or garbage
+        file fails here), a missing one needs a folder it can be created in."""
+        if not self.path.exists():
+            ensure_writable_dir(self.path.parent)
+            return
+        with self._reading() as db:
+            for table in TABLES:
+                db.execute(f"SELECT COUNT(*), MAX(LENGTH(record_json)) FROM {table}").fetchone()
 
     def insert_accuracy(self, record: Mapping) -> None:
         self.insert(record, table="accuracy")
@@ -252,8 +265,12 @@ class ResultsStore:
         other = Path(other)
         if not other.is_file():
             raise StoreError(f"no results store at {other}")
-        try:  # by URI, read-only: the path is quoted, so '#' or '?' in a name stay in the name
-            source = sqlite3.connect(f"file:{urllib.parse.quote(str(other.resolve()))}?mode=ro", uri=True)
+        # by URI, read-only: the path is quoted, so '#' or '?' in a name stay in the name. Without a
+        # -wal file (no writer holds it open, none crashed), every row is in the file itself: read
+        # it as immutable, so SQLite leaves no -shm or -wal beside another machine's store
+        flags = "mode=ro" if other.with_name(f"{other.name}-wal").exists() else "mode=ro&immutable=1"
+        try:
+            source = sqlite3.connect(f"file:{urllib.parse.quote(str(other.resolve()))}?{flags}", uri=True)
             try:
                 version = source.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
                 present = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -295,15 +312,108 @@ def _parse_row(store: Path, table: str, number: int, text: object) -> tuple[dict
         raise StoreError(f"{store}: row {number} of {table} is not JSON ({e}); nothing merged") from None
     if not isinstance(record, dict):
         raise StoreError(f"{store}: row {number} of {table} is not a record; nothing merged")
-    missing = [name for name, kind in TABLES[table].items() if "NOT NULL" in kind and record.get(name) is None]
-    if missing:
-        raise StoreError(f"{store}: row {number} of {table} lacks {', '.join(missing)}; nothing merged")
+    problem = record_problem(table, record)
+    if problem:
+        raise StoreError(f"{store}: row {number} of {table} {problem}; nothing merged")
     return record, text
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: object) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _non_negative(value: object) -> bool:
+    return _is_number(value) and value >= 0
+
+
+_KINDS = {"TEXT": ("text", lambda v: isinstance(v, str)),
+          "INTEGER": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+          "REAL": ("a number", _is_number)}
+# What every reader (results, aggregate, compare, report) takes from a row beyond its columns.
+_OK_MEASUREMENT = {"images_per_s": ("a positive number", _positive), "median_ms": ("a positive number", _positive),
+                   "cv": ("a number >= 0", _non_negative), "batch": ("a positive integer", lambda v: _KINDS[
+                       "INTEGER"][1](v) and v >= 1)}
+_PROFILE = {"kernels_ms": ("a number >= 0", _non_negative), "total_ms": ("a number >= 0", _non_negative),
+            "median_ms": ("a positive number", _positive)}
+
+
+def record_problem(table: str, record: Mapping) -> str | None:
+    """What makes `record` unfit for `table` (`lacks median_ms`, `has images_per_s 'fast', not a
+    positive number`), or None: the shape every reader of the store relies on, checked before a
+    row from elsewhere is let in."""
+    columns = {name: _KINDS[kind.split()[0]] for name, kind in TABLES[table].items()}
+    needed = {name: kind for name, kind in columns.items() if "NOT NULL" in TABLES[table][name]}
+    if table == "measurements" and record.get("status") == "ok":
+        needed |= _OK_MEASUREMENT
+    elif table == "profiles":
+        needed |= _PROFILE
+    missing = [name for name in needed if record.get(name) is None]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    for name, (what, valid) in {**columns, **needed}.items():
+        value = record.get(name)
+        if value is not None and not valid(value):
+            return f"has {name} {value!r}, not {what}"
+    samples = record.get("samples_ms")
+    if table == "measurements" and samples is not None and not (
+            isinstance(samples, list) and samples and all(_positive(x) for x in samples)):
+        return "has samples_ms that are not a list of positive numbers"
+    components = record.get("components")
+    if table == "profiles" and not (isinstance(components, list) and all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) and _non_negative(c.get("ms")) for c in components)):
+        return "has components that are not a list of {name, ms}"
+    return None
 
 
 def _damaged(path: Path, error: sqlite3.DatabaseError) -> StoreError:
     return StoreError(f"results store {path} cannot be used ({error}); move it aside to start a new one")
 
 
+def _empty_database() -> sqlite3.Connection:
+    """An in-memory store with the schema: what a store that does not exist yet reads as."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    for statement in _SCHEMA:
+        db.execute(statement)
+    return db
+
+
+def keep_unsaved(path: Path, record: Mapping, error: StoreError) -> StoreError:
+    """Keep a record the store at `path` could not take as JSON beside it (else, when that folder
+    cannot take it either, a full disk say, in the temporary directory); the error to raise,
+    saying where it is."""
+    name = f"{path.name}.unsaved-{record.get('uid', 'record')}.json"
+    text = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    failures = []
+    for kept in (path.with_name(name), Path(tempfile.gettempdir()) / name):
+        try:
+            write_atomic(kept, text)
+        except LevitBenchError as write_error:
+            failures.append(str(write_error))
+            continue
+        return StoreError(f"{error}; the record is kept in {kept}")
+    return StoreError(f"{error}; the record could not be kept either: {'; '.join(failures)}")
+
+
+def save_record(path: Path, record: Mapping, table: str = "measurements") -> None:
+    """Store one record in the store at `path`, or keep it as JSON and say where: a finished
+    measurement is never lost to a store that cannot be opened or written."""
+    path = Path(path)
+    try:
+        store = ResultsStore(path)
+    except StoreError as e:
+        raise keep_unsaved(path, record, e) from None
+    store.insert_or_keep(record, table)
+
+
 def open_store(workdir: Path) -> ResultsStore:
+    """The work directory's store, created if missing (for commands that write)."""
     return ResultsStore(Path(workdir) / DB_NAME)
+
+
+def read_store(workdir: Path) -> ResultsStore:
+    """The work directory's store for reading: a missing one reads as empty and is not created."""
+    return ResultsStore(Path(workdir) / DB_NAME, create=False)

@@ -26,10 +26,11 @@ import numpy as np
 import torch
 
 from levit_bench import environment
-from levit_bench.errors import LevitBenchError, one_line
+from levit_bench.errors import CheckpointError, LevitBenchError, one_line
 from levit_bench.exporters.onnx_import import REFERENCE
 from levit_bench.exporters.parity import onnxruntime_outputs, seeded_images, tolerance_for, torch_logits
 from levit_bench.exporters.quantize import QuantizeError
+from levit_bench.models.checkpoints import read_checkpoint
 from levit_bench.platforms import GPU_MAX_BATCH, get_platform
 from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
@@ -139,12 +140,16 @@ def _largest_fitting_batch(runner: Runner, artifact: Artifact) -> int:
 def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInfo | None = None) -> Runner:
     """The request's runner, made as every runner is (its platform and its runtime's options),
     and only for a request that can be a cell: an unknown model, platform or protocol, a
-    precision or mode the runtime lacks, a host the platform refuses or an unreachable device
-    raises here, in one line, before any record exists."""
+    precision or mode the runtime lacks, weights that cannot be read, a host the platform
+    refuses or an unreachable device raises here, in one line, before any record exists."""
     spec = get_spec(request.model)
     if spec.onnx is not None and request.runtime == "torch":
         raise LevitBenchError(f"{spec.name} is the ONNX file {spec.onnx}, with no PyTorch model: measure it with "
                               "onnxruntime, openvino or tvm")
+    if request.weights is not None:
+        if spec.onnx is not None:
+            raise LevitBenchError(f"{spec.name} is an ONNX file, which holds its own weights: --weights does not apply")
+        read_checkpoint(request.weights)  # a file that is missing, unreadable or untrusted is refused now
     settings = RunSettings.of(request)
     platform = get_platform(request.platform)
     cls = get_runtime(request.runtime).runner_class()
@@ -228,8 +233,13 @@ def _gate(record: dict, outputs: np.ndarray, reference: np.ndarray) -> None:
         raise LevitBenchError(wrong)
 
 
-@functools.lru_cache(maxsize=None)
 def _macs(model: str) -> int:
+    spec = get_spec(model)
+    return spec.counts[1] if spec.counts is not None else _measured_macs(spec.name)  # a user's: from its graph
+
+
+@functools.lru_cache(maxsize=None)
+def _measured_macs(model: str) -> int:
     return get_spec(model).measured_counts()[1]
 
 
@@ -309,7 +319,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
         _gate(record, outputs, reference)
         # an emulator's outputs are checked, its timings are not a measurement of anything
         record["status"] = "emulated" if timings is None else "ok"
-    except (CoresBusy, DamagedArtifact, QuantizeError):  # not the runtime's failure: nothing was measured
+    except (CoresBusy, DamagedArtifact, QuantizeError, CheckpointError):  # not the runtime's: nothing measured
         raise
     except Exception as e:  # noqa: BLE001 - any failure of the runtime is this cell's result
         record["error"] = one_line(e)

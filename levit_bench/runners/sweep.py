@@ -31,7 +31,7 @@ from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.base import as_flags
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
 from levit_bench.runners.session import RunRequest, RunSettings, checked_runner, new_record
-from levit_bench.runners.worker import request_payload
+from levit_bench.runners.worker import EXIT_REFUSED, request_payload
 from levit_bench.runtimes import RUNTIMES, get_runtime
 
 DEFAULT_CELL_TIMEOUT_S = 900.0
@@ -52,7 +52,7 @@ class Cell:
 @dataclass
 class CellOutcome:
     cell: Cell
-    status: str  # ok | failed | skipped
+    status: str  # ok | failed | skipped | refused (nothing measured, nothing stored)
     record: dict | None = None
     error: str | None = None
 
@@ -102,9 +102,19 @@ def _resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | 
     }
 
 
-def run_isolated(request: RunRequest, workdir: Path, timeout_s: float,
-                 task: str = "measure") -> tuple[dict | None, str | None]:
-    """(the record a worker process returned for `task`, or None with the reason it returned none)."""
+@dataclass(frozen=True)
+class Isolated:
+    """What a worker process gave back: its record, or why there is none. `refused`: the request
+    was refused before anything was measured (no core came free, a checkpoint that cannot be
+    read, ...), so there is nothing to store; otherwise the cell failed (a crash, a timeout)."""
+
+    record: dict | None
+    error: str | None = None
+    refused: bool = False
+
+
+def run_isolated(request: RunRequest, workdir: Path, timeout_s: float, task: str = "measure") -> Isolated:
+    """The record a worker process returned for `task`, or the reason it returned none."""
     process = subprocess.Popen([sys.executable, "-m", "levit_bench.runners.worker"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -112,20 +122,22 @@ def run_isolated(request: RunRequest, workdir: Path, timeout_s: float,
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        return None, f"timed out after {timeout_s:g} s"
+        return Isolated(None, f"timed out after {timeout_s:g} s")
     except BaseException:  # Ctrl-C: take the child down with us
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         raise
+    last = (stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
     if process.returncode == 0:
         try:
-            return json.loads(stdout), None
+            return Isolated(json.loads(stdout))
         except ValueError:
             pass
+    if process.returncode == EXIT_REFUSED:
+        return Isolated(None, last, refused=True)
     if process.returncode < 0:
-        return None, f"crashed with {signal.Signals(-process.returncode).name}"
-    last = (stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
-    return None, last
+        return Isolated(None, f"crashed with {signal.Signals(-process.returncode).name}")
+    return Isolated(None, last)
 
 
 def sweep_requests(
@@ -202,6 +214,11 @@ def check_rounds(rounds: int, most: int | None = None) -> None:
         raise LevitBenchError(f"--max-rounds ({most}) must be at least --rounds ({rounds})")
 
 
+def check_cell_timeout(seconds: float) -> None:
+    if not (isinstance(seconds, (int, float)) and 0 < seconds < float("inf")):
+        raise LevitBenchError(f"the cell timeout must be a positive number of seconds, not {seconds}")
+
+
 def run_sweep(
     requests: list[RunRequest], workdir: Path, done_rounds: Callable[[dict], int],
     on_record: Callable[[dict], None], force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
@@ -219,6 +236,7 @@ def run_sweep(
     round (`wanting`: how many cells asked for it, past the first `rounds`).
     """
     check_rounds(rounds, more and more.most)
+    check_cell_timeout(cell_timeout_s)
     host = environment.host_info()
     rng = random.Random(seed)
     cells = [Cell(r.model, r.runtime, r.mode) for r in requests]
@@ -248,10 +266,14 @@ def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, number: in
         on_cell(cell, "skipped")
         return CellOutcome(cell, "skipped")
     on_cell(cell, "running")
-    record, error = run_isolated(request, workdir, cell_timeout_s)
+    outcome = run_isolated(request, workdir, cell_timeout_s)
+    if outcome.refused:
+        on_cell(cell, "refused")
+        return CellOutcome(cell, "refused", error=outcome.error)
+    record = outcome.record
     if record is None:
         record = new_record(request, host)
-        record.update(error=error, artifact_sha256=key and key["artifact_sha256"])
+        record.update(error=outcome.error, artifact_sha256=key and key["artifact_sha256"])
         record["cell"] = cell_id(record)
     record["round"] = number
     on_record(record)

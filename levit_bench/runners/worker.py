@@ -3,13 +3,16 @@
 `python -m levit_bench.runners.worker` is what a sweep spawns for each cell (to measure it, or
 with `sweep --profile` to profile it), so that a crash (even a segfault inside a runtime) ends
 this process only. It stores nothing: the sweep's parent stores what it prints. A request
-refused in one line exits 1 with the reason on stderr.
+refused in one line exits EXIT_REFUSED with the reason on stderr, and nothing is stored for it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,19 +21,36 @@ from levit_bench.errors import LevitBenchError, one_line
 from levit_bench.exporters.onnx_import import register_file
 from levit_bench.runners.session import RunRequest, run_cell
 
+EXIT_REFUSED = 3  # the request was refused in one line (on stderr) before anything was measured
+EXIT_ORPHANED = 4  # the sweep that started this worker was gone before it began
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
 
 def request_payload(request: RunRequest, workdir: Path, task: str = "measure") -> str:
     """What the parent writes to a worker's stdin: the task and its request, and what the worker
     needs to see the parent's runtimes (those registered beyond the built-in ones, and where to
     import them) and its users' ONNX models."""
-    return json.dumps({"task": task, "request": dataclasses.asdict(request), "workdir": str(workdir),
+    return json.dumps({"task": task, "parent": os.getpid(), "request": dataclasses.asdict(request),
+                       "workdir": str(workdir),
                        "runtimes": runtimes.added_runtimes(), "onnx_models": registry.added_onnx_models(),
                        "sys_path": sys.path})
+
+
+def die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this worker when `parent`, the sweep that started it, dies (even by
+    SIGKILL: the worker has a session of its own, so a signal to the sweep's process group does
+    not reach it), so that no orphan goes on measuring and holding its core. A parent already
+    gone before the death signal was set (this process's parent is then another) ends it here."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        sys.exit(EXIT_ORPHANED)
 
 
 def main() -> int:
     try:
         payload = json.loads(sys.stdin.read())
+        die_with(payload["parent"])
         sys.path.extend(p for p in payload["sys_path"] if p not in sys.path)  # this process's own come first
         for spec in payload["runtimes"]:
             runtimes.register_runtime(spec, replace=True)
@@ -45,7 +65,7 @@ def main() -> int:
             record = run_cell(request, workdir)
     except LevitBenchError as e:
         print(one_line(e), file=sys.stderr)
-        return 1
+        return EXIT_REFUSED
     json.dump(record, sys.stdout)
     return 0
 

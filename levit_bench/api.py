@@ -1,0 +1,449 @@
+"""levit-bench from Python: measure, read, compare and report, exactly as the commands do.
+
+Each command is a thin layer over one of these functions (arguments parsed, one call, its
+result printed), so a script or a notebook gets what the command line gets: the same checks,
+the same records stored in the same store, and the same one-line errors, raised as
+`LevitBenchError` (and its subclasses) instead of printed.
+
+    from levit_bench import api
+
+    records = api.run("levit_128s", "onnxruntime", "xeon", protocol="smoke")  # list of dicts, stored
+    api.sweep("xeon", models=["levit_128s"], runtimes=["torch", "onnxruntime"], rounds=3)
+    api.results(model="levit_128s")              # pandas DataFrame, one row per stored measurement
+    api.aggregate()                              # one row per cell, images/s with its 95% interval
+    api.compare("runtime", "torch", "onnxruntime")  # B / A per cell, interval and verdict
+    api.report("out")                            # Path of out/index.html
+
+`workdir` is where artifacts go (default: $LEVIT_BENCH_HOME, else ./levit-bench-out); `store`
+is the results store file (default: <workdir>/results.db). `progress=True` shows the command
+line's progress display on stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from levit_bench.errors import LevitBenchError
+from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
+from levit_bench.runners.sweep import DEFAULT_CELL_TIMEOUT_S
+from levit_bench.workdir import resolve_workdir
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from levit_bench.reports.store import ResultsStore
+    from levit_bench.runners.session import RunRequest
+    from levit_bench.runners.sweep import Cell, MoreRounds
+
+__all__ = ["LevitBenchError", "Measured", "aggregate", "calibrate", "cells", "compare", "comparison", "merge",
+           "profile", "records", "report", "results", "run", "store_path", "sweep"]
+
+MAX_ROUNDS = 12
+MIN_ROUNDS_FOR_TARGET = 3
+PathLike = str | os.PathLike
+
+
+class Measured(list):
+    """The records a `run` or `sweep` stored, in the order measured (a list of dicts), and what
+    else it found: the cell-rounds it `skipped` (stored already: a cell's label once per round),
+    the cells `refused` before anything was measured ((label, reason): nothing stored), those
+    `still_wide` after the last round allowed by `target`, and with `sweep(profile=True)` the
+    profiles stored and those that failed."""
+
+    def __init__(self, records: Sequence[dict] = (), run_id: str | None = None):
+        super().__init__(records)
+        self.run_id = run_id
+        self.skipped: list[str] = []
+        self.refused: list[tuple[str, str]] = []
+        self.still_wide: list[str] = []
+        self.profiles: list[dict] = []
+        self.profile_failures: list[str] = []
+
+    @property
+    def failed(self) -> list[tuple[str, str]]:
+        """(label, reason) of every record stored as failed."""
+        return [(f"{r['model']} on {r['runtime']}", r["error"]) for r in self if r["status"] == "failed"]
+
+
+def _paths(workdir: PathLike | None, store: PathLike | None) -> tuple[Path, Path]:
+    from levit_bench.reports.store import DB_NAME
+
+    work = resolve_workdir(workdir)
+    return work, Path(store).expanduser() if store is not None else work / DB_NAME
+
+
+def store_path(workdir: PathLike | None = None, store: PathLike | None = None) -> Path:
+    """The results store file: `store`, else <workdir>/results.db."""
+    return _paths(workdir, store)[1]
+
+
+def _reading(workdir: PathLike | None, store: PathLike | None) -> ResultsStore:
+    """The store to read: a missing one reads as empty, and is not created."""
+    from levit_bench.reports.store import ResultsStore
+
+    return ResultsStore(_paths(workdir, store)[1], create=False)
+
+
+def _progress(description: str, show: bool, total: int | None = None):
+    from levit_bench.views import ProgressView
+
+    return ProgressView(description, total=total, disable=not show)
+
+
+def calibrate(force: bool = False, progress: bool = False) -> dict:
+    """This host's calibration (FMA peak, GEMM per runtime, copy bandwidth), measured once per host
+    and cached (`levit-bench calibrate`)."""
+    from levit_bench.runners.calibrate import cached, calibrate as measure
+
+    if not force and (found := cached()) is not None:
+        return found
+    with _progress("calibrating this host (once; cached)", progress) as view:
+        return measure(on_step=lambda step: view.step(f"calibrating: {step}"), force=force)
+
+
+def use_onnx(onnx: PathLike | None, name: str | None = None, resolution: int | None = None,
+             batch: int | None = None, weights: str | None = None) -> tuple[str | None, int | None]:
+    """Register a user's ONNX model in this process: (its model name, the batch to measure it at),
+    or (None, batch) without `onnx`. A graph with a static batch runs at that batch only."""
+    from levit_bench.exporters.onnx_facts import inspect_onnx
+    from levit_bench.exporters.onnx_import import model_name, register
+
+    if onnx is None:
+        if name or resolution:
+            raise LevitBenchError("--name and --resolution describe an --onnx FILE; give one")
+        return None, batch
+    if weights:
+        raise LevitBenchError("--weights does not apply to --onnx: the ONNX file holds its own weights")
+    info = inspect_onnx(Path(onnx), resolution)
+    registered = model_name(info.path, name)
+    register(info, registered)
+    if info.batch is not None:
+        if batch not in (None, info.batch):
+            raise LevitBenchError(f"{Path(onnx).name} has a fixed batch of {info.batch}, not --batch "
+                                  f"{batch}: export it with a symbolic batch to measure others")
+        batch = info.batch
+    return registered, batch
+
+
+def _model_names(names: str | Sequence[str] | None, onnx_model: str | None) -> list[str]:
+    """The named models (default: every built-in and registered one), or with --onnx, it after
+    the named ones."""
+    from levit_bench.registry import get_spec, model_names
+
+    names = [names] if isinstance(names, str) else list(names or ())
+    if onnx_model:
+        return [*(get_spec(n).name for n in names), onnx_model]
+    return [get_spec(n).name for n in names] if names else [n for n in model_names() if not get_spec(n).onnx]
+
+
+def _device_options(rpc: str | None, rpc_key: str | None, mcpu: str | None) -> dict:
+    """The tvm device options given: `rpc` is HOST:PORT of the device's RPC server, or of an RPC
+    tracker when `rpc_key` names the device registered with it; `mcpu` the LLVM CPU."""
+    given = {"rpc": rpc, "rpc_key": rpc_key, "mcpu": mcpu}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _check_rounds(rounds: int, target: float | None, max_rounds: int) -> None:
+    from levit_bench.runners.sweep import check_rounds
+
+    check_rounds(rounds, max_rounds if target is not None else None)
+    if target is not None:
+        if not (isinstance(target, (int, float)) and 0 < target < 1):
+            raise LevitBenchError(f"--target must be between 0 and 1 (0.02 is 2%), not {target}")
+        if rounds < MIN_ROUNDS_FOR_TARGET:
+            raise LevitBenchError(f"--target needs --rounds {MIN_ROUNDS_FOR_TARGET} or more: fewer rounds cannot "
+                                  "show how much a cell moves between processes")
+
+
+def more_rounds(target: float | None, max_rounds: int, store: ResultsStore) -> MoreRounds | None:
+    """`target` as a sweep's rule for more rounds: every cell runs again while one's 95% interval
+    is wider than ±target of its median, up to `max_rounds`."""
+    from levit_bench.reports.confidence import estimate
+    from levit_bench.runners.sweep import MoreRounds
+
+    if target is None:
+        return None
+
+    def wanted(key: dict) -> bool:
+        rounds = store.ok_records(key)
+        return bool(rounds) and estimate(rounds).half_width > target
+
+    return MoreRounds(max_rounds, wanted)
+
+
+def run(model: str | Sequence[str] | None = None, runtime: str = "onnxruntime", platform: str = "xeon", *,
+        onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
+        batch: int | None = None, precision: str | None = None, mode: str | None = None,
+        protocol: str = "default", weights: str | None = None, rounds: int = 1, target: float | None = None,
+        max_rounds: int = MAX_ROUNDS, run_id: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
+        rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
+        workdir: PathLike | None = None, store: PathLike | None = None, progress: bool = False) -> Measured:
+    """Measure `model` (a name, several, or None: every model; or `onnx`, a file of yours) on one
+    runtime and platform, store every record and return them (`levit-bench run`).
+
+    One round runs in this process; with `rounds` > 1 or a `target` every round runs in a
+    process of its own, as a sweep's. A request that cannot be measured (an unknown name, a
+    precision the runtime lacks, weights that cannot be read, a store that cannot take the
+    record, no free core within `wait_timeout` seconds) raises before any record exists.
+    """
+    from levit_bench.runners.sweep import Cell
+
+    onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
+    if onnx_model and model:
+        raise LevitBenchError("--model and --onnx each name what to measure: give one")
+    models = _model_names(model, onnx_model)
+    settings = dict(batch=batch, precision=precision, protocol=protocol, weights=weights,
+                    wait_timeout=wait_timeout, run_id=run_id, rpc=rpc, rpc_key=rpc_key, mcpu=mcpu,
+                    workdir=workdir, store=store, progress=progress)
+    if rounds > 1 or target is not None:  # every round in a process of its own, as a sweep's
+        return _rounds([Cell(m, runtime, mode) for m in models], platform, rounds=rounds, target=target,
+                       max_rounds=max_rounds, force=True, **settings)
+    return _run_here(models, runtime, mode, platform, **settings)
+
+
+def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, *, batch, precision, protocol,
+              weights, wait_timeout, run_id, rpc, rpc_key, mcpu, workdir, store, progress) -> Measured:
+    """One round of each model in this process, each record stored as soon as it is measured."""
+    from levit_bench.reports.store import ResultsStore, save_record
+    from levit_bench.runners.session import RunRequest, checked_runner, new_run_id, run_cell
+
+    work, store_path = _paths(workdir, store)
+    options = _device_options(rpc, rpc_key, mcpu)
+    measured = Measured(run_id=run_id or new_run_id())
+    requests = [RunRequest(m, runtime, platform, batch=batch, precision=precision, mode=mode, protocol=protocol,
+                           weights=weights, run_id=measured.run_id, runtime_options=options,
+                           wait_timeout_s=wait_timeout) for m in models]
+    for request in requests:  # every request valid before the first is measured
+        checked_runner(request, work).close()
+    ResultsStore(store_path, create=False).check()  # a store that cannot take the record: refused now
+    with _progress("starting", progress) as view:
+        for request in requests:
+            label = f"{request.model} on {runtime}"
+            record = run_cell(request, work, on_step=lambda step, label=label: view.step(f"{label}: {step}"),
+                              on_wait=lambda message, model=request.model: view.log(f"{model}: {message}"))
+            save_record(store_path, record)
+            measured.append(record)
+    return measured
+
+
+def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence[str] | None = None, *,
+          onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
+          batch: int | None = None, precision: str | None = None, protocol: str = "default",
+          weights: str | None = None, rounds: int = 3, target: float | None = None, max_rounds: int = MAX_ROUNDS,
+          force: bool = False, cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False,
+          run_id: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, rpc: str | None = None,
+          rpc_key: str | None = None, mcpu: str | None = None, workdir: PathLike | None = None,
+          store: PathLike | None = None, progress: bool = False) -> Measured:
+    """Measure every model x runtime cell on one platform, `rounds` times, every cell-round in a
+    process of its own, the cells in a new random order each round, and store every record
+    (`levit-bench sweep`). Cell-rounds already stored are skipped unless `force`; a cell that
+    crashes or times out (`cell_timeout` seconds) is stored as failed and the sweep goes on.
+    `runtimes` entries may name a mode (`torch:eager`, `tvm:tuned`); default: every runtime."""
+    from levit_bench.runtimes import RUNTIMES
+    from levit_bench.runners.sweep import plan
+
+    onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
+    planned = plan(_model_names(models, onnx_model), list(runtimes or RUNTIMES), resolve_workdir(workdir))
+    return _rounds(planned, platform, batch=batch, precision=precision, protocol=protocol, weights=weights,
+                   rounds=rounds, target=target, max_rounds=max_rounds, force=force, cell_timeout=cell_timeout,
+                   profile=profile, run_id=run_id, wait_timeout=wait_timeout, rpc=rpc, rpc_key=rpc_key, mcpu=mcpu,
+                   workdir=workdir, store=store, progress=progress)
+
+
+def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, weights, rounds, target, max_rounds,
+            force, run_id, wait_timeout, rpc, rpc_key, mcpu, workdir, store, progress,
+            cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False) -> Measured:
+    """The `planned` cells measured for `rounds` rounds (and more while `target` wants them), every
+    cell-round in a worker process, every record stored."""
+    from levit_bench.platforms import get_platform
+    from levit_bench.reports.store import ResultsStore
+    from levit_bench.runners.session import new_run_id
+    from levit_bench.runners.sweep import check_cell_timeout, run_sweep, sweep_requests
+
+    _check_rounds(rounds, target, max_rounds)
+    check_cell_timeout(cell_timeout)
+    work, store_path = _paths(workdir, store)
+    options = _device_options(rpc, rpc_key, mcpu)
+    measured = Measured(run_id=run_id or new_run_id())
+    requests = sweep_requests(planned, platform, work, measured.run_id, batch=batch, precision=precision,
+                              protocol=protocol, weights=weights, runtime_options=options,
+                              wait_timeout_s=wait_timeout)
+    ResultsStore(store_path, create=False).check()
+    if protocol != "smoke" and get_platform(platform).device == "cpu" and "rpc" not in options:
+        calibrate(progress=progress)  # once per host, before the first cell: every record's peak_fraction reads it
+    results_store = ResultsStore(store_path)
+    more = more_rounds(target, max_rounds, results_store)
+    with _progress("sweep", progress, total=len(planned) * rounds) as view:
+        def on_cell(cell, state):
+            if state == "running":
+                view.step(cell.label)
+            else:
+                view.advance()
+
+        def on_round(number, count, wanting):
+            if number > rounds:
+                view.extend(count)
+                view.update(info=f"round {number}: every cell again, {wanting} wider than ±{target:.1%}")
+
+        outcomes = run_sweep(requests, work, done_rounds=results_store.count_ok, on_record=results_store.insert_or_keep,
+                             force=force, on_cell=on_cell, rounds=rounds, more=more, on_round=on_round,
+                             cell_timeout_s=cell_timeout)
+    measured.extend(o.record for o in outcomes if o.record)
+    measured.skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
+    measured.refused = [(o.cell.label, o.error) for o in outcomes if o.status == "refused"]
+    if more is not None:
+        measured.still_wide = _still_wide(outcomes, more)
+    if profile:
+        _profile_cells(requests, outcomes, results_store, work, cell_timeout, measured, progress)
+    return measured
+
+
+def _still_wide(outcomes: list, more: MoreRounds) -> list[str]:
+    """The cells whose last record the rule for more rounds still wants."""
+    from levit_bench.records import CELL_KEY
+
+    last = {o.cell.label: o.record for o in outcomes if o.record and o.record["status"] == "ok"}
+    return [label for label, record in last.items() if more.wanted({k: record.get(k) for k in CELL_KEY})]
+
+
+def _profile_cells(requests: list[RunRequest], outcomes: list, store: ResultsStore, work: Path, cell_timeout: float,
+                   measured: Measured, progress: bool) -> None:
+    """`sweep(profile=True)`: every cell measured ok (now or before) profiled once, each in a process
+    of its own, the profiles stored; a cell its runtime cannot profile is named, not fatal."""
+    from levit_bench.runners.sweep import Cell, run_isolated
+
+    batches = {o.cell: o.record["batch"] for o in outcomes if o.status == "ok"}
+    done = {o.cell for o in outcomes if o.status in ("ok", "skipped")}
+    todo = [dataclasses.replace(r, batch=batches.get(cell, r.batch)) for r in requests
+            if (cell := Cell(r.model, r.runtime, r.mode)) in done]
+    with _progress("profile", progress, total=len(todo)) as view:
+        for request in todo:
+            label = Cell(request.model, request.runtime, request.mode).label
+            view.step(f"profile {label}")
+            outcome = run_isolated(request, work, cell_timeout, task="profile")
+            if outcome.record is None:
+                measured.profile_failures.append(f"{label}: {outcome.error}")
+            else:
+                store.insert_or_keep(outcome.record, table="profiles")
+                measured.profiles.append(outcome.record)
+            view.advance()
+
+
+def profile(model: str | None = None, runtime: str = "onnxruntime", platform: str = "xeon", *,
+            onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
+            batch: int | None = None, precision: str | None = None, mode: str | None = None,
+            protocol: str = "default", weights: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
+            workdir: PathLike | None = None, store: PathLike | None = None, progress: bool = False) -> dict:
+    """Where one cell's time goes, per model component, by the runtime's own profiler; the profile
+    is stored and returned (`levit-bench profile`)."""
+    from levit_bench.reports.store import ResultsStore, save_record
+    from levit_bench.runners.profile_run import profile_cell
+    from levit_bench.runners.session import RunRequest, checked_runner
+
+    onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
+    if bool(onnx_model) == bool(model):
+        raise LevitBenchError("name the model to profile: --model NAME or --onnx FILE")
+    work, store_path = _paths(workdir, store)
+    request = RunRequest(onnx_model or model, runtime, platform, batch=batch, precision=precision, mode=mode,
+                         protocol=protocol, weights=weights, wait_timeout_s=wait_timeout)
+    checked_runner(request, work).close()
+    ResultsStore(store_path, create=False).check()
+    with _progress("profile", progress) as view:
+        result = profile_cell(request, work, on_step=lambda step: view.step(f"{request.model} on {runtime}: {step}"))
+    save_record(store_path, result, table="profiles")
+    return result
+
+
+def records(*, workdir: PathLike | None = None, store: PathLike | None = None, **filters) -> list[dict]:
+    """The stored measurements, oldest first, as dicts, where every filter (model, runtime,
+    platform, status, host, run_id, precision) equals its value."""
+    from levit_bench.registry import normalise_name
+
+    if filters.get("model"):
+        filters["model"] = normalise_name(filters["model"])
+    return _reading(workdir, store).records(**filters)
+
+
+def results(*, workdir: PathLike | None = None, store: PathLike | None = None, **filters) -> pd.DataFrame:
+    """`records(...)` as a pandas DataFrame: one row per stored measurement, a column per field."""
+    import pandas as pd
+
+    return pd.DataFrame(records(workdir=workdir, store=store, **filters))
+
+
+def cells(*, workdir: PathLike | None = None, store: PathLike | None = None, **filters) -> list[dict]:
+    """One dict per cell (`results --aggregate`): the median images/s over its rounds, its 95%
+    interval `images_per_s_ci` ([low, high]), `rounds`, and the stability `flags`."""
+    from levit_bench.reports.confidence import group_cells
+
+    return [cell.summary() for cell in group_cells(records(workdir=workdir, store=store, **filters))]
+
+
+def aggregate(*, workdir: PathLike | None = None, store: PathLike | None = None, **filters) -> pd.DataFrame:
+    """`cells(...)` as a DataFrame, the interval also as columns `images_per_s_low`, `images_per_s_high`."""
+    return _with_interval(cells(workdir=workdir, store=store, **filters), "images_per_s")
+
+
+def comparison(by: str, a: str, b: str, *, models: Sequence[str] | None = None,
+               platforms: Sequence[str] | None = None, min_effect: float | None = None,
+               workdir: PathLike | None = None, store: PathLike | None = None) -> list[dict]:
+    """One dict per cell measured on both sides A and B along `by` (runtime, run, host, precision,
+    version): `ratio` of images/s B / A, `ratio_ci`, `verdict` (faster, slower, same)."""
+    from levit_bench.registry import normalise_name
+    from levit_bench.reports.compare import DEFAULT_MIN_EFFECT, compare as compare_records
+
+    models = [normalise_name(m) for m in models] if models else None
+    return compare_records(_reading(workdir, store).records(), by, a, b, models=models, platforms=platforms,
+                           min_effect=DEFAULT_MIN_EFFECT if min_effect is None else min_effect)
+
+
+def compare(by: str, a: str, b: str, *, models: Sequence[str] | None = None, platforms: Sequence[str] | None = None,
+            min_effect: float | None = None, workdir: PathLike | None = None,
+            store: PathLike | None = None) -> pd.DataFrame:
+    """`comparison(...)` as a DataFrame, the interval also as columns `ratio_low`, `ratio_high`."""
+    return _with_interval(comparison(by, a, b, models=models, platforms=platforms, min_effect=min_effect,
+                                     workdir=workdir, store=store), "ratio")
+
+
+def _with_interval(rows: list[dict], name: str) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if rows:
+        frame[f"{name}_low"] = [row[f"{name}_ci"][0] for row in rows]
+        frame[f"{name}_high"] = [row[f"{name}_ci"][1] for row in rows]
+    return frame
+
+
+def report(out: PathLike | None = None, *, platforms: Sequence[str] | None = None,
+           runtimes: Sequence[str] | None = None, onnx: PathLike | None = None, name: str | None = None,
+           resolution: int | None = None, workdir: PathLike | None = None, store: PathLike | None = None,
+           progress: bool = False) -> Path:
+    """Write the report (`index.html`, the Figure-1 PNGs, `results.csv`) into `out` (default
+    <workdir>/reports) and return the path of its index.html (`levit-bench report`)."""
+    return report_result(out, platforms=platforms, runtimes=runtimes, onnx=onnx, name=name, resolution=resolution,
+                         workdir=workdir, store=store, progress=progress).index
+
+
+def report_result(out: PathLike | None = None, *, platforms=None, runtimes=None, onnx=None, name=None,
+                  resolution=None, workdir=None, store=None, progress: bool = False):
+    """`report`, with what it wrote (`reports.report.ReportResult`: index, figures, csv, points)."""
+    from levit_bench.reports.report import build_report
+
+    use_onnx(onnx, name, resolution)  # its name, family and counts from the file, for the points stored of it
+    out = Path(out) if out is not None else resolve_workdir(workdir) / "reports"
+    with _progress("report", progress) as view:
+        return build_report(_reading(workdir, store), out, list(platforms) if platforms else None,
+                            list(runtimes) if runtimes else None, on_step=lambda step: view.step(f"report: {step}"))
+
+
+def merge(other: PathLike, *, workdir: PathLike | None = None, store: PathLike | None = None) -> tuple[int, int]:
+    """Import every row of another results store that this one lacks, all or nothing:
+    (rows imported, rows already here)."""
+    from levit_bench.reports.store import ResultsStore
+
+    return ResultsStore(_paths(workdir, store)[1]).merge(Path(other))
