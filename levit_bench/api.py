@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
-from levit_bench.runners.sweep import DEFAULT_CELL_TIMEOUT_S
+from levit_bench.runners.sweep import DEFAULT_CELL_TIMEOUT_S, MAX_ROUNDS
 from levit_bench.workdir import resolve_workdir
 
 if TYPE_CHECKING:
@@ -40,10 +40,9 @@ if TYPE_CHECKING:
     from levit_bench.runners.sweep import Cell, MoreRounds
 
 __all__ = ["LevitBenchError", "Measured", "aggregate", "calibrate", "cells", "compare", "comparison", "merge",
-           "profile", "records", "report", "results", "run", "store_path", "sweep"]
+           "more_rounds", "profile", "records", "report", "report_result", "results", "run", "store_path", "sweep",
+           "use_onnx"]
 
-MAX_ROUNDS = 12
-MIN_ROUNDS_FOR_TARGET = 3
 PathLike = str | os.PathLike
 
 
@@ -65,8 +64,11 @@ class Measured(list):
 
     @property
     def failed(self) -> list[tuple[str, str]]:
-        """(label, reason) of every record stored as failed."""
-        return [(f"{r['model']} on {r['runtime']}", r["error"]) for r in self if r["status"] == "failed"]
+        """(label, reason) of every record stored as failed (labelled as the sweep's cells are)."""
+        from levit_bench.runners.sweep import Cell
+
+        return [(Cell(r["model"], r["runtime"], r.get("mode")).label, r["error"]) for r in self
+                if r["status"] == "failed"]
 
 
 def _paths(workdir: PathLike | None, store: PathLike | None) -> tuple[Path, Path]:
@@ -129,12 +131,17 @@ def use_onnx(onnx: PathLike | None, name: str | None = None, resolution: int | N
     return registered, batch
 
 
+def _listed(names: str | Sequence[str] | None) -> list[str] | None:
+    """One name or several, as a list (None: not given)."""
+    return [names] if isinstance(names, str) else list(names) if names else None
+
+
 def _model_names(names: str | Sequence[str] | None, onnx_model: str | None) -> list[str]:
     """The named models (default: every built-in and registered one), or with --onnx, it after
     the named ones."""
     from levit_bench.registry import get_spec, model_names
 
-    names = [names] if isinstance(names, str) else list(names or ())
+    names = _listed(names) or []
     if onnx_model:
         return [*(get_spec(n).name for n in names), onnx_model]
     return [get_spec(n).name for n in names] if names else [n for n in model_names() if not get_spec(n).onnx]
@@ -145,18 +152,6 @@ def _device_options(rpc: str | None, rpc_key: str | None, mcpu: str | None) -> d
     tracker when `rpc_key` names the device registered with it; `mcpu` the LLVM CPU."""
     given = {"rpc": rpc, "rpc_key": rpc_key, "mcpu": mcpu}
     return {k: v for k, v in given.items() if v is not None}
-
-
-def _check_rounds(rounds: int, target: float | None, max_rounds: int) -> None:
-    from levit_bench.runners.sweep import check_rounds
-
-    check_rounds(rounds, max_rounds if target is not None else None)
-    if target is not None:
-        if not (isinstance(target, (int, float)) and 0 < target < 1):
-            raise LevitBenchError(f"--target must be between 0 and 1 (0.02 is 2%), not {target}")
-        if rounds < MIN_ROUNDS_FOR_TARGET:
-            raise LevitBenchError(f"--target needs --rounds {MIN_ROUNDS_FOR_TARGET} or more: fewer rounds cannot "
-                                  "show how much a cell moves between processes")
 
 
 def more_rounds(target: float | None, max_rounds: int, store: ResultsStore) -> MoreRounds | None:
@@ -175,23 +170,25 @@ def more_rounds(target: float | None, max_rounds: int, store: ResultsStore) -> M
     return MoreRounds(max_rounds, wanted)
 
 
-def run(model: str | Sequence[str] | None = None, runtime: str = "onnxruntime", platform: str = "xeon", *,
+def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
         onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
         batch: int | None = None, precision: str | None = None, mode: str | None = None,
         protocol: str = "default", weights: str | None = None, rounds: int = 1, target: float | None = None,
-        max_rounds: int = MAX_ROUNDS, run_id: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
-        rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
-        workdir: PathLike | None = None, store: PathLike | None = None, progress: bool = False) -> Measured:
+        max_rounds: int = MAX_ROUNDS, cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, run_id: str | None = None,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, rpc: str | None = None, rpc_key: str | None = None,
+        mcpu: str | None = None, workdir: PathLike | None = None, store: PathLike | None = None,
+        progress: bool = False) -> Measured:
     """Measure `model` (a name, several, or None: every model; or `onnx`, a file of yours) on one
     runtime and platform, store every record and return them (`levit-bench run`).
 
     One round runs in this process; with `rounds` > 1 or a `target` every round runs in a
-    process of its own, as a sweep's. A request that cannot be measured (an unknown name, a
+    process of its own, as a sweep's (each stopped after `cell_timeout` seconds). A request that cannot be measured (an unknown name, a
     precision the runtime lacks, weights that cannot be read, a store that cannot take the
     record, no free core within `wait_timeout` seconds) raises before any record exists.
     """
-    from levit_bench.runners.sweep import Cell
+    from levit_bench.runners.sweep import Cell, check_target
 
+    check_target(target, rounds, max_rounds)
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     if onnx_model and model:
         raise LevitBenchError("--model and --onnx each name what to measure: give one")
@@ -201,7 +198,7 @@ def run(model: str | Sequence[str] | None = None, runtime: str = "onnxruntime", 
                     workdir=workdir, store=store, progress=progress)
     if rounds > 1 or target is not None:  # every round in a process of its own, as a sweep's
         return _rounds([Cell(m, runtime, mode) for m in models], platform, rounds=rounds, target=target,
-                       max_rounds=max_rounds, force=True, **settings)
+                       max_rounds=max_rounds, cell_timeout=cell_timeout, force=True, **settings)
     return _run_here(models, runtime, mode, platform, **settings)
 
 
@@ -247,7 +244,7 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
     from levit_bench.runners.sweep import plan
 
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
-    planned = plan(_model_names(models, onnx_model), list(runtimes or RUNTIMES), resolve_workdir(workdir))
+    planned = plan(_model_names(models, onnx_model), _listed(runtimes) or list(RUNTIMES), resolve_workdir(workdir))
     return _rounds(planned, platform, batch=batch, precision=precision, protocol=protocol, weights=weights,
                    rounds=rounds, target=target, max_rounds=max_rounds, force=force, cell_timeout=cell_timeout,
                    profile=profile, run_id=run_id, wait_timeout=wait_timeout, rpc=rpc, rpc_key=rpc_key, mcpu=mcpu,
@@ -262,9 +259,9 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     from levit_bench.platforms import get_platform
     from levit_bench.reports.store import ResultsStore
     from levit_bench.runners.session import new_run_id
-    from levit_bench.runners.sweep import check_cell_timeout, run_sweep, sweep_requests
+    from levit_bench.runners.sweep import check_cell_timeout, check_target, run_sweep, sweep_requests
 
-    _check_rounds(rounds, target, max_rounds)
+    check_target(target, rounds, max_rounds)
     check_cell_timeout(cell_timeout)
     work, store_path = _paths(workdir, store)
     options = _device_options(rpc, rpc_key, mcpu)
@@ -333,7 +330,7 @@ def _profile_cells(requests: list[RunRequest], outcomes: list, store: ResultsSto
             view.advance()
 
 
-def profile(model: str | None = None, runtime: str = "onnxruntime", platform: str = "xeon", *,
+def profile(model: str | None, runtime: str, platform: str, *,
             onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
             batch: int | None = None, precision: str | None = None, mode: str | None = None,
             protocol: str = "default", weights: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
@@ -396,8 +393,8 @@ def comparison(by: str, a: str, b: str, *, models: Sequence[str] | None = None,
     from levit_bench.registry import normalise_name
     from levit_bench.reports.compare import DEFAULT_MIN_EFFECT, compare as compare_records
 
-    models = [normalise_name(m) for m in models] if models else None
-    return compare_records(_reading(workdir, store).records(), by, a, b, models=models, platforms=platforms,
+    models = [normalise_name(m) for m in _listed(models) or ()] or None
+    return compare_records(_reading(workdir, store).records(), by, a, b, models=models, platforms=_listed(platforms),
                            min_effect=DEFAULT_MIN_EFFECT if min_effect is None else min_effect)
 
 
@@ -437,13 +434,14 @@ def report_result(out: PathLike | None = None, *, platforms=None, runtimes=None,
     use_onnx(onnx, name, resolution)  # its name, family and counts from the file, for the points stored of it
     out = Path(out) if out is not None else resolve_workdir(workdir) / "reports"
     with _progress("report", progress) as view:
-        return build_report(_reading(workdir, store), out, list(platforms) if platforms else None,
-                            list(runtimes) if runtimes else None, on_step=lambda step: view.step(f"report: {step}"))
+        return build_report(_reading(workdir, store), out, _listed(platforms), _listed(runtimes),
+                            on_step=lambda step: view.step(f"report: {step}"))
 
 
 def merge(other: PathLike, *, workdir: PathLike | None = None, store: PathLike | None = None) -> tuple[int, int]:
     """Import every row of another results store that this one lacks, all or nothing:
     (rows imported, rows already here)."""
-    from levit_bench.reports.store import ResultsStore
+    from levit_bench.reports.store import ResultsStore, read_rows
 
-    return ResultsStore(_paths(workdir, store)[1]).merge(Path(other))
+    rows = read_rows(Path(other))  # all checked before this store is opened (or created)
+    return ResultsStore(_paths(workdir, store)[1]).insert_rows(rows)

@@ -291,6 +291,7 @@ class ProgressView:
     """
 
     def __init__(self, description: str, total: int | None = None, disable: bool = False):
+        self._disabled = disable
         self._progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=stderr_console(), disable=disable,
@@ -338,5 +339,6 @@ class ProgressView:
         self.update()
 
     def log(self, message: str) -> None:
-        """A line printed above the display, kept after it goes."""
-        self._progress.console.print(message, highlight=False)
+        """A line printed above the display, kept after it goes (nothing while disabled)."""
+        if not self._disabled:
+            self._progress.console.print(message, highlight=False)

@@ -78,9 +78,16 @@ def test_errors_are_the_command_lines_one_line(tmp_path, capsys, call, argv):
     assert not (tmp_path / "work").exists()  # nothing left behind by a refused request
 
 
-def test_a_cell_timeout_of_zero_is_refused(tmp_path):
+def test_values_the_command_line_would_not_parse_are_refused_too(tmp_path):
     with pytest.raises(LevitBenchError, match="cell timeout must be a positive number"):
         api.sweep("xeon", ["levit_128s"], ["onnxruntime"], cell_timeout=0, workdir=tmp_path)
+    with pytest.raises(LevitBenchError, match="--rounds must be at least 1, not 0"):
+        api.run("levit_128s", "onnxruntime", "xeon", rounds=0, workdir=tmp_path)
+    with pytest.raises(LevitBenchError, match="wait timeout must be >= 0 s"):
+        api.run("levit_128s", "onnxruntime", "xeon", wait_timeout=-1, workdir=tmp_path)
+    with pytest.raises(LevitBenchError, match="unknown runtime 'onnx'"):  # one name, not its letters
+        api.sweep("xeon", "levit_128s", "onnx", workdir=tmp_path)
+    assert not tmp_path.joinpath("results.db").exists()
 
 
 def test_a_store_that_is_not_one_raises_a_store_error(tmp_path):

@@ -524,8 +524,18 @@ def test_merged_rows_a_reader_cannot_use_are_refused_all_or_nothing(tmp_path, ca
                    (json.dumps(_record(images_per_s="fast")),))
     code, err = _main(capsys, "--workdir", tmp_path / "work", "results", "merge", other)
     assert code == 1 and "has images_per_s 'fast', not a positive number" in _one_line(err)
-    assert open_store(tmp_path / "work").records() == []
-    for command in (["results"], ["results", "--aggregate"], ["compare", "--by", "runtime", "torch", "onnxruntime"]):
+    assert not (tmp_path / "work" / "results.db").exists()  # refused before this store was opened
+    code, err = _main(capsys, "--workdir", tmp_path / "work", "results", "merge", tmp_path / "missing.db")
+    assert code == 1 and "no results store at" in _one_line(err) and not (tmp_path / "work").exists()
+    with sqlite3.connect(other) as db:  # a runtime that returned inf logits: stored failed, and merged
+        db.execute("UPDATE measurements SET record_json = ? WHERE id = 2", (json.dumps(_record(
+            status="failed", error="onnxruntime returned non-finite logits", images_per_s=None, median_ms=None,
+            max_abs_diff=float("inf"))),))
+    code, err = _main(capsys, "--workdir", tmp_path / "work", "results", "merge", other)
+    assert code == 0 and "2 new rows" in err, err
+    assert [r["status"] for r in open_store(tmp_path / "work").records()] == ["ok", "failed"]
+    for command in (["results"], ["results", "--aggregate"], ["compare", "--by", "runtime", "onnxruntime",
+                                                                "openvino"]):
         code, err = _main(capsys, "--workdir", tmp_path / "work", *command)
         assert "Error" not in err and "internal error" not in err
 

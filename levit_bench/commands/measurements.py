@@ -40,7 +40,7 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _rounds_option(parser: argparse.ArgumentParser, default: int) -> None:
-    from levit_bench.api import MAX_ROUNDS
+    from levit_bench.runners.sweep import MAX_ROUNDS
 
     parser.add_argument("--rounds", type=positive_int, default=default, metavar="N",
                         help=f"measure every cell N times (default {default}), each time in a fresh process, "
@@ -74,8 +74,7 @@ def rpc_options(args: argparse.Namespace) -> dict:
 
     if bool(args.rpc_tracker) != bool(args.rpc_key):
         raise LevitBenchError("--rpc-tracker HOST:PORT and --rpc-key KEY go together")
-    given = {"rpc": args.rpc or args.rpc_tracker, "rpc_key": args.rpc_key, "mcpu": args.mcpu}
-    return {k: v for k, v in given.items() if v is not None}
+    return {"rpc": args.rpc or args.rpc_tracker, "rpc_key": args.rpc_key, "mcpu": args.mcpu}
 
 
 def _settings(args: argparse.Namespace) -> dict:

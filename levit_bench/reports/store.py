@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sqlite3
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from levit_bench.errors import LevitBenchError
 from levit_bench.records import CELL_KEY
-from levit_bench.workdir import ensure_writable_dir, write_atomic
+from levit_bench.workdir import write_atomic
 
 SCHEMA_VERSION = 1
 DB_NAME = "results.db"
@@ -192,7 +193,9 @@ class ResultsStore:
         store must be a readable one (every table's pages are walked: a truncated or garbage
         file fails here), a missing one needs a folder it can be created in."""
         if not self.path.exists():
-            ensure_writable_dir(self.path.parent)
+            existing = next(p for p in (self.path.parent, *self.path.parent.parents) if p.exists())
+            if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+                raise StoreError(f"cannot create the results store {self.path}: {existing} is not a writable folder")
             return
         with self._reading() as db:
             for table in TABLES:
@@ -262,32 +265,14 @@ class ResultsStore:
 
         All or nothing: a row that is not a readable record refuses the whole merge.
         """
-        other = Path(other)
-        if not other.is_file():
-            raise StoreError(f"no results store at {other}")
-        # by URI, read-only: the path is quoted, so '#' or '?' in a name stay in the name. Without a
-        # -wal file (no writer holds it open, none crashed), every row is in the file itself: read
-        # it as immutable, so SQLite leaves no -shm or -wal beside another machine's store
-        flags = "mode=ro" if other.with_name(f"{other.name}-wal").exists() else "mode=ro&immutable=1"
-        try:
-            source = sqlite3.connect(f"file:{urllib.parse.quote(str(other.resolve()))}?{flags}", uri=True)
-            try:
-                version = source.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-                present = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                rows = {table: source.execute(f"SELECT record_json FROM {table}").fetchall() if table in present else []
-                        for table in TABLES}  # a store from before a table was added has none of its rows
-            finally:
-                source.close()
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{other} is not a levit-bench results store: {e}") from None
-        if version is None or not str(version[0]).isdigit() or int(version[0]) > SCHEMA_VERSION:
-            raise StoreError(f"{other} has an unknown schema version {version and version[0]!r}; nothing merged")
-        records = {table: [_parse_row(other, table, i, text) for i, (text,) in enumerate(rows[table], 1)]
-                   for table in TABLES}
+        return self.insert_rows(read_rows(other))
+
+    def insert_rows(self, rows: Mapping[str, list[tuple[dict, str]]]) -> tuple[int, int]:
+        """Insert `read_rows`' rows that this store lacks, in one transaction; (imported, already here)."""
         imported = total = 0
         with self._transaction() as db:
             for table, columns in TABLES.items():
-                for record, text in records[table]:
+                for record, text in rows.get(table, ()):
                     cursor = db.execute(
                         f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}, record_json) "
                         f"VALUES ({', '.join('?' * (len(columns) + 1))})",
@@ -296,6 +281,33 @@ class ResultsStore:
                     imported += cursor.rowcount
                     total += 1
         return imported, total - imported
+
+
+def read_rows(other: Path) -> dict[str, list[tuple[dict, str]]]:
+    """Every row of another store, per table, as (record, its JSON), each checked as the readers
+    need it: a StoreError naming the first that is not, before anything is written anywhere."""
+    other = Path(other)
+    if not other.is_file():
+        raise StoreError(f"no results store at {other}")
+    # by URI, read-only: the path is quoted, so '#' or '?' in a name stay in the name. Without a
+    # -wal file (no writer holds it open, none crashed), every row is in the file itself: read
+    # it as immutable, so SQLite leaves no -shm or -wal beside another machine's store
+    flags = "mode=ro" if other.with_name(f"{other.name}-wal").exists() else "mode=ro&immutable=1"
+    try:
+        source = sqlite3.connect(f"file:{urllib.parse.quote(str(other.resolve()))}?{flags}", uri=True)
+        try:
+            version = source.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            present = {row[0] for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows = {table: source.execute(f"SELECT record_json FROM {table}").fetchall() if table in present else []
+                    for table in TABLES}  # a store from before a table was added has none of its rows
+        finally:
+            source.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{other} is not a levit-bench results store: {e}") from None
+    if version is None or not str(version[0]).isdigit() or int(version[0]) > SCHEMA_VERSION:
+        raise StoreError(f"{other} has an unknown schema version {version and version[0]!r}; nothing merged")
+    return {table: [_parse_row(other, table, i, text) for i, (text,) in enumerate(rows[table], 1)]
+            for table in TABLES}
 
 
 def _measurement(text: str) -> dict:
@@ -332,7 +344,8 @@ def _non_negative(value: object) -> bool:
 
 _KINDS = {"TEXT": ("text", lambda v: isinstance(v, str)),
           "INTEGER": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-          "REAL": ("a number", _is_number)}
+          # any number: a failed row may hold an infinite max_abs_diff (the logits it refused)
+          "REAL": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))}
 # What every reader (results, aggregate, compare, report) takes from a row beyond its columns.
 _OK_MEASUREMENT = {"images_per_s": ("a positive number", _positive), "median_ms": ("a positive number", _positive),
                    "cv": ("a number >= 0", _non_negative), "batch": ("a positive integer", lambda v: _KINDS[
@@ -412,8 +425,3 @@ def save_record(path: Path, record: Mapping, table: str = "measurements") -> Non
 def open_store(workdir: Path) -> ResultsStore:
     """The work directory's store, created if missing (for commands that write)."""
     return ResultsStore(Path(workdir) / DB_NAME)
-
-
-def read_store(workdir: Path) -> ResultsStore:
-    """The work directory's store for reading: a missing one reads as empty and is not created."""
-    return ResultsStore(Path(workdir) / DB_NAME, create=False)

@@ -263,6 +263,7 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
     platform = get_platform(request.platform)
     protocol = get_protocol(request.protocol)
     batch = record["batch"]
+    artifact = None
     try:
         on_step("artifact")
         artifact = ensure_artifact(workdir, record["model"], batch, request.weights, on_step)
@@ -319,8 +320,12 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
         _gate(record, outputs, reference)
         # an emulator's outputs are checked, its timings are not a measurement of anything
         record["status"] = "emulated" if timings is None else "ok"
-    except (CoresBusy, DamagedArtifact, QuantizeError, CheckpointError):  # not the runtime's: nothing measured
+    except (CoresBusy, DamagedArtifact, QuantizeError):  # not the runtime's failure: nothing was measured
         raise
+    except CheckpointError as e:
+        if artifact is None:  # weights that do not fit the model: refused, nothing was measured
+            raise
+        record["error"] = one_line(e)  # read again for the reference after measuring, and gone or changed
     except Exception as e:  # noqa: BLE001 - any failure of the runtime is this cell's result
         record["error"] = one_line(e)
         if not isinstance(e, LevitBenchError):

@@ -35,6 +35,8 @@ from levit_bench.runners.worker import EXIT_REFUSED, request_payload
 from levit_bench.runtimes import RUNTIMES, get_runtime
 
 DEFAULT_CELL_TIMEOUT_S = 900.0
+MAX_ROUNDS = 12  # --max-rounds: the rounds a --target may take a cell to
+MIN_ROUNDS_FOR_TARGET = 3
 
 
 @dataclass(frozen=True)
@@ -208,10 +210,23 @@ class MoreRounds:
 
 def check_rounds(rounds: int, most: int | None = None) -> None:
     """Refuse a number of rounds a sweep cannot run (`most`: the cap on further rounds, if any)."""
-    if rounds < 1:
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise LevitBenchError(f"--rounds must be at least 1, not {rounds}")
     if most is not None and most < rounds:
         raise LevitBenchError(f"--max-rounds ({most}) must be at least --rounds ({rounds})")
+
+
+def check_target(target: float | None, rounds: int, most: int) -> None:
+    """Refuse a precision to reach (`--target`, a half-width relative to the median) that rounds
+    cannot show, and the rounds with it."""
+    check_rounds(rounds, most if target is not None else None)
+    if target is None:
+        return
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+        raise LevitBenchError(f"--target must be between 0 and 1 (0.02 is 2%), not {target}")
+    if rounds < MIN_ROUNDS_FOR_TARGET:
+        raise LevitBenchError(f"--target needs --rounds {MIN_ROUNDS_FOR_TARGET} or more: fewer rounds cannot "
+                              "show how much a cell moves between processes")
 
 
 def check_cell_timeout(seconds: float) -> None:
