@@ -36,7 +36,7 @@ demo: $(STAMP)
 
 # The browser test saves its screenshot under test-artifacts/.
 test: $(STAMP) system-packages
-	LEVIT_BENCH_ARTIFACTS=test-artifacts $(BIN)/python -m pytest
+	LEVIT_BENCH_ARTIFACTS=test-artifacts $(BIN)/python -m pytest --durations=15
 
 clean:
 	rm -rf $(VENV) levit-bench-out test-artifacts .pytest_cache *.egg-info

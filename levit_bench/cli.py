@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
 from levit_bench import __version__
 from levit_bench.errors import LevitBenchError
-from levit_bench.interrupts import sigterm_as_interrupt
+from levit_bench.interrupts import noticed_interrupts, sigterm_as_interrupt
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -48,9 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:  # Ctrl-C while the parser imports the packages (torch takes a second or two) is an interrupt too
-        with sigterm_as_interrupt():
+        with noticed_interrupts() as noted:
             args = build_parser().parse_args(argv)
     except KeyboardInterrupt:
+        noted = [signal.SIGINT]
+    if noted:
         print("levit-bench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     return _run(args)

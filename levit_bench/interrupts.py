@@ -25,3 +25,22 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def noticed_interrupts() -> Iterator[list[int]]:
+    """Inside, Ctrl-C and SIGTERM raise KeyboardInterrupt and are also noted in the yielded list:
+    a module whose import catches every exception (some of torch's dependencies do) may swallow
+    the KeyboardInterrupt, and the note still says the user asked to stop."""
+    noted: list[int] = []
+
+    def interrupt(signum, frame):
+        noted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield noted
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
