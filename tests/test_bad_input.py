@@ -18,23 +18,19 @@ import psutil
 import pytest
 import torch
 
-from levit_bench import cli
 from levit_bench.models.checkpoints import save_weights
 from levit_bench.registry import get_spec
 from levit_bench.reports.store import ResultsStore, open_store
 from levit_bench.runners.session import RunRequest, RunSettings
 from levit_bench.runners.sweep import Cell, _resume_key
 from records import make_record as _record
+from cli_support import run_cli
 
 
 def _main(capsys, *args) -> tuple[int, str]:
     """Run the CLI in this process: (exit status, stderr)."""
-    capsys.readouterr()
-    try:
-        code = cli.main([str(a) for a in args])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    return code, capsys.readouterr().err
+    code, _, err = run_cli(capsys, *args)
+    return code, err
 
 
 def _one_line(err: str) -> str:

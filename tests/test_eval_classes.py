@@ -15,6 +15,7 @@ import torch
 from levit_bench import cli
 from levit_bench.reports.store import open_store
 from levit_bench.runtimes import RUNTIMES
+from cli_support import run_cli
 
 CLASSES = 3
 
@@ -31,19 +32,8 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return root / "data" / "val", root / "run" / "latest.pth"
 
 
-def _main(capsys, *args) -> tuple[int, str, str]:
-    """Run the CLI in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        code = cli.main([str(a) for a in args])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _eval(capsys, work: Path, weights: Path, data: Path, *extra: str) -> tuple[int, str, str]:
-    return _main(capsys, "--workdir", work, "eval", "--model", "levit_128s", "--weights", weights,
+    return run_cli(capsys, "--workdir", work, "eval", "--model", "levit_128s", "--weights", weights,
                  "--data", data, "--workers", "0", *extra)
 
 

@@ -5,20 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from levit_bench import cli
 from levit_bench.errors import LevitBenchError
 from levit_bench.train import trainer
 from levit_bench.train.recipe import TrainConfig
+from cli_support import run_cli
 
 
 def _main(capsys, *args) -> tuple[int, str]:
     """Run the CLI in this process: (exit status, stderr)."""
-    capsys.readouterr()
-    try:
-        code = cli.main([str(a) for a in args])
-    except SystemExit as e:  # argparse's usage errors
-        code = e.code
-    return code, capsys.readouterr().err
+    code, _, err = run_cli(capsys, *args)
+    return code, err
 
 
 @pytest.fixture(scope="module")
