@@ -5,12 +5,15 @@ and the rest in the order they give way when the terminal is too narrow (`drop`:
 goes first). Before any column is dropped, a column whose value every row shares (`shared`:
 the host) is said once in the title, and columns with a compact form (`compact`: a runtime's
 short name) switch to it, with a legend of the short names under the table. Free text that may
-be long (`fold`: an error, why a cell is unstable) wraps instead of widening the table.
+be long (`fold`: an error, why a cell is unstable) wraps instead of widening the table. Once
+it fits, the whole names come back and a narrower column that gave way is shown again where
+the room allows.
 `wide` shows every column at its full width, however wide that makes the table.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,19 +54,29 @@ def fit(title: str, columns: Sequence[Column], rows: Sequence[dict], console: Co
     fold_width = FOLD_MIN_WIDTH
     if not wide:
         shared = [c for c in shown if c.shared and rows and len({c.text(r) for r in rows}) == 1]
-        if shared:
-            title += " on " + ", ".join(shared_value(c, rows[0]) for c in shared)
-            shown = [c for c in shown if c not in shared]
+        said = [shared_value(c, rows[0]) for c in shared  # not twice: `Sweep on xeon` names its platform
+                if not re.search(rf"\b{re.escape(c.text(rows[0]))}\b", title)]
+        if said:
+            title += " on " + ", ".join(said)
+        shown = [c for c in shown if c not in shared]
         droppable = sorted((c for c in shown if not c.keep), key=lambda c: -c.drop)
+        dropped: list[Column] = []
         while not _fits(_table(title, shown, rows, compact, fold_width), console):
             if not compact and any(c.compact for c in shown):
                 compact = True
             elif droppable:
-                shown.remove(droppable.pop(0))
+                dropped.append(droppable.pop(0))
+                shown.remove(dropped[-1])
             elif fold_width > FOLD_NARROWEST:  # only the question's columns left: their free text folds tighter
                 fold_width -= 1
             else:
                 break
+        if compact and _fits(_table(title, shown, rows, False, fold_width), console):
+            compact = False  # the columns that gave way left room for the whole names again
+        for column in reversed(dropped[:-1]):  # a narrower one dropped before the last may fit again
+            wider = [c for c in columns if c in shown or c is column]
+            if _fits(_table(title, wider, rows, compact, fold_width), console):
+                shown = wider
     table = _table(title, shown, rows, compact, fold_width)
     if wide:
         console.width = max(console.width, _measure(table, console).maximum)
