@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from levit_bench.runners.sweep import Cell, MoreRounds
 
 __all__ = ["LevitBenchError", "Measured", "aggregate", "calibrate", "cells", "compare", "comparison", "merge",
-           "more_rounds", "profile", "records", "report", "report_result", "results", "run", "store_path", "sweep",
-           "use_onnx"]
+           "more_rounds", "platforms", "profile", "records", "report", "report_result", "results", "run", "store_path", "sweep",
+           "use_onnx", "use_platforms"]
 
 PathLike = str | os.PathLike
 
@@ -131,6 +131,26 @@ def use_onnx(onnx: PathLike | None, name: str | None = None, resolution: int | N
     return registered, batch
 
 
+def use_platforms(platforms_file: PathLike | None = None, workdir: PathLike | None = None) -> list[dict]:
+    """Register your own platforms in this process: those of <workdir>/platforms.toml when it
+    exists, then those of `platforms_file` (which must exist); their definitions, as data."""
+    from levit_bench.platforms import PLATFORMS_FILE, load_platforms
+
+    found = load_platforms(resolve_workdir(workdir) / PLATFORMS_FILE, required=False)
+    if platforms_file is not None:
+        found += load_platforms(Path(platforms_file).expanduser())
+    return [p.as_dict() for p in found]
+
+
+def platforms(platforms_file: PathLike | None = None, workdir: PathLike | None = None) -> list[dict]:
+    """Every platform a run may name: the built-in ones, then yours (`use_platforms`), as data
+    (`levit-bench platforms`)."""
+    from levit_bench.platforms import all_platforms
+
+    use_platforms(platforms_file, workdir)
+    return [p.as_dict() for p in all_platforms()]
+
+
 def _listed(names: str | Sequence[str] | None) -> list[str] | None:
     """One name or several, as a list (None: not given)."""
     return [names] if isinstance(names, str) else list(names) if names else None
@@ -175,26 +195,32 @@ def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
         batch: int | None = None, precision: str | None = None, mode: str | None = None,
         protocol: str = "default", weights: str | None = None, rounds: int = 1, target: float | None = None,
         max_rounds: int = MAX_ROUNDS, cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, run_id: str | None = None,
-        wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, rpc: str | None = None, rpc_key: str | None = None,
-        mcpu: str | None = None, workdir: PathLike | None = None, store: PathLike | None = None,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, cores: int | str | None = None, streams: int | None = None,
+        rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
+        platforms_file: PathLike | None = None, workdir: PathLike | None = None, store: PathLike | None = None,
         progress: bool = False) -> Measured:
     """Measure `model` (a name, several, or None: every model; or `onnx`, a file of yours) on one
     runtime and platform, store every record and return them (`levit-bench run`).
 
     One round runs in this process; with `rounds` > 1 or a `target` every round runs in a
-    process of its own, as a sweep's (each stopped after `cell_timeout` seconds). A request that cannot be measured (an unknown name, a
-    precision the runtime lacks, weights that cannot be read, a store that cannot take the
-    record, no free core within `wait_timeout` seconds) raises before any record exists.
+    process of its own, as a sweep's (each stopped after `cell_timeout` seconds). `cores` (a
+    number, or "all") and `streams` override the platform's: the run holds that many physical
+    cores, one thread each, split between `streams` requests in flight. A request that cannot be
+    measured (an unknown name, a precision the runtime lacks, weights that cannot be read, more
+    cores than the host has, a store that cannot take the record, no free cores within
+    `wait_timeout` seconds) raises before any record exists.
     """
     from levit_bench.runners.sweep import Cell, check_target
 
+    use_platforms(platforms_file, workdir)
     check_target(target, rounds, max_rounds)
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     if onnx_model and model:
         raise LevitBenchError("--model and --onnx each name what to measure: give one")
     models = _model_names(model, onnx_model)
     settings = dict(batch=batch, precision=precision, protocol=protocol, weights=weights,
-                    wait_timeout=wait_timeout, run_id=run_id, rpc=rpc, rpc_key=rpc_key, mcpu=mcpu,
+                    wait_timeout=wait_timeout, cores=cores, streams=streams, run_id=run_id, rpc=rpc,
+                    rpc_key=rpc_key, mcpu=mcpu,
                     workdir=workdir, store=store, progress=progress)
     if rounds > 1 or target is not None:  # every round in a process of its own, as a sweep's
         return _rounds([Cell(m, runtime, mode) for m in models], platform, rounds=rounds, target=target,
@@ -203,7 +229,7 @@ def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
 
 
 def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, *, batch, precision, protocol,
-              weights, wait_timeout, run_id, rpc, rpc_key, mcpu, workdir, store, progress) -> Measured:
+              weights, wait_timeout, cores, streams, run_id, rpc, rpc_key, mcpu, workdir, store, progress) -> Measured:
     """One round of each model in this process, each record stored as soon as it is measured."""
     from levit_bench.reports.store import ResultsStore, save_record
     from levit_bench.runners.session import RunRequest, checked_runner, new_run_id, run_cell
@@ -213,7 +239,7 @@ def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, 
     measured = Measured(run_id=run_id or new_run_id())
     requests = [RunRequest(m, runtime, platform, batch=batch, precision=precision, mode=mode, protocol=protocol,
                            weights=weights, run_id=measured.run_id, runtime_options=options,
-                           wait_timeout_s=wait_timeout) for m in models]
+                           wait_timeout_s=wait_timeout, cores=cores, streams=streams) for m in models]
     for request in requests:  # every request valid before the first is measured
         checked_runner(request, work).close()
     ResultsStore(store_path, create=False).check()  # a store that cannot take the record: refused now
@@ -232,8 +258,9 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
           batch: int | None = None, precision: str | None = None, protocol: str = "default",
           weights: str | None = None, rounds: int = 3, target: float | None = None, max_rounds: int = MAX_ROUNDS,
           force: bool = False, cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False,
-          run_id: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, rpc: str | None = None,
-          rpc_key: str | None = None, mcpu: str | None = None, workdir: PathLike | None = None,
+          run_id: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, cores: int | str | None = None,
+          streams: int | None = None, rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
+          platforms_file: PathLike | None = None, workdir: PathLike | None = None,
           store: PathLike | None = None, progress: bool = False) -> Measured:
     """Measure every model x runtime cell on one platform, `rounds` times, every cell-round in a
     process of its own, the cells in a new random order each round, and store every record
@@ -243,16 +270,18 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
     from levit_bench.runtimes import RUNTIMES
     from levit_bench.runners.sweep import plan
 
+    use_platforms(platforms_file, workdir)
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     planned = plan(_model_names(models, onnx_model), _listed(runtimes) or list(RUNTIMES), resolve_workdir(workdir))
     return _rounds(planned, platform, batch=batch, precision=precision, protocol=protocol, weights=weights,
                    rounds=rounds, target=target, max_rounds=max_rounds, force=force, cell_timeout=cell_timeout,
-                   profile=profile, run_id=run_id, wait_timeout=wait_timeout, rpc=rpc, rpc_key=rpc_key, mcpu=mcpu,
+                   profile=profile, run_id=run_id, wait_timeout=wait_timeout, cores=cores, streams=streams,
+                   rpc=rpc, rpc_key=rpc_key, mcpu=mcpu,
                    workdir=workdir, store=store, progress=progress)
 
 
 def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, weights, rounds, target, max_rounds,
-            force, run_id, wait_timeout, rpc, rpc_key, mcpu, workdir, store, progress,
+            force, run_id, wait_timeout, cores, streams, rpc, rpc_key, mcpu, workdir, store, progress,
             cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False) -> Measured:
     """The `planned` cells measured for `rounds` rounds (and more while `target` wants them), every
     cell-round in a worker process, every record stored."""
@@ -268,7 +297,7 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     measured = Measured(run_id=run_id or new_run_id())
     requests = sweep_requests(planned, platform, work, measured.run_id, batch=batch, precision=precision,
                               protocol=protocol, weights=weights, runtime_options=options,
-                              wait_timeout_s=wait_timeout)
+                              wait_timeout_s=wait_timeout, cores=cores, streams=streams)
     ResultsStore(store_path, create=False).check()
     if protocol != "smoke" and get_platform(platform).device == "cpu" and "rpc" not in options:
         calibrate(progress=progress)  # once per host, before the first cell: every record's peak_fraction reads it
@@ -334,6 +363,7 @@ def profile(model: str | None, runtime: str, platform: str, *,
             onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
             batch: int | None = None, precision: str | None = None, mode: str | None = None,
             protocol: str = "default", weights: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
+            cores: int | str | None = None, streams: int | None = None, platforms_file: PathLike | None = None,
             workdir: PathLike | None = None, store: PathLike | None = None, progress: bool = False) -> dict:
     """Where one cell's time goes, per model component, by the runtime's own profiler; the profile
     is stored and returned (`levit-bench profile`)."""
@@ -341,12 +371,13 @@ def profile(model: str | None, runtime: str, platform: str, *,
     from levit_bench.runners.profile_run import profile_cell
     from levit_bench.runners.session import RunRequest, checked_runner
 
+    use_platforms(platforms_file, workdir)
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     if bool(onnx_model) == bool(model):
         raise LevitBenchError("name the model to profile: --model NAME or --onnx FILE")
     work, store_path = _paths(workdir, store)
     request = RunRequest(onnx_model or model, runtime, platform, batch=batch, precision=precision, mode=mode,
-                         protocol=protocol, weights=weights, wait_timeout_s=wait_timeout)
+                         protocol=protocol, weights=weights, wait_timeout_s=wait_timeout, cores=cores, streams=streams)
     checked_runner(request, work).close()
     ResultsStore(store_path, create=False).check()
     with _progress("profile", progress) as view:

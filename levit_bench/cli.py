@@ -40,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="where artifacts, results.db and reports go "
         "(default: $LEVIT_BENCH_HOME, else ./levit-bench-out)",
     )
+    parser.add_argument(
+        "--platforms", dest="platforms_file", metavar="FILE",
+        help="your own platforms (TOML tables [platforms.NAME] with base, cores, batch, streams, precision, "
+        "description), beside those of <workdir>/platforms.toml; see `levit-bench platforms`",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
     for module in MODULES:

@@ -14,8 +14,9 @@ import statistics
 from collections.abc import Iterable, Mapping
 
 # The fields that make two records measurements of the same thing: the same artifact in the
-# same runtime build and mode, under the same settings and protocol, on the same host.
-CELL_KEY = ("model", "runtime", "runtime_version", "mode", "platform", "precision", "batch",
+# same runtime build and mode, under the same settings (cores and streams too) and protocol, on
+# the same host.
+CELL_KEY = ("model", "runtime", "runtime_version", "mode", "platform", "precision", "batch", "cores", "streams",
             "host", "artifact_sha256", "protocol")
 
 # Stability thresholds (pyperf-like): a cell breaking any of them is flagged `unstable`.

@@ -48,6 +48,27 @@ def print_models(rows: list[dict], console: Console | None = None, wide: bool = 
     console.print("* reported figures: " + "; ".join(sources))
 
 
+def print_platforms(rows: list[dict], console: Console | None = None, wide: bool = False) -> None:
+    """What `levit-bench platforms` lists: each platform's settings, and where it was defined."""
+    console = console or stdout_console()
+
+    def shown(key: str, default: str = "-") -> Callable[[dict], str]:
+        return lambda r: default if r[key] is None else str(r[key])
+
+    columns = [
+        Column("platform", lambda r: r["name"], keep=True),
+        Column("base", lambda r: r["base"], drop=5),
+        Column("cores", shown("threads", "every"), "right", keep=True),
+        Column("streams", shown("streams"), "right", keep=True),
+        Column("batch", shown("default_batch", "largest"), "right", keep=True),
+        Column("precision", shown("default_precision"), keep=True),
+        Column("defined in", lambda r: r["source"], drop=3),
+        Column("description", lambda r: r["description"], drop=1),
+    ]
+    print_fitted(console, fit("Platforms (--platform NAME)",
+                              columns, rows, console, wide=wide))
+
+
 def print_info(report: dict, console: Console | None = None) -> None:
     console = console or stdout_console()
     host = report["host"]
@@ -161,6 +182,8 @@ def _print_table(title: str, columns: list[Column], rows: list[dict], console: C
 _MODEL = Column("model", lambda r: r["model"], keep=True)
 _RUNTIME = Column("runtime", _runtime, keep=True, compact=_short_runtime)
 _HOST = Column("host", _host, shared=True, drop=99, compact=lambda r: r["host"])
+_CORES = Column("cores", lambda r: _fmt(r.get("cores"), "d"), "right", drop=9, shared=True)
+_STREAMS = Column("streams", lambda r: _fmt(r.get("streams"), "d"), "right", drop=9, shared=True)
 
 
 def print_records(records: list[dict], title: str = "Measurements", console: Console | None = None,
@@ -185,7 +208,7 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
         Column("platform", lambda r: r["platform"], drop=5, shared=True),
         Column("prec.", lambda r: r.get("precision") or "-", drop=3),
         Column("batch", lambda r: _fmt(r.get("batch"), "d"), "right", drop=2),
-        Column("thr.", lambda r: _fmt(r.get("threads"), "d"), "right", drop=9),
+        _CORES, _STREAMS,
         Column("images/s", lambda r: _fmt(r.get("images_per_s"), ".1f"), "right", keep=True),
         Column("median ms", lambda r: _fmt(r.get("median_ms"), ".2f"), "right", drop=4),
         Column("p90 ms", lambda r: _fmt(r.get("p90_ms"), ".2f"), "right", drop=8),
@@ -212,6 +235,7 @@ def print_aggregate(rows: list[dict], title: str, console: Console | None = None
         Column("platform", lambda r: r["platform"], drop=4, shared=True),
         Column("prec.", lambda r: r.get("precision") or "-", drop=3),
         Column("batch", lambda r: _fmt(r.get("batch"), "d"), "right", drop=2),
+        _CORES, _STREAMS,
         Column("rounds", lambda r: str(r["rounds"]), "right", drop=1),
         Column("images/s", lambda r: f"{r['images_per_s']:.1f}", "right", keep=True),
         Column("95% interval", lambda r: _interval(*r["images_per_s_ci"], r["images_per_s"]), "right", keep=True),

@@ -319,12 +319,13 @@ def test_a_gpu_sweep_finds_its_finished_cells_again(workdir_with_artifact):
                "input_shape": ["batch", 3, 224, 224], "weights": {"source": "random-init", "seed": 0}}
     (dynamic / "levit_128s.json").write_text(json.dumps(sidecar))
     request = RunRequest("levit_128s", "onnxruntime", "gpu")
-    assert RunSettings.of(request).key() == {"batch": None, "precision": "fp32", "mode": None, "protocol": "default"}
+    assert RunSettings.of(request).key() == {"batch": None, "precision": "fp32", "mode": None, "protocol": "default",
+                                             "cores": None, "streams": 1}
     from levit_bench import environment
 
     host = environment.host_info()
     store = open_store(workdir_with_artifact)
-    store.insert(_record(platform="gpu", batch=512, precision="fp32", host=host.fingerprint,
+    store.insert(_record(platform="gpu", batch=512, precision="fp32", cores=None, host=host.fingerprint,
                          artifact_sha256=sidecar["onnx_sha256"],
                          runtime_version=environment.package_versions()["onnxruntime"]))
     key = _resume_key(Cell("levit_128s", "onnxruntime"), request, workdir_with_artifact, host)

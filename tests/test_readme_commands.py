@@ -61,7 +61,7 @@ def _command_lines(body: str) -> list[str]:
 def _command(words: list[str]) -> str:
     """`results merge`, `arm-emulator start`, `run`, `--help`: what a line invokes."""
     rest = list(words[1:])
-    while rest and rest[0] == "--workdir":
+    while rest and rest[0] in ("--workdir", "--platforms"):
         rest = rest[2:]
     if not rest:
         return ""

@@ -84,7 +84,7 @@ def test_a_comparison_keeps_its_ratio_interval_and_verdict_whole(width):
 def test_wide_shows_every_column_however_wide(tmp_path):
     text = _rendered(80, lambda c: views.print_records(_records(), title="7 stored measurements", console=c,
                                                        wide=True))
-    for header in ("created (UTC)", "platform", "thr.", "p90 ms", "CV", "peak MiB", "max|diff|", "host",
+    for header in ("created (UTC)", "platform", "cores", "streams", "p90 ms", "CV", "peak MiB", "max|diff|", "host",
                    "onnxruntime"):
         assert header in text
     assert "…" not in text and max(len(line) for line in text.splitlines()) > 80

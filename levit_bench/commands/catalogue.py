@@ -1,4 +1,4 @@
-"""`levit-bench models`, `levit-bench info` and `levit-bench calibrate`."""
+"""`levit-bench models`, `levit-bench platforms`, `levit-bench info` and `levit-bench calibrate`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     rows = overview.model_rows(args.names or None)
     print_json(rows) if args.json else views.print_models(rows, wide=args.wide)
+    return 0
+
+
+def cmd_platforms(args: argparse.Namespace) -> int:
+    from levit_bench import api, views
+
+    rows = api.platforms(args.platforms_file, args.workdir)
+    print_json(rows) if args.json else views.print_platforms(rows, wide=args.wide)
     return 0
 
 
@@ -43,6 +51,20 @@ def register(commands) -> None:
     models.add_argument("--json", action="store_true", help="machine-readable output")
     wide_option(models)
     models.set_defaults(handler=cmd_models)
+
+    platforms = commands.add_parser(
+        "platforms",
+        help="list the platforms a run may name: the paper's and your own",
+        description="List every platform a run, sweep or profile may name with --platform: the paper's "
+        "(xeon, arm, gpu) and your own, defined in <workdir>/platforms.toml or a file given with the global "
+        "--platforms FILE. Each of yours is a TOML table [platforms.NAME] with base (xeon, arm or gpu: "
+        "its host check and compiler target) and any of cores (a number or \"all\"), batch, streams, "
+        "precision and description; --cores, --streams, --batch and --precision on a command "
+        "override it.",
+    )
+    platforms.add_argument("--json", action="store_true", help="machine-readable output")
+    wide_option(platforms)
+    platforms.set_defaults(handler=cmd_platforms)
 
     info = commands.add_parser(
         "info",

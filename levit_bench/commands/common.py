@@ -52,6 +52,22 @@ def positive_float(text: str) -> float:
     return value
 
 
+def cores(text: str) -> int | str:
+    """argparse type: a number of physical cores >= 1, or `all`."""
+    return text if text == "all" else positive_int(text)
+
+
+def cores_options(parser: argparse.ArgumentParser) -> None:
+    """--cores N|all and --streams S: the deployment a run measures, beyond the platform's."""
+    parser.add_argument("--cores", type=cores, metavar="N|all",
+                        help="hold N physical cores (all: every one this process may use), one compute thread "
+                        "each, exclusively and pinned; the runtime is given N threads and the record keeps what "
+                        "it reports (default: the platform's, 1 on xeon and arm)")
+    parser.add_argument("--streams", type=positive_int, metavar="S",
+                        help="S requests in flight at once, each on cores/S of the held cores (S must divide "
+                        "the cores; default: the platform's, 1)")
+
+
 def wide_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wide", action="store_true",
                         help="every column, however wide (default: the columns that fit the terminal, the "

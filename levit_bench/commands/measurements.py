@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from levit_bench.commands.common import (WEIGHTS_METAVAR, fraction, non_negative_float, onnx_options,
-                                         positive_float, positive_int, print_json, wide_option)
+from levit_bench.commands.common import (WEIGHTS_METAVAR, cores_options, fraction, non_negative_float,
+                                         onnx_options, positive_float, positive_int, print_json, wide_option)
 
 if TYPE_CHECKING:
     from levit_bench.api import Measured
@@ -20,7 +20,8 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--platform", required=True,
                         help="xeon (x86-64, 1 thread, batch 16), arm / graviton (aarch64 NEON, 1 thread, "
-                        "batch 16) or gpu (CUDA, mixed precision, largest power-of-two batch)")
+                        "batch 16), gpu (CUDA, mixed precision, largest power-of-two batch), or one of yours "
+                        "(see `levit-bench platforms`)")
     parser.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
     parser.add_argument("--precision", choices=all_precisions(),
                         help="default: the platform's (fp32 on CPUs, mixed on gpu); recorded either way. int8 "
@@ -35,6 +36,7 @@ def _request_options(parser: argparse.ArgumentParser) -> None:
                         help="a measurement holds its pinned core exclusively; when another measurement "
                         "holds every core this run may use, wait up to S seconds for one "
                         f"(default {DEFAULT_WAIT_TIMEOUT_S:g}), then give up without storing a row")
+    cores_options(parser)
     parser.add_argument("--json", action="store_true", help="print the stored records as JSON")
     wide_option(parser)
 
@@ -82,7 +84,8 @@ def _settings(args: argparse.Namespace) -> dict:
     return dict(onnx=args.onnx, name=args.name, resolution=args.resolution, batch=args.batch,
                 precision=args.precision, protocol=args.protocol, weights=args.weights, rounds=args.rounds,
                 target=args.target, max_rounds=args.max_rounds, run_id=args.run_id, wait_timeout=args.wait_timeout,
-                workdir=args.workdir, progress=True, **rpc_options(args))
+                cores=args.cores, streams=args.streams, platforms_file=args.platforms_file, workdir=args.workdir,
+                progress=True, **rpc_options(args))
 
 
 def _print_outcome(measured: Measured, args: argparse.Namespace, title: str) -> int:

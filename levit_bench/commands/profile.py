@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import WEIGHTS_METAVAR, non_negative_float, onnx_options, positive_int, print_json
+from levit_bench.commands.common import (WEIGHTS_METAVAR, cores_options, non_negative_float, onnx_options,
+                                         positive_int, print_json)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -13,6 +14,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     result = api.profile(args.model, args.runtime, args.platform, onnx=args.onnx, name=args.name,
                          resolution=args.resolution, batch=args.batch, precision=args.precision, mode=args.mode,
                          protocol=args.protocol, weights=args.weights, wait_timeout=args.wait_timeout,
+                         cores=args.cores, streams=args.streams, platforms_file=args.platforms_file,
                          workdir=args.workdir, progress=True)
     if args.json:
         print_json(result)
@@ -42,7 +44,7 @@ def register(commands) -> None:
     )
     profile.add_argument("--model", type=normalise_name, metavar="NAME", help="a registered model (or --onnx FILE)")
     profile.add_argument("--runtime", required=True, choices=list(RUNTIMES))
-    profile.add_argument("--platform", required=True, help="xeon, arm or gpu (as `run`)")
+    profile.add_argument("--platform", required=True, help="xeon, arm, gpu or one of yours (as `run`)")
     profile.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
     profile.add_argument("--mode", choices=sorted({m for r in RUNTIMES.values() for m in r.modes}),
                          help="the runtime's mode (as `run`)")
@@ -51,7 +53,8 @@ def register(commands) -> None:
                          help="the calls measured and profiled (as `run`)")
     profile.add_argument("--weights", metavar=WEIGHTS_METAVAR, help="profile these weights (exported if needed)")
     profile.add_argument("--wait-timeout", type=non_negative_float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",
-                         help="how long to wait for a free core (as `run`)")
+                         help="how long to wait for free cores (as `run`)")
+    cores_options(profile)
     profile.add_argument("--json", action="store_true",
                          help="print the profile as JSON (model, runtime, total_ms, median_ms, components, ...)")
     onnx_options(profile, verb="profile")

@@ -29,10 +29,11 @@ def _estimates(estimated: dict, at_start: dict) -> str:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.api import use_onnx
+    from levit_bench.api import use_onnx, use_platforms
     from levit_bench.errors import LevitBenchError
     from levit_bench.runners.tvm.tuning import TuningRequest, tune_models
 
+    use_platforms(args.platforms_file, args.workdir)
     onnx_model, args.batch = use_onnx(args.onnx, args.name, args.resolution, args.batch, args.weights)
     args.models = [*(args.models or ()), *([onnx_model] if onnx_model else [])]
     if not args.models:

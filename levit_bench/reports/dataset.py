@@ -22,14 +22,22 @@ PYTORCH_REFERENCE = "torch"  # the traced fused model, as the paper's speed_test
 
 
 def variant(record: dict) -> str:
-    """The runtime as measured: `openvino`, `openvino bf16`, `torch:unfused`, `tvm:tuned`, ..."""
+    """The runtime as measured: `openvino`, `openvino bf16`, `torch:unfused`, `tvm:tuned`, with what
+    differs from the platform's own settings: `onnxruntime b1 c2 s2` (batch 1, 2 cores, 2 streams)."""
     label = variant_name(record["runtime"], record.get("mode"))
-    platform = PLATFORMS.get(record["platform"])
+    platform = record.get("platform_info") or PLATFORMS.get(record["platform"])
+    if platform is None:
+        return label
+    platform = platform if isinstance(platform, dict) else platform.as_dict()
     precision = record.get("precision")
-    if platform and precision not in (None, platform.default_precision):
+    if precision not in (None, platform["default_precision"]):
         label += f" {precision}"
-    if platform and platform.default_batch and record.get("batch") not in (None, platform.default_batch):
+    if platform["default_batch"] and record.get("batch") not in (None, platform["default_batch"]):
         label += f" b{record['batch']}"
+    if isinstance(platform["threads"], int) and record.get("cores") not in (None, platform["threads"]):
+        label += f" c{record['cores']}"
+    if record.get("streams") not in (None, platform.get("streams", 1)):
+        label += f" s{record['streams']}"
     return label
 
 

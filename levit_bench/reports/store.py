@@ -23,7 +23,7 @@ from levit_bench.errors import LevitBenchError
 from levit_bench.records import CELL_KEY
 from levit_bench.workdir import write_atomic
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: measurements carry cores and streams
 DB_NAME = "results.db"
 
 # Scalar columns, for filtering and sorting; the whole record is kept as JSON beside them.
@@ -39,6 +39,8 @@ COLUMNS = {
     "precision": "TEXT",
     "batch": "INTEGER",
     "threads": "INTEGER",
+    "cores": "INTEGER",
+    "streams": "INTEGER",
     "host": "TEXT NOT NULL",
     "cpu_model": "TEXT",
     "artifact_sha256": "TEXT",
@@ -123,6 +125,8 @@ class ResultsStore:
                 raise StoreError(
                     f"{self.path} has schema {row[0]}, newer than this levit-bench's {SCHEMA_VERSION}; upgrade"
                 )
+            elif int(row[0]) < SCHEMA_VERSION:
+                _upgrade(db)
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -310,10 +314,35 @@ def read_rows(other: Path) -> dict[str, list[tuple[dict, str]]]:
             for table in TABLES}
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring an older store's tables to this schema in place (inside the opening transaction):
+    the columns added since, filled from each row's record as `upgraded` reads it."""
+    for table, columns in TABLES.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        added = [name for name in columns if name not in present]
+        for name in added:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {columns[name]}")
+        if added and table == "measurements":
+            for row_id, text in db.execute(f"SELECT id, record_json FROM {table}").fetchall():
+                record = upgraded(json.loads(text))
+                db.execute(f"UPDATE {table} SET {', '.join(f'{n} = ?' for n in added)} WHERE id = ?",
+                           [*(record.get(n) for n in added), row_id])
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+
+def upgraded(record: dict) -> dict:
+    """A measurement as this version records one: rows stored before load watching read as not
+    flagged, load unknown; before --cores and --streams, as what they ran on (one core on the
+    paper's CPU platforms, none held on the GPU) and one stream."""
+    legacy = {"noisy": False, "load": {}}
+    if "streams" not in record:
+        legacy |= {"cores": 1 if record.get("platform") in ("xeon", "arm") else None, "streams": 1}
+    return {**legacy, **record}
+
+
 def _measurement(text: str) -> dict:
-    """A stored measurement; rows stored before load watching was recorded read as not flagged,
-    load unknown."""
-    return {"noisy": False, "load": {}, **json.loads(text)}
+    """A stored measurement, read as this version records one (`upgraded`)."""
+    return upgraded(json.loads(text))
 
 
 def _parse_row(store: Path, table: str, number: int, text: object) -> tuple[dict, str]:
@@ -324,6 +353,8 @@ def _parse_row(store: Path, table: str, number: int, text: object) -> tuple[dict
         raise StoreError(f"{store}: row {number} of {table} is not JSON ({e}); nothing merged") from None
     if not isinstance(record, dict):
         raise StoreError(f"{store}: row {number} of {table} is not a record; nothing merged")
+    if table == "measurements":
+        record = upgraded(record)  # a store of an older schema: its columns as this one's
     problem = record_problem(table, record)
     if problem:
         raise StoreError(f"{store}: row {number} of {table} {problem}; nothing merged")

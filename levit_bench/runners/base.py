@@ -9,7 +9,9 @@ so that the timed call is the inference alone, as in the paper's speed_test.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from levit_bench import environment
 from levit_bench.errors import LevitBenchError
 from levit_bench.platforms import Platform
 from levit_bench.runners.artifacts import Artifact
-from levit_bench.runners.measure import Protocol, Timings, measure
+from levit_bench.runners.measure import Protocol, Timings, measure, measure_streams
 from levit_bench.runners.profiling import Profile
 
 
@@ -54,6 +56,7 @@ class RunnerOptions:
     precision: str = "fp32"  # resolved already (runtimes.RuntimeSpec.resolve_precision)
     mode: str | None = None  # resolved already (runtimes.RuntimeSpec.resolve_mode)
     workdir: Path = Path(".")  # where a runtime keeps what it builds (TVM's libraries)
+    streams: int = 1  # requests in flight at once, each on platform.threads / streams of the held cores
 
     @classmethod
     def extra_fields(cls) -> set[str]:
@@ -62,13 +65,13 @@ class RunnerOptions:
 
     @classmethod
     def make(cls, runtime: str, precision: str, mode: str | None, workdir: Path,
-             extra: dict | None = None) -> "RunnerOptions":
+             extra: dict | None = None, streams: int = 1) -> "RunnerOptions":
         """`runtime`'s options, refusing in one line an extra one it does not take."""
         extra = {k: v for k, v in (extra or {}).items() if v is not None}
         unknown = sorted(set(extra) - cls.extra_fields())
         if unknown:
             raise RunnerError(f"{as_flags(unknown)}: not an option of {runtime}")
-        return cls(precision=precision, mode=mode, workdir=Path(workdir), **extra)
+        return cls(precision=precision, mode=mode, workdir=Path(workdir), streams=streams, **extra)
 
 
 def check_precision(runtime: str, precision: str, artifact: Artifact) -> None:
@@ -91,14 +94,23 @@ class Runner(ABC):
     runtime: str
     Options: type[RunnerOptions] = RunnerOptions
     emulated: bool = False  # True: outputs are checked, timings are not a measurement of anything
+    multi_stream: bool = False  # True: `stream_calls` gives `streams` functions that may run at once
 
     def __init__(self, platform: Platform, options: RunnerOptions):
         if not isinstance(options, self.Options):
             raise RunnerError(f"{type(self).__name__} takes {self.Options.__name__}, not {type(options).__name__}")
+        if options.streams != 1 and not self.multi_stream:
+            raise RunnerError(f"{self.runtime} runs one stream at a time, not --streams {options.streams}")
         self.platform = platform
         self.options = options
         self.precision = options.precision
         self.mode = options.mode
+        self.streams = options.streams
+
+    @property
+    def stream_threads(self) -> int | None:
+        """The threads each stream computes on (None: the runtime's default, every core)."""
+        return self.platform.threads // self.streams if self.platform.threads else None
 
     @classmethod
     def sweep_modes(cls, model: str, workdir: Path) -> list[str | None]:
@@ -131,9 +143,18 @@ class Runner(ABC):
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return np.asarray(outputs)
 
+    def stream_calls(self) -> list[Callable[[Any], Any]]:
+        """One inference function per stream, each safe to call while the others run (each from a
+        thread of its own, on its share of the held cores); a runner with `multi_stream` makes
+        `streams` of them when it loads. The default: one stream, this runner."""
+        return [self]
+
     def measure(self, inputs: Any, protocol: Protocol) -> Timings:
-        """Time calls on `inputs` under `protocol` (wall clock here, by default)."""
-        return measure(lambda: self(inputs), protocol)
+        """Time calls on `inputs` under `protocol` (wall clock here, by default); with several
+        streams, every stream's requests at once (`measure.measure_streams`)."""
+        if self.streams == 1:
+            return measure(lambda: self(inputs), protocol)
+        return measure_streams([functools.partial(call, inputs) for call in self.stream_calls()], protocol)
 
     def profile(self, inputs: Any, protocol: Protocol) -> Profile:
         """The runtime's own per-kernel times over the protocol's calls (`runners/profiling.py`)."""

@@ -101,6 +101,12 @@ def _try_core(directory: Path, siblings: tuple[int, ...], held: dict[str, int]) 
     return None
 
 
+def usable_physical_cores() -> int:
+    """How many physical cores this process may run on (its affinity, SMT siblings counted once)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    return len({physical_core(cpu) for cpu in allowed})
+
+
 @contextlib.contextmanager
 def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
             on_wait: Callable[[str], None] = lambda message: None) -> Iterator[list[int]]:
@@ -118,6 +124,7 @@ def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_W
         raise LevitBenchError(f"{count} cores asked for, but this process may use only {len(cores)} "
                               f"(CPUs {candidates})")
     directory = lock_dir()
+    wanted = "a free core" if count == 1 else f"{count} free cores"
     deadline = time.monotonic() + wait_timeout_s
     held: dict[str, int] = {}
     told = None
@@ -137,10 +144,10 @@ def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_W
             _release(held)  # never sit on some cores while waiting for others
             whom = "; ".join(f"{r} held by {holder(r, directory)}" for r in busy)
             if time.monotonic() >= deadline:
-                raise CoresBusy(f"no free core after waiting {wait_timeout_s:g} s ({whom}); "
+                raise CoresBusy(f"no {wanted.removeprefix('a ')} after waiting {wait_timeout_s:g} s ({whom}); "
                                 "raise --wait-timeout or stop the other measurement")
             if whom != told:
-                on_wait(f"waiting for a free core ({whom})")
+                on_wait(f"waiting for {wanted} ({whom})")
                 told = whom
             time.sleep(POLL_S)
         yield sorted(chosen)
@@ -151,8 +158,8 @@ def reserve(candidates: list[int], count: int, wait_timeout_s: float = DEFAULT_W
 @contextlib.contextmanager
 def pinned(platform: Platform, wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
            on_wait: Callable[[str], None] = lambda message: None) -> Iterator[list[int]]:
-    """Hold the platform's `threads` free cores exclusively and pin the calling thread (and the
-    threads it starts) to them; restore the affinity on the way out.
+    """Hold the platform's `threads` free physical cores exclusively (all of them, or wait) and pin
+    the calling thread (and the threads it starts) to them; restore the affinity on the way out.
 
     The highest-numbered free cores are used (core 0 tends to take the interrupts); while none
     is free, wait for one. A platform without a thread count (the GPU's) pins nothing.

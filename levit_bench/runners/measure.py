@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from levit_bench.errors import LevitBenchError
+from levit_bench.runners import thread_use
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,9 @@ def get_protocol(name: str) -> Protocol:
 class Timings:
     first_call_s: float  # the first call after loading, apart from the steady state
     warmup_calls: int
-    samples_s: list[float]
+    samples_s: list[float]  # each request's latency
+    wall_s: float | None = None  # with several streams: the seconds the measured requests took in all
+    streams: int = 1  # requests in flight at once
 
 
 def measure(call: Callable[[], object], protocol: Protocol,
@@ -83,6 +87,87 @@ def measure_timed(timed_call: Callable[[], float], protocol: Protocol,
     return Timings(first_call_s=first, warmup_calls=warmup_calls, samples_s=samples)
 
 
+def measure_streams(calls: Sequence[Callable[[], object]], protocol: Protocol,
+                    clock: Callable[[], float] = time.perf_counter) -> Timings:
+    """`protocol` over several streams: each of `calls` in a loop in a thread of its own, all at
+    once (a request in flight on every stream). Each stream's first call runs alone (the first,
+    of the first stream, is `first_call_s`); then the warm-up and the measurement count every
+    stream's calls together. Every request's latency is a sample, and `wall_s` is the time from
+    the measurement's start until its last request finished: images/s is the whole."""
+    first = _timed(calls[0], clock)
+    for call in calls[1:]:
+        _timed(call, clock)
+    (warmup, _), (samples, wall_s) = _concurrently(
+        calls, [(protocol.warmup_calls - 1, protocol.warmup_s - first), (protocol.min_calls, protocol.min_s)], clock)
+    return Timings(first_call_s=first, warmup_calls=1 + len(warmup), samples_s=samples, wall_s=wall_s,
+                   streams=len(calls))
+
+
+def _timed(call: Callable[[], object], clock: Callable[[], float]) -> float:
+    started = clock()
+    call()
+    return clock() - started
+
+
+def _concurrently(calls: Sequence[Callable[[], object]], phases: Sequence[tuple[int, float]],
+                  clock: Callable[[], float]) -> list[tuple[list[float], float]]:
+    """Every call in a loop, each in a thread of its own (the same threads through every phase),
+    phase after phase: a phase (min_calls, min_s) ends once together they made `min_calls` calls
+    and `min_s` seconds passed, and its last calls have ended. Per phase: (each call's latency,
+    the seconds from its start until its last call ended). A call that raises stops them all and
+    is raised here."""
+    results: list[tuple[list[float], float]] = []
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+    gate = threading.Barrier(len(calls) + 1)  # every phase starts, and ends, with all the threads
+    phase: dict = {}
+
+    def loop(call: Callable[[], object]) -> None:
+        try:
+            for _ in phases:
+                gate.wait()
+                samples, stop = phase["samples"], phase["stop"]
+                while not stop.is_set() and not failures:
+                    elapsed = _timed(call, clock)
+                    with lock:
+                        samples.append(elapsed)
+                        if len(samples) >= phase["min_calls"] and clock() - phase["began"] >= phase["min_s"]:
+                            stop.set()
+                gate.wait()
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as e:  # the runtime's error, raised in the caller's thread
+            failures.append(e)
+            gate.abort()
+        finally:
+            thread_use.ending()
+
+    threads = [threading.Thread(target=loop, args=(call,), name=f"stream-{i}", daemon=True)
+               for i, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    try:
+        for min_calls, min_s in phases:
+            samples: list[float] = []
+            phase.update(samples=samples, stop=threading.Event(), min_calls=min_calls, min_s=min_s, began=clock())
+            if min_calls <= 0 and min_s <= 0:
+                phase["stop"].set()
+            gate.wait()
+            gate.wait()
+            results.append((samples, clock() - phase["began"]))
+    except threading.BrokenBarrierError:
+        pass
+    finally:  # Ctrl-C in the caller too: each stream ends after its call
+        if phase:
+            phase["stop"].set()
+        gate.abort()
+        for thread in threads:
+            thread.join()
+    if failures:
+        raise failures[0]
+    return results
+
+
 def _percentile(ordered: list[float], q: float) -> float:
     """Linear interpolation between closest ranks (numpy's default)."""
     position = (len(ordered) - 1) * q
@@ -90,8 +175,10 @@ def _percentile(ordered: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def summarise(samples_s: list[float], batch: int) -> dict[str, float]:
-    """Latency statistics in ms, CV (std / mean) and images/s = batch / median latency."""
+def summarise(samples_s: list[float], batch: int, wall_s: float | None = None) -> dict[str, float]:
+    """Latency statistics in ms, CV (std / mean) and images/s: batch / median latency for one
+    stream, and with several (`wall_s`: the seconds their requests took in all) every image
+    over the wall time."""
     ordered = sorted(samples_s)
     mean = statistics.fmean(ordered)
     std = statistics.stdev(ordered) if len(ordered) > 1 else 0.0
@@ -103,6 +190,6 @@ def summarise(samples_s: list[float], batch: int) -> dict[str, float]:
         "mean_ms": mean * 1e3,
         "std_ms": std * 1e3,
         "cv": std / mean if mean > 0 else 0.0,
-        "images_per_s": batch / median,
+        "images_per_s": batch * len(ordered) / wall_s if wall_s else batch / median,
         "n_samples": len(ordered),
     }

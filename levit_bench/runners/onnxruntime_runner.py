@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import statistics
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,12 @@ def _import():
     except ImportError:
         raise RunnerError("onnxruntime is not installed (pip install 'levit-bench[onnx]')") from None
     return onnxruntime
+
+
+def thread_count() -> int:
+    """This process's threads: ORT reports no thread count of its own, so the threads a session
+    starts (its intra-op pool beside the calling thread) are counted."""
+    return len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else threading.active_count()
 
 
 NCHWC_SUFFIX = "_nchwc"
@@ -80,6 +88,7 @@ def trace_profile(trace: list[dict], tensors: dict[str, tuple[tuple[str, ...], t
 
 class OnnxRuntimeRunner(Runner):
     runtime = "onnxruntime"
+    multi_stream = True  # a session per stream, each with its share of the threads
 
     def __init__(self, platform, options):
         super().__init__(platform, options)
@@ -95,7 +104,7 @@ class OnnxRuntimeRunner(Runner):
     def _options(self):
         ort = self.ort
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.platform.threads or 0  # 0: ORT's default, every core
+        options.intra_op_num_threads = self.stream_threads or 0  # 0: ORT's default, every core
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -104,11 +113,20 @@ class OnnxRuntimeRunner(Runner):
     def load(self, artifact: Artifact, batch: int) -> None:
         check_precision(self.runtime, self.precision, artifact)
         self.artifact = artifact
-        self.session = self.ort.InferenceSession(str(artifact.onnx_path), self._options(), providers=[self.provider])
+        before = thread_count()
+        self.sessions = [self.ort.InferenceSession(str(artifact.onnx_path), self._options(), providers=[self.provider])
+                         for _ in range(self.streams)]
+        self.started_threads = thread_count() - before  # their intra-op pools, the calling threads aside
+        self.session = self.sessions[0]
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, inputs: np.ndarray) -> Any:
         return self.session.run(None, {self.input_name: inputs})[0]
+
+    def stream_calls(self) -> list:
+        """One session per stream: concurrent runs of one session would share its intra-op pool."""
+        return [lambda inputs, session=session: session.run(None, {self.input_name: inputs})[0]
+                for session in self.sessions]
 
     def profile(self, inputs: np.ndarray, protocol: Protocol) -> Profile:
         """ORT's own profiler (a JSON trace of every node's kernel) on a second session, built the
@@ -132,7 +150,8 @@ class OnnxRuntimeRunner(Runner):
     def describe(self) -> RuntimeDescription:
         return RuntimeDescription(
             runtime=self.runtime, version=self.ort.__version__, device=self.provider,
-            precision=self.precision, threads=self.platform.threads,
+            precision=self.precision, threads=self.streams + self.started_threads,
             details={"graph_optimization_level": "ORT_ENABLE_ALL", "inter_op_threads": 1,
+                     "streams": f"{self.streams} session{'s' * (self.streams > 1)}, one per stream",
                      **quantization_details(self.artifact)},
         )

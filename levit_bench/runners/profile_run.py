@@ -17,7 +17,6 @@ from levit_bench import environment
 from levit_bench.errors import LevitBenchError
 from levit_bench.exporters.parity import seeded_images
 from levit_bench.exporters.work import work_per_image
-from levit_bench.platforms import get_platform
 from levit_bench.runners import calibrate as calibration
 from levit_bench.runners import core_locks
 from levit_bench.runners.artifacts import ensure_artifact, ensure_quantized
@@ -40,8 +39,10 @@ def profile_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], No
     settings = RunSettings.of(request)
     if settings.batch is None:
         raise LevitBenchError(f"profile needs --batch on {request.platform} (a batch search is not profiled)")
+    if settings.streams > 1:
+        raise LevitBenchError(f"profile times one stream's kernels, not {settings.streams} (--streams 1)")
     runner = checked_runner(request, workdir, host)
-    platform, protocol = get_platform(request.platform), get_protocol(request.protocol)
+    platform, protocol = settings.platform, get_protocol(request.protocol)
     try:
         artifact = ensure_artifact(workdir, request.model, settings.batch, request.weights, on_step)
         component_map = component_map_of(artifact.sidecar)  # an int8 twin keeps the fp32 graph's node names
@@ -69,6 +70,7 @@ def profile_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], No
         "uid": uuid.uuid4().hex, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": request.model, "runtime": request.runtime, "mode": description.mode, "platform": platform.name,
         "precision": description.precision, "batch": settings.batch, "threads": description.threads,
+        "cores": settings.cores, "streams": settings.streams,
         "host": host.fingerprint, "cpu_model": host.cpu_model, "artifact_sha256": artifact.sha256,
         "protocol": protocol.name, "calls": profile.calls,
         "median_ms": round(median_ms, 4),  # unprofiled

@@ -12,6 +12,7 @@ file itself, without graph optimisations, and the record says so (`reference`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -31,11 +32,11 @@ from levit_bench.exporters.onnx_import import REFERENCE
 from levit_bench.exporters.parity import onnxruntime_outputs, seeded_images, tolerance_for, torch_logits
 from levit_bench.exporters.quantize import QuantizeError
 from levit_bench.models.checkpoints import read_checkpoint
-from levit_bench.platforms import GPU_MAX_BATCH, get_platform
+from levit_bench.platforms import GPU_MAX_BATCH, Platform, get_platform
 from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
 from levit_bench.runners import calibrate as calibration
-from levit_bench.runners import core_locks, host_load
+from levit_bench.runners import core_locks, host_load, thread_use
 from levit_bench.runners.artifacts import Artifact, DamagedArtifact, ensure_artifact, ensure_quantized
 from levit_bench.runners.base import Runner
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S, CoresBusy
@@ -58,13 +59,53 @@ class RunRequest:
     weights: str | None = None
     run_id: str | None = None
     runtime_options: dict = field(default_factory=dict)  # what only this runtime takes (tvm: rpc, rpc_key, mcpu)
-    wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S  # how long to wait for a free core
+    wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S  # how long to wait for free cores
+    cores: int | str | None = None  # None: the platform's; "all": every physical core this process may use
+    streams: int | None = None  # None: the platform's (1 for the built-in ones)
 
     def __post_init__(self):
         if self.batch is not None and (isinstance(self.batch, bool) or self.batch < 1):
             raise LevitBenchError(f"the batch must be a positive integer, not {self.batch}")
         if self.wait_timeout_s < 0:
             raise LevitBenchError(f"the wait timeout must be >= 0 s, not {self.wait_timeout_s:g}")
+        if self.cores is not None and self.cores != "all" and not _positive_int(self.cores):
+            raise LevitBenchError(f"--cores must be a positive number of cores or all, not {self.cores}")
+        if self.streams is not None and not _positive_int(self.streams):
+            raise LevitBenchError(f"--streams must be a positive number of requests in flight, not {self.streams}")
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def resolve_cores(asked: int | str | None, platform: Platform, given: bool) -> int | None:
+    """The physical cores a run holds: `asked` (an int, or "all": every one this process may use),
+    refused in one line when the host has fewer or the platform has no cores to hold (`given`:
+    the user asked, rather than the platform's own setting)."""
+    if platform.device != "cpu":
+        if given:
+            raise LevitBenchError(f"--cores applies to the CPU platforms, not {platform.name}")
+        return None
+    usable = core_locks.usable_physical_cores()
+    if asked == "all":
+        return usable
+    if asked > usable:
+        raise LevitBenchError(f"{asked} cores asked for (platform {platform.name}), but this host has "
+                              f"{usable} physical core{'s' * (usable != 1)} this process may use")
+    return asked
+
+
+def resolve_streams(streams: int, cores: int | None, platform: Platform) -> int:
+    """`streams` requests in flight, each on cores/streams of the held cores: refused in one line
+    unless the cores split evenly between them."""
+    if streams == 1:
+        return 1
+    if cores is None:
+        raise LevitBenchError(f"--streams applies to the CPU platforms, not {platform.name}")
+    if streams > cores or cores % streams:
+        raise LevitBenchError(f"{streams} streams on {cores} core{'s' * (cores != 1)}: each stream runs on "
+                              "cores/streams cores of its own, so the cores must split evenly (--cores N)")
+    return streams
 
 
 @dataclass(frozen=True)
@@ -75,21 +116,29 @@ class RunSettings:
     batch: int | None  # None: the largest that fits, searched on the GPU
     precision: str
     mode: str | None  # None: decided by the runner when it loads (tvm: tuned if a database exists)
-    threads: int | None
+    threads: int | None  # every thread the runtime is given: one per held core
     protocol: str
+    cores: int | None  # the physical cores held (None: the GPU's, none held)
+    streams: int  # requests in flight at once on the held cores
+    platform: Platform  # the platform as run: its `threads` are the cores resolved
 
     @classmethod
     def of(cls, request: RunRequest) -> "RunSettings":
         platform = get_platform(request.platform)
         runtime = get_runtime(request.runtime)
+        asked = request.cores if request.cores is not None else platform.threads
+        cores = resolve_cores(asked, platform, given=request.cores is not None)
+        streams = resolve_streams(request.streams or platform.streams, cores, platform)
         return cls(batch=request.batch or platform.default_batch,
                    precision=runtime.resolve_precision(request.precision, platform.default_precision),
-                   mode=runtime.resolve_mode(request.mode), threads=platform.threads,
-                   protocol=get_protocol(request.protocol).name)
+                   mode=runtime.resolve_mode(request.mode), threads=cores,
+                   protocol=get_protocol(request.protocol).name, cores=cores, streams=streams,
+                   platform=dataclasses.replace(platform, threads=cores, streams=streams))
 
     def key(self) -> dict:
         """The columns of a stored record these settings fix."""
-        return {"batch": self.batch, "precision": self.precision, "mode": self.mode, "protocol": self.protocol}
+        return {"batch": self.batch, "precision": self.precision, "mode": self.mode, "protocol": self.protocol,
+                "cores": self.cores, "streams": self.streams}
 
 
 def new_run_id() -> str:
@@ -151,20 +200,24 @@ def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInf
             raise LevitBenchError(f"{spec.name} is an ONNX file, which holds its own weights: --weights does not apply")
         read_checkpoint(request.weights)  # a file that is missing, unreadable or untrusted is refused now
     settings = RunSettings.of(request)
-    platform = get_platform(request.platform)
     cls = get_runtime(request.runtime).runner_class()
-    options = cls.Options.make(request.runtime, settings.precision, settings.mode, workdir, request.runtime_options)
-    if not cls.runs_elsewhere(options):  # a remote device is measured, not this host
-        platform.check_host(host or environment.host_info(), request.runtime)
-    return cls(platform, options)
+    options = cls.Options.make(request.runtime, settings.precision, settings.mode, workdir, request.runtime_options,
+                               streams=settings.streams)
+    if cls.runs_elsewhere(options):  # a remote device is measured, not this host
+        if request.cores is not None or settings.streams > 1:
+            raise LevitBenchError("--cores and --streams hold this host's cores; a device behind --rpc runs "
+                                  "the threads its rpc_server was started with (TVM_NUM_THREADS)")
+    else:
+        settings.platform.check_host(host or environment.host_info(), request.runtime)
+    return cls(settings.platform, options)
 
 
 def new_record(request: RunRequest, host: environment.HostInfo | None = None) -> dict:
     """A record with everything known before measuring, marked failed until it succeeds."""
     spec = get_spec(request.model)
-    platform = get_platform(request.platform)
     protocol = get_protocol(request.protocol)
     settings = RunSettings.of(request)
+    platform = settings.platform
     host = host or environment.host_info()
     versions = environment.package_versions()
     return {
@@ -179,6 +232,7 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
         "runtime_version": versions.get(request.runtime),
         **settings.key(),
         "platform": platform.name,
+        "platform_info": get_platform(request.platform).as_dict(),  # as named: its own cores and streams
         "threads": settings.threads,
         "host": host.fingerprint,
         "cpu_model": host.cpu_model,
@@ -248,7 +302,7 @@ def _rooflines(record: dict, platform, host: environment.HostInfo | None) -> dic
     of the cores it ran on (when `host`, the CPU it ran on, has a calibration), with the host's
     copy bandwidth: the two ceilings of a roofline."""
     gflops = 2 * _macs(record["model"]) * record["images_per_s"] / 1e9
-    cores = record.get("threads") or len(record.get("pinned_cores") or ()) or 1
+    cores = record.get("cores") or record.get("threads") or len(record.get("pinned_cores") or ()) or 1
     on_cpu = host is not None and platform.device == "cpu"
     # the fp32 FMA peak bounds fp32 work only: int8 and bf16 kernels have their own ceilings
     peak = calibration.fma_gflops(host, cores) if on_cpu and record["precision"] == "fp32" else None
@@ -260,7 +314,7 @@ def _rooflines(record: dict, platform, host: environment.HostInfo | None) -> dic
 def _measure(runner: Runner, request: RunRequest, record: dict, host: environment.HostInfo,
              workdir: Path, on_step: Callable[[str], None], on_wait: Callable[[str], None]) -> None:
     """Fill `record` in: measured and gated (`ok`), `emulated`, or `failed` with the reason."""
-    platform = get_platform(request.platform)
+    platform = runner.platform  # as run: its threads are the cores resolved
     protocol = get_protocol(request.protocol)
     batch = record["batch"]
     artifact = None
@@ -293,9 +347,10 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
             timings = None
             if not runner.emulated:
                 record["settle_s"] = host_load.settle(cores)
-                with host_load.watch(cores) as load:
+                with host_load.watch(cores) as load, thread_use.watch() as used:
                     timings = runner.measure(inputs, protocol)
-                record.update(load=load.load, noisy=load.noisy, noisy_reason=load.noisy_reason)
+                record.update(load=load.load, noisy=load.noisy, noisy_reason=load.noisy_reason,
+                              busy_threads=used.busy, cpu_parallelism=used.parallelism)
             outputs = runner.to_numpy(runner(inputs))
             record.update(memory.fields())  # before the reference model runs in this process
             on_step("parity")
@@ -309,12 +364,16 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
         if device is not None:
             record.update(host=device.fingerprint, cpu_model=device.cpu_model, host_info=device.as_dict(),
                           measuring_host=host.as_dict())
+        elif platform.threads and description.threads != platform.threads:
+            raise LevitBenchError(f"{record['runtime']} reports {description.threads} threads, not the "
+                                  f"{platform.threads} it was given (one per held core)")
         if timings is not None:
             record.update(
                 first_inference_s=timings.first_call_s,
                 warmup_calls=timings.warmup_calls,
                 samples_ms=[s * 1e3 for s in timings.samples_s],
-                **summarise(timings.samples_s, batch),
+                wall_s=timings.wall_s and round(timings.wall_s, 4),  # several streams: the requests' wall time
+                **summarise(timings.samples_s, batch, timings.wall_s),
             )
             record.update(_rooflines(record, platform, host if device is None else None))
         _gate(record, outputs, reference)

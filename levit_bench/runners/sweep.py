@@ -146,7 +146,7 @@ def sweep_requests(
     cells: list[Cell], platform: str, workdir: Path, run_id: str,
     batch: int | None = None, precision: str | None = None, protocol: str = "default",
     weights: str | None = None, runtime_options: dict | None = None,
-    wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S,
+    wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S, cores: int | str | None = None, streams: int | None = None,
 ) -> list[RunRequest]:
     """Each cell's request, checked: an invalid one refuses the whole sweep before any cell runs.
 
@@ -163,7 +163,7 @@ def sweep_requests(
     requests = [RunRequest(cell.model, cell.runtime, platform, batch=batch, precision=precision,
                            mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id,
                            runtime_options={k: v for k, v in given.items() if k in accepted[cell.runtime]},
-                           wait_timeout_s=wait_timeout_s)
+                           wait_timeout_s=wait_timeout_s, cores=cores, streams=streams)
                 for cell in cells]
     checked = set()
     for request in requests:  # one runner per runtime variant proves the settings valid

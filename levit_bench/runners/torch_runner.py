@@ -116,6 +116,7 @@ def _attribute(events, rules, graph: list[tuple[str, str]] | None, calls: int, d
 
 class TorchRunner(Runner):
     runtime = "torch"
+    multi_stream = True
 
     def __init__(self, platform, options):
         super().__init__(platform, options)
@@ -126,8 +127,9 @@ class TorchRunner(Runner):
         self._saved_threads = torch.get_num_threads()
 
     def load(self, artifact: Artifact, batch: int) -> None:
-        if self.platform.threads:
-            torch.set_num_threads(self.platform.threads)
+        if self.stream_threads:
+            torch.set_num_threads(self.stream_threads)
+        self.threads = torch.get_num_threads()  # as torch reports it, per stream
         self.artifact = artifact
         reference = artifact.reference_model  # shared with the parity check: never changed here
         model = fuse_for_inference(reference) if self.mode != "unfused" else copy.deepcopy(reference)
@@ -141,6 +143,11 @@ class TorchRunner(Runner):
 
     def to_input(self, images: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(images).to(self.device)
+
+    def stream_calls(self) -> list:
+        """The one model, called from a thread per stream: its ops release the GIL, and each
+        thread's first parallel region sizes its own OpenMP team to the stream's threads."""
+        return [self] * self.streams
 
     def __call__(self, inputs: torch.Tensor) -> Any:
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.precision == "mixed"):
@@ -183,6 +190,6 @@ class TorchRunner(Runner):
             device += f" ({torch.cuda.get_device_name(self.device)})"
         return RuntimeDescription(
             runtime=self.runtime, version=torch.__version__, device=device, precision=self.precision,
-            threads=self.platform.threads or torch.get_num_threads(), mode=self.mode,
+            threads=self.threads * self.streams, mode=self.mode,
             details={"autocast": "float16" if self.precision == "mixed" else None},
         )

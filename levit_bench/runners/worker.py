@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from levit_bench import registry, runtimes
+from levit_bench import platforms, registry, runtimes
 from levit_bench.errors import LevitBenchError, one_line
 from levit_bench.exporters.onnx_import import register_file
 from levit_bench.runners.session import RunRequest, run_cell
@@ -29,10 +29,11 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 def request_payload(request: RunRequest, workdir: Path, task: str = "measure") -> str:
     """What the parent writes to a worker's stdin: the task and its request, and what the worker
     needs to see the parent's runtimes (those registered beyond the built-in ones, and where to
-    import them) and its users' ONNX models."""
+    import them), its users' ONNX models and its users' platforms."""
     return json.dumps({"task": task, "parent": os.getpid(), "request": dataclasses.asdict(request),
                        "workdir": str(workdir),
                        "runtimes": runtimes.added_runtimes(), "onnx_models": registry.added_onnx_models(),
+                       "platforms": platforms.added_platforms(),
                        "sys_path": sys.path})
 
 
@@ -54,6 +55,8 @@ def main() -> int:
         sys.path.extend(p for p in payload["sys_path"] if p not in sys.path)  # this process's own come first
         for spec in payload["runtimes"]:
             runtimes.register_runtime(spec, replace=True)
+        for platform in payload.get("platforms", ()):
+            platforms.register_platform(platform)
         for model in payload.get("onnx_models", ()):
             register_file(Path(model["onnx"]), model["name"], model["resolution"])
         request, workdir = RunRequest(**payload["request"]), Path(payload["workdir"])

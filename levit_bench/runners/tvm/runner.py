@@ -52,16 +52,17 @@ class TvmOptions(RunnerOptions):
 class TvmRunner(Runner):
     runtime = "tvm"
     Options = TvmOptions
+    multi_stream = True  # a VM per stream (this host's; a device behind --rpc runs one)
 
     def __init__(self, platform, options: TvmOptions):
         super().__init__(platform, options)
         if self.precision != "fp32":
             raise RunnerError(f"the tvm runtime compiles the fp32 graph; precision {self.precision} is not offered")
-        if options.rpc and platform.name != "arm":
+        if options.rpc and platform.base != "arm":
             raise RunnerError(f"--rpc runs on a remote ARM device: use it with --platform arm, not {platform.name}")
         self.rpc = tvm_rpc.resolve_address(options.rpc, options.rpc_key)
         local_arm = host_platform.machine().lower() in ARM
-        if platform.name == "arm" and self.rpc is None and not local_arm:
+        if platform.base == "arm" and self.rpc is None and not local_arm:
             raise RunnerError(
                 "platform arm on this x86-64 host runs the cross-compiled library on a device: "
                 "--rpc HOST:PORT (a TVM rpc_server there), --rpc-tracker HOST:PORT --rpc-key KEY, "
@@ -72,10 +73,10 @@ class TvmRunner(Runner):
         import_tvm()
         self.workdir = options.workdir
         self.emulated = tvm_rpc.is_emulated(self.rpc)
-        self.target = platform_target(platform.name, platform.threads, options.mcpu)
+        self.target = platform_target(platform.base, self.stream_threads, options.mcpu)
         check_target(self.target)
         self._restore = contextlib.ExitStack()  # undone in close()
-        self._restore.enter_context(thread_count(platform.threads))
+        self._restore.enter_context(thread_count(self.stream_threads))
 
     @classmethod
     def sweep_modes(cls, model: str, workdir) -> list[str | None]:
@@ -102,10 +103,16 @@ class TvmRunner(Runner):
         if self.rpc is not None:
             self.vm = RemoteVm(tvm_rpc.connect(self.rpc), self.library.path)
         else:
-            self.vm = LocalVm(self.library.path)
+            self.vms = [LocalVm(self.library.path, self.stream_threads) for _ in range(self.streams)]
+            self.vm = self.vms[0]
 
     def to_input(self, images: np.ndarray) -> Any:
         return self.vm.tensor(images)
+
+    def stream_calls(self) -> list:
+        """A VM per stream, each called from a thread of its own: TVM's thread pool is the calling
+        thread's, so each stream's thread sizes its own pool on its first call."""
+        return [vm.in_any_thread() for vm in self.vms]
 
     def __call__(self, inputs: Any) -> Any:
         return self.vm(inputs)
@@ -159,10 +166,11 @@ class TvmRunner(Runner):
         )
 
     def describe(self) -> RuntimeDescription:
-        threads = self.platform.threads
         if self.rpc is not None:
             count = self.vm.remote_function("runtime.NumThreads")
-            threads = int(count()) if count is not None else threads
+            threads = int(count()) if count is not None else self.platform.threads
+        else:
+            threads = self.vm.threads() * self.streams
         return RuntimeDescription(
             runtime=self.runtime, version=tvm_version(),
             device=f"rpc {self.rpc}" if self.rpc else "cpu", precision="fp32", threads=threads,

@@ -29,6 +29,7 @@ from pathlib import Path
 from levit_bench.errors import LevitBenchError
 from levit_bench.platforms import get_platform
 from levit_bench.registry import get_spec
+from levit_bench.runners import core_locks
 from levit_bench.runners.artifacts import ensure_artifact
 from levit_bench.runners.tvm import measuring
 from levit_bench.runners.tvm.api import import_tvm, thread_count
@@ -289,11 +290,12 @@ def tune_models(request: TuningRequest, workdir: Path, on_step: Callable[[str], 
 
     platform = get_platform(request.platform)
     address = resolve_address(request.rpc, request.rpc_key)
-    if platform.name == "arm" and address is None:
+    if platform.base == "arm" and address is None:
         raise LevitBenchError("tuning for arm measures candidates on the device: give --rpc or --rpc-tracker")
     if address is not None:
         address.check_reachable()
-    target = platform_target(platform.name, platform.threads, request.mcpu)
+    threads = platform.threads if platform.threads != "all" else core_locks.usable_physical_cores()
+    target = platform_target(platform.base, threads, request.mcpu)
     batch = request.batch or platform.default_batch or 1
     artifacts = {}
     for model in request.models:
@@ -305,7 +307,7 @@ def tune_models(request: TuningRequest, workdir: Path, on_step: Callable[[str], 
     on_step("extracting tasks")
     tasks = model_tasks({m: a.onnx_path for m, a in artifacts.items()}, tvm.target.Target(target))
     result = None
-    with thread_count(platform.threads):  # candidates are measured as runs are: on the platform's threads
+    with thread_count(threads):  # candidates are measured as runs are: on the platform's threads
         on_step("tuning")
         started = time.perf_counter()
         try:

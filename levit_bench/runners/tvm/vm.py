@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,13 +16,37 @@ from levit_bench.runners.tvm.api import import_tvm
 class LocalVm:
     """The Relax VM on this host's CPU."""
 
-    def __init__(self, library: Path):
+    def __init__(self, library: Path, threads: int | None = None):
         tvm = import_tvm()
         from tvm import relax
 
         self.tvm = tvm
         self.device = tvm.cpu()
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
+        self.threads_asked = threads
+        self._configure_pool()
+
+    def _configure_pool(self) -> None:
+        """Size the calling thread's pool (TVM_NUM_THREADS is read when a pool starts: one already
+        running is resized)."""
+        if self.threads_asked:
+            self.tvm.get_global_func("runtime.config_threadpool")(1, self.threads_asked)
+
+    def in_any_thread(self):
+        """This VM as a function any thread may call: a thread's first call sizes its own pool."""
+        configured = threading.local()
+
+        def call(tensor):
+            if not getattr(configured, "done", False):
+                self._configure_pool()
+                configured.done = True
+            return self(tensor)
+
+        return call
+
+    def threads(self) -> int:
+        """The threads TVM's pool runs the kernels on, as the runtime reports them."""
+        return int(self.tvm.get_global_func("runtime.NumThreads")())
 
     def tensor(self, array: np.ndarray):
         return self.tvm.runtime.tensor(array, device=self.device)
