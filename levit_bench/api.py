@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from levit_bench.runners.sweep import Cell, MoreRounds
 
 __all__ = ["LevitBenchError", "Measured", "aggregate", "calibrate", "cells", "compare", "comparison", "merge",
-           "more_rounds", "platforms", "profile", "records", "report", "report_result", "results", "run", "store_path", "sweep",
-           "use_onnx", "use_platforms"]
+           "more_rounds", "platforms", "profile", "records", "report", "report_result", "results", "run",
+           "scenario_settings", "store_path", "sweep", "use_onnx", "use_platforms"]
 
 PathLike = str | os.PathLike
 
@@ -196,6 +196,9 @@ def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
         protocol: str = "default", weights: str | None = None, rounds: int = 1, target: float | None = None,
         max_rounds: int = MAX_ROUNDS, cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, run_id: str | None = None,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, cores: int | str | None = None, streams: int | None = None,
+        scenario: str | None = None, target_qps: float | None = None, latency_bound_ms: float | None = None,
+        samples_per_query: int | None = None, min_duration: float | None = None, min_queries: int | None = None,
+        max_wait_ms: float | None = None,
         rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
         platforms_file: PathLike | None = None, workdir: PathLike | None = None, store: PathLike | None = None,
         progress: bool = False) -> Measured:
@@ -208,12 +211,20 @@ def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
     cores, one thread each, split between `streams` requests in flight. A request that cannot be
     measured (an unknown name, a precision the runtime lacks, weights that cannot be read, more
     cores than the host has, a store that cannot take the record, no free cores within
-    `wait_timeout` seconds) raises before any record exists.
+    `wait_timeout` seconds) raises before any record exists. `scenario` (single-stream,
+    multi-stream, server, offline, with its settings: `scenario_settings`) measures under MLPerf
+    LoadGen instead of the protocol, one round in this process.
     """
     from levit_bench.runners.sweep import Cell, check_target
 
     use_platforms(platforms_file, workdir)
     check_target(target, rounds, max_rounds)
+    loadgen = scenario_settings(scenario, target_qps=target_qps, latency_bound_ms=latency_bound_ms,
+                                samples_per_query=samples_per_query, min_duration=min_duration,
+                                min_queries=min_queries, max_wait_ms=max_wait_ms)
+    if loadgen and (rounds > 1 or target is not None):
+        raise LevitBenchError("--scenario measures one round (LoadGen's own run); --rounds and --target repeat "
+                              "the closed-loop protocol")
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     if onnx_model and model:
         raise LevitBenchError("--model and --onnx each name what to measure: give one")
@@ -225,11 +236,28 @@ def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
     if rounds > 1 or target is not None:  # every round in a process of its own, as a sweep's
         return _rounds([Cell(m, runtime, mode) for m in models], platform, rounds=rounds, target=target,
                        max_rounds=max_rounds, cell_timeout=cell_timeout, force=True, **settings)
-    return _run_here(models, runtime, mode, platform, **settings)
+    return _run_here(models, runtime, mode, platform, scenario=loadgen, **settings)
+
+
+def scenario_settings(scenario: str | None, **given) -> dict | None:
+    """A LoadGen scenario's settings, checked (ScenarioSettings), as a request carries them; None
+    without a scenario, where a scenario's option is refused."""
+    from levit_bench.runners.base import as_flags
+
+    given = {k: v for k, v in given.items() if v is not None}
+    if scenario is None:
+        if given:
+            raise LevitBenchError(f"{as_flags(sorted(given))} go with --scenario")
+        return None
+    from levit_bench.scenarios.settings import ScenarioSettings
+
+    names = {"min_duration": "min_duration_s"}
+    return ScenarioSettings(scenario, **{names.get(k, k): v for k, v in given.items()}).as_dict()
 
 
 def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, *, batch, precision, protocol,
-              weights, wait_timeout, cores, streams, run_id, rpc, rpc_key, mcpu, workdir, store, progress) -> Measured:
+              weights, wait_timeout, cores, streams, run_id, rpc, rpc_key, mcpu, workdir, store, progress,
+              scenario: dict | None = None) -> Measured:
     """One round of each model in this process, each record stored as soon as it is measured."""
     from levit_bench.reports.store import ResultsStore, save_record
     from levit_bench.runners.session import RunRequest, checked_runner, new_run_id, run_cell
@@ -239,15 +267,23 @@ def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, 
     measured = Measured(run_id=run_id or new_run_id())
     requests = [RunRequest(m, runtime, platform, batch=batch, precision=precision, mode=mode, protocol=protocol,
                            weights=weights, run_id=measured.run_id, runtime_options=options,
-                           wait_timeout_s=wait_timeout, cores=cores, streams=streams) for m in models]
+                           wait_timeout_s=wait_timeout, cores=cores, streams=streams, scenario=scenario)
+                for m in models]
     for request in requests:  # every request valid before the first is measured
         checked_runner(request, work).close()
     ResultsStore(store_path, create=False).check()  # a store that cannot take the record: refused now
+    drive = None
+    if scenario:
+        from levit_bench.scenarios.cell import drive
+        from levit_bench.scenarios.loadgen import import_loadgen
+
+        import_loadgen()  # missing: refused now, before anything is measured
     with _progress("starting", progress) as view:
         for request in requests:
             label = f"{request.model} on {runtime}"
             record = run_cell(request, work, on_step=lambda step, label=label: view.step(f"{label}: {step}"),
-                              on_wait=lambda message, model=request.model: view.log(f"{model}: {message}"))
+                              on_wait=lambda message, model=request.model: view.log(f"{model}: {message}"),
+                              drive=drive)
             save_record(store_path, record)
             measured.append(record)
     return measured

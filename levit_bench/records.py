@@ -14,10 +14,10 @@ import statistics
 from collections.abc import Iterable, Mapping
 
 # The fields that make two records measurements of the same thing: the same artifact in the
-# same runtime build and mode, under the same settings (cores and streams too) and protocol, on
-# the same host.
+# same runtime build and mode, under the same settings (cores, streams, the LoadGen scenario and
+# its settings too) and protocol, on the same host.
 CELL_KEY = ("model", "runtime", "runtime_version", "mode", "platform", "precision", "batch", "cores", "streams",
-            "host", "artifact_sha256", "protocol")
+            "scenario", "scenario_settings", "host", "artifact_sha256", "protocol")
 
 # Stability thresholds (pyperf-like): a cell breaking any of them is flagged `unstable`.
 MAX_CV = 0.10  # the spread of one round's samples: std / mean
@@ -33,7 +33,7 @@ def cell_id(record: Mapping) -> str:
 def stability_flags(rounds: Iterable[Mapping]) -> list[str]:
     """Why a cell's successful rounds should not be trusted as they are ([]: stable).
 
-    Each check names the round it fails in: a CV above MAX_CV, a round further than
+    Each check names the round it fails in: a CV above MAX_CV (closed-loop rounds), a round further than
     MAX_ROUND_DEVIATION from the median of the others, load on the pinned core while it
     was measured (the record's `noisy`), fewer samples than its protocol asked for.
     """
@@ -41,7 +41,8 @@ def stability_flags(rounds: Iterable[Mapping]) -> list[str]:
     flags = []
     for number, record in enumerate(rounds, 1):
         label = f"round {record.get('round') or number}"
-        if (record.get("cv") or 0.0) > MAX_CV:
+        # under a LoadGen scenario the spread of latencies is queueing, the result itself, not noise
+        if not record.get("scenario") and (record.get("cv") or 0.0) > MAX_CV:
             flags.append(f"{label}: CV {record['cv']:.0%} > {MAX_CV:.0%}")
         if record.get("noisy"):
             flags.append(f"{label}: other load on its core ({record.get('noisy_reason') or 'noisy'})")

@@ -184,6 +184,7 @@ _RUNTIME = Column("runtime", _runtime, keep=True, compact=_short_runtime)
 _HOST = Column("host", _host, shared=True, drop=99, compact=lambda r: r["host"])
 _CORES = Column("cores", lambda r: _fmt(r.get("cores"), "d"), "right", drop=9, shared=True)
 _STREAMS = Column("streams", lambda r: _fmt(r.get("streams"), "d"), "right", drop=9, shared=True)
+_SCENARIO = Column("scenario", lambda r: r.get("scenario") or "closed loop", drop=9, shared=True)
 
 
 def print_records(records: list[dict], title: str = "Measurements", console: Console | None = None,
@@ -196,6 +197,8 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
 
     def status(r: dict) -> str:
         text = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
+        if r.get("valid") is False:
+            text += f" [yellow]INVALID[/yellow] ({'; '.join(r.get('failed_constraints') or ())})"
         if r.get("noisy"):
             text += " [yellow](noisy)[/yellow]"
         elif r["status"] == "ok" and cell_id(r) in unstable:
@@ -208,7 +211,7 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
         Column("platform", lambda r: r["platform"], drop=5, shared=True),
         Column("prec.", lambda r: r.get("precision") or "-", drop=3),
         Column("batch", lambda r: _fmt(r.get("batch"), "d"), "right", drop=2),
-        _CORES, _STREAMS,
+        _CORES, _STREAMS, _SCENARIO,
         Column("images/s", lambda r: _fmt(r.get("images_per_s"), ".1f"), "right", keep=True),
         Column("median ms", lambda r: _fmt(r.get("median_ms"), ".2f"), "right", drop=4),
         Column("p90 ms", lambda r: _fmt(r.get("p90_ms"), ".2f"), "right", drop=8),
@@ -235,7 +238,7 @@ def print_aggregate(rows: list[dict], title: str, console: Console | None = None
         Column("platform", lambda r: r["platform"], drop=4, shared=True),
         Column("prec.", lambda r: r.get("precision") or "-", drop=3),
         Column("batch", lambda r: _fmt(r.get("batch"), "d"), "right", drop=2),
-        _CORES, _STREAMS,
+        _CORES, _STREAMS, _SCENARIO,
         Column("rounds", lambda r: str(r["rounds"]), "right", drop=1),
         Column("images/s", lambda r: f"{r['images_per_s']:.1f}", "right", keep=True),
         Column("95% interval", lambda r: _interval(*r["images_per_s_ci"], r["images_per_s"]), "right", keep=True),

@@ -320,7 +320,8 @@ def test_a_gpu_sweep_finds_its_finished_cells_again(workdir_with_artifact):
     (dynamic / "levit_128s.json").write_text(json.dumps(sidecar))
     request = RunRequest("levit_128s", "onnxruntime", "gpu")
     assert RunSettings.of(request).key() == {"batch": None, "precision": "fp32", "mode": None, "protocol": "default",
-                                             "cores": None, "streams": 1}
+                                             "cores": None, "streams": 1, "scenario": None,
+                                             "scenario_settings": None}
     from levit_bench import environment
 
     host = environment.host_info()

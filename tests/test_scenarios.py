@@ -1,15 +1,22 @@
-"""The LoadGen harness (levit_bench/scenarios/): each scenario on a system under test of known
-service time, its verdict and percentiles read from LoadGen's own summary, every answer kept."""
+"""MLPerf LoadGen scenarios: the harness (levit_bench/scenarios/) on a system under test of known
+service time, its verdict and percentiles read from LoadGen's own summary, every answer kept;
+then `run --scenario` on real runtimes, stored with its verdict, gated, and bad requests refused."""
 
+import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from levit_bench import api
+from levit_bench.errors import LevitBenchError
+from levit_bench.reports.store import open_store
 from levit_bench.scenarios.loadgen import run_scenario
 from levit_bench.scenarios.settings import ScenarioError, ScenarioSettings
+from cli_support import run_cli
 
 SERVICE_S = 0.01  # the fake runtime's time per batch, whatever its size
 IMAGES = np.arange(32 * 3, dtype=np.float32).reshape(32, 3)  # the QSL: 32 "images" of 3 values
@@ -98,3 +105,87 @@ def test_a_missing_loadgen_is_one_line(monkeypatch):
     with pytest.raises(ScenarioError, match=r"scenarios run under MLPerf LoadGen, which is not installed "
                                             r"\(pip install 'levit-bench\[scenarios\]'\)"):
         run_scenario([FakeStream()], IMAGES, 4, ScenarioSettings("offline", target_qps=100))
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+@pytest.mark.parametrize("scenario, options", [
+    ("single-stream", dict(batch=1)), ("multi-stream", dict(samples_per_query=4, batch=4)),
+    ("server", dict(target_qps=20, batch=2)), ("offline", dict())])
+def test_each_scenario_stores_its_verdict_percentiles_and_logs(workdir_with_artifact, runtime, scenario, options):
+    (record,) = api.run("levit_128s", runtime, "xeon", scenario=scenario, min_duration=2, min_queries=10,
+                        workdir=workdir_with_artifact, **options)
+    assert record["status"] == "ok", record["error"]
+    assert record["scenario"] == scenario and isinstance(record["valid"], bool)
+    assert json.loads(record["scenario_settings"])["min_duration_s"] == 2
+    assert set(record["latency_ms"]) == {"p50", "p90", "p95", "p97", "p99", "p99.9"}
+    assert record["median_ms"] == record["latency_ms"]["p50"] > 0 and record["images_per_s"] > 0
+    assert record["valid"] == (record["failed_constraints"] == [])
+    assert "LoadGen" not in (record.get("error") or "")
+    assert Path(record["loadgen_logs"]["summary"]).is_file() and Path(record["loadgen_logs"]["detail"]).is_file()
+    # the trust gate read what LoadGen's queries produced, for every QSL image they asked for
+    assert record["parity_images"] >= 1 and record["top1_agreement"] == 1.0
+    stored = open_store(workdir_with_artifact).records()
+    assert [r["uid"] for r in stored] == [record["uid"]]
+
+
+def test_an_impossible_server_bound_is_stored_invalid_and_shown(workdir_with_artifact, capsys):
+    code, out, err = run_cli(capsys, "--workdir", workdir_with_artifact, "run", "--model", "levit_128s", "--runtime",
+                             "onnxruntime", "--platform", "xeon", "--scenario", "server", "--target-qps", "20",
+                             "--latency-bound-ms", "0.1", "--batch", "2", "--min-duration", "2", "--min-queries", "10")
+    assert code == 0, err
+    (record,) = open_store(workdir_with_artifact).records()
+    assert record["status"] == "ok" and record["valid"] is False
+    assert "Performance constraints satisfied" in record["failed_constraints"]
+    assert "INVALID (Performance constraints satisfied" in _flat(out)
+    code, out, _ = run_cli(capsys, "--workdir", workdir_with_artifact, "results", "--wide")
+    assert code == 0 and "INVALID" in out and "server" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scenario", "server", "--target-qps", "-1"], "--target-qps must be a positive number of queries per second"),
+    (["--scenario", "batch"], "argument --scenario: invalid choice: 'batch'"),
+    (["--scenario", "server"], "the server scenario needs --target-qps"),
+    (["--target-qps", "5"], "--target-qps go with --scenario"),
+    (["--scenario", "offline", "--rounds", "2"], "--scenario measures one round"),
+    (["--scenario", "offline", "--runtime", "tvm", "--rpc", "127.0.0.1:9"], None),
+])
+def test_a_bad_scenario_request_is_one_line_and_stores_nothing(args, message, tmp_path, capsys):
+    work = tmp_path / "w"
+    runtime = [] if "--runtime" in args else ["--runtime", "onnxruntime"]
+    platform = ["--platform", "arm"] if "--rpc" in args else ["--platform", "xeon"]
+    code, _, err = run_cli(capsys, "--workdir", work, "run", "--model", "levit_128s", *runtime, *platform,
+                           *args)
+    assert code in (1, 2)
+    assert len(err.strip().splitlines()) == 1, err
+    assert message is None or message in err, err
+    assert not (work / "results.db").exists()
+
+
+def test_scenario_with_an_rpc_device_is_refused():
+    from levit_bench.runners.session import RunRequest, checked_runner
+
+    request = RunRequest("levit_128s", "tvm", "arm", runtime_options={"rpc": "emulator"},
+                         scenario=ScenarioSettings("offline").as_dict())
+    with pytest.raises(LevitBenchError, match="--scenario runs on this host's runtimes; a device behind --rpc"):
+        checked_runner(request, Path("."))
+
+
+def test_a_missing_loadgen_refuses_the_run_before_measuring(workdir_with_artifact, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlperf_loadgen", None)
+    code, _, err = run_cli(capsys, "--workdir", workdir_with_artifact, "run", "--model", "levit_128s", "--runtime",
+                           "onnxruntime", "--platform", "xeon", "--scenario", "offline")
+    assert code == 1 and "scenarios run under MLPerf LoadGen, which is not installed" in err
+    assert open_store(workdir_with_artifact).records() == []
+
+
+def _flat(text: str) -> str:
+    """A table's text with its cell borders and line wrapping undone."""
+    return " ".join(part.strip(" │┃") for part in text.splitlines() if part.strip(" │┃"))
+
+
+def test_a_scenarios_spread_of_latencies_is_not_instability():
+    from levit_bench.records import stability_flags
+    from records import make_record
+
+    assert stability_flags([make_record(cv=0.5, scenario="server")]) == []
+    assert stability_flags([make_record(cv=0.5)]) == ["round 1: CV 50% > 10%"]

@@ -68,6 +68,37 @@ def cores_options(parser: argparse.ArgumentParser) -> None:
                         "the cores; default: the platform's, 1)")
 
 
+def scenario_options(parser: argparse.ArgumentParser) -> None:
+    """--scenario and its settings: a measurement under MLPerf LoadGen."""
+    from levit_bench.scenarios import settings as scenarios
+
+    group = parser.add_argument_group("MLPerf LoadGen scenarios (instead of the closed-loop protocol)")
+    group.add_argument("--scenario", choices=scenarios.SCENARIOS,
+                       help="single-stream: one image per query, the next when it is answered (p90 latency); "
+                       "multi-stream: --samples-per-query images per query (p99); server: queries arriving "
+                       "at --target-qps, batched up to --batch, within --latency-bound-ms; offline: every image "
+                       "at once (images/s). The verdict (VALID/INVALID) and LoadGen's logs are kept")
+    group.add_argument("--target-qps", type=float, metavar="Q",
+                       help="server: the arrival rate (required); offline: the rate to expect (default: measured)")
+    group.add_argument("--latency-bound-ms", type=float, metavar="MS",
+                       help=f"server: the bound 99%% of queries must meet (default {scenarios.DEFAULT_LATENCY_BOUND_MS:g})")
+    group.add_argument("--samples-per-query", type=int, metavar="N",
+                       help=f"multi-stream: images per query (default {scenarios.DEFAULT_SAMPLES_PER_QUERY})")
+    group.add_argument("--min-duration", type=float, metavar="S",
+                       help=f"seconds LoadGen runs at least (default {scenarios.DEFAULT_MIN_DURATION_S:g})")
+    group.add_argument("--min-queries", type=int, metavar="N",
+                       help=f"queries LoadGen issues at least (default {scenarios.DEFAULT_MIN_QUERIES})")
+    group.add_argument("--max-wait-ms", type=float, metavar="MS",
+                       help=f"server: how long a batch waits for more queued images (default "
+                       f"{scenarios.DEFAULT_MAX_WAIT_MS:g})")
+
+
+def scenario_args(args: argparse.Namespace) -> dict:
+    return dict(scenario=args.scenario, target_qps=args.target_qps, latency_bound_ms=args.latency_bound_ms,
+                samples_per_query=args.samples_per_query, min_duration=args.min_duration,
+                min_queries=args.min_queries, max_wait_ms=args.max_wait_ms)
+
+
 def wide_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wide", action="store_true",
                         help="every column, however wide (default: the columns that fit the terminal, the "

@@ -6,7 +6,8 @@ import argparse
 from typing import TYPE_CHECKING
 
 from levit_bench.commands.common import (WEIGHTS_METAVAR, cores_options, fraction, non_negative_float,
-                                         onnx_options, positive_float, positive_int, print_json, wide_option)
+                                         onnx_options, positive_float, positive_int, print_json, scenario_args,
+                                         scenario_options, wide_option)
 
 if TYPE_CHECKING:
     from levit_bench.api import Measured
@@ -121,7 +122,8 @@ def _print_outcome(measured: Measured, args: argparse.Namespace, title: str) -> 
 def cmd_run(args: argparse.Namespace) -> int:
     from levit_bench import api
 
-    measured = api.run(args.model, args.runtime, args.platform, mode=args.mode, **_settings(args))
+    measured = api.run(args.model, args.runtime, args.platform, mode=args.mode, **scenario_args(args),
+                       **_settings(args))
     return _print_outcome(measured, args, "Measurements" + (f" ({measured.run_id})" if args.rounds > 1 else ""))
 
 
@@ -162,6 +164,7 @@ def register(commands) -> None:
     _rounds_option(run, 1)
     tvm_options(run)
     onnx_options(run)
+    scenario_options(run)
     run.set_defaults(handler=cmd_run)
 
     sweep = commands.add_parser(

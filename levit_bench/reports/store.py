@@ -23,7 +23,7 @@ from levit_bench.errors import LevitBenchError
 from levit_bench.records import CELL_KEY
 from levit_bench.workdir import write_atomic
 
-SCHEMA_VERSION = 2  # 2: measurements carry cores and streams
+SCHEMA_VERSION = 2  # 2: measurements carry cores, streams and their LoadGen scenario
 DB_NAME = "results.db"
 
 # Scalar columns, for filtering and sorting; the whole record is kept as JSON beside them.
@@ -41,6 +41,8 @@ COLUMNS = {
     "threads": "INTEGER",
     "cores": "INTEGER",
     "streams": "INTEGER",
+    "scenario": "TEXT",
+    "scenario_settings": "TEXT",
     "host": "TEXT NOT NULL",
     "cpu_model": "TEXT",
     "artifact_sha256": "TEXT",
@@ -125,7 +127,7 @@ class ResultsStore:
                 raise StoreError(
                     f"{self.path} has schema {row[0]}, newer than this levit-bench's {SCHEMA_VERSION}; upgrade"
                 )
-            elif int(row[0]) < SCHEMA_VERSION:
+            else:
                 _upgrade(db)
 
     @contextmanager
@@ -316,7 +318,8 @@ def read_rows(other: Path) -> dict[str, list[tuple[dict, str]]]:
 
 def _upgrade(db: sqlite3.Connection) -> None:
     """Bring an older store's tables to this schema in place (inside the opening transaction):
-    the columns added since, filled from each row's record as `upgraded` reads it."""
+    the columns it lacks, filled from each row's record as `upgraded` reads it (nothing to do,
+    and nothing written, for a store of this schema)."""
     for table, columns in TABLES.items():
         present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         added = [name for name in columns if name not in present]
@@ -327,7 +330,8 @@ def _upgrade(db: sqlite3.Connection) -> None:
                 record = upgraded(json.loads(text))
                 db.execute(f"UPDATE {table} SET {', '.join(f'{n} = ?' for n in added)} WHERE id = ?",
                            [*(record.get(n) for n in added), row_id])
-    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value != ?",
+               (str(SCHEMA_VERSION), str(SCHEMA_VERSION)))
 
 
 def upgraded(record: dict) -> dict:

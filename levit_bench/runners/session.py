@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import time
 import traceback
@@ -62,6 +63,7 @@ class RunRequest:
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S  # how long to wait for free cores
     cores: int | str | None = None  # None: the platform's; "all": every physical core this process may use
     streams: int | None = None  # None: the platform's (1 for the built-in ones)
+    scenario: dict | None = None  # a LoadGen scenario's settings (scenarios.ScenarioSettings.as_dict()); None: the protocol
 
     def __post_init__(self):
         if self.batch is not None and (isinstance(self.batch, bool) or self.batch < 1):
@@ -121,6 +123,8 @@ class RunSettings:
     cores: int | None  # the physical cores held (None: the GPU's, none held)
     streams: int  # requests in flight at once on the held cores
     platform: Platform  # the platform as run: its `threads` are the cores resolved
+    scenario: str | None = None  # the LoadGen scenario (None: the closed-loop protocol)
+    scenario_settings: str | None = None  # its settings, as canonical JSON (a stored column)
 
     @classmethod
     def of(cls, request: RunRequest) -> "RunSettings":
@@ -133,12 +137,16 @@ class RunSettings:
                    precision=runtime.resolve_precision(request.precision, platform.default_precision),
                    mode=runtime.resolve_mode(request.mode), threads=cores,
                    protocol=get_protocol(request.protocol).name, cores=cores, streams=streams,
-                   platform=dataclasses.replace(platform, threads=cores, streams=streams))
+                   platform=dataclasses.replace(platform, threads=cores, streams=streams),
+                   scenario=request.scenario and request.scenario["scenario"],
+                   scenario_settings=request.scenario and json.dumps(
+                       {k: v for k, v in request.scenario.items() if k != "scenario"}, sort_keys=True))
 
     def key(self) -> dict:
         """The columns of a stored record these settings fix."""
         return {"batch": self.batch, "precision": self.precision, "mode": self.mode, "protocol": self.protocol,
-                "cores": self.cores, "streams": self.streams}
+                "cores": self.cores, "streams": self.streams, "scenario": self.scenario,
+                "scenario_settings": self.scenario_settings}
 
 
 def new_run_id() -> str:
@@ -207,6 +215,9 @@ def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInf
         if request.cores is not None or settings.streams > 1:
             raise LevitBenchError("--cores and --streams hold this host's cores; a device behind --rpc runs "
                                   "the threads its rpc_server was started with (TVM_NUM_THREADS)")
+        if request.scenario:
+            raise LevitBenchError("--scenario runs on this host's runtimes; a device behind --rpc keeps the "
+                                  "closed-loop protocol")
     else:
         settings.platform.check_host(host or environment.host_info(), request.runtime)
     return cls(settings.platform, options)
@@ -246,20 +257,27 @@ def new_record(request: RunRequest, host: environment.HostInfo | None = None) ->
     }
 
 
+Drive = Callable[..., tuple[dict, np.ndarray, list[int]]]  # scenarios.cell.drive's shape
+QSL_IMAGES = 16  # the images a scenario's queries draw from, at least (and at least a batch)
+
+
 def run_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], None] = lambda step: None,
-             on_wait: Callable[[str], None] | None = None) -> dict:
+             on_wait: Callable[[str], None] | None = None, drive: Drive | None = None) -> dict:
     """Measure one cell; its record, ok or failed (with the reason), for the caller to store.
 
     A request that cannot be a cell at all (unknown model, platform or protocol, a bad batch,
     a precision or mode the runtime lacks, an unreachable device, a host the platform refuses)
     raises instead, and gives no record; so does waiting in vain for a free core. `on_wait`
-    (default: `on_step`) hears whom the run waits for.
+    (default: `on_step`) hears whom the run waits for. A request with a scenario is measured by
+    `drive` (the caller's: scenarios drive runners, `scenarios.cell.drive`) instead of the protocol.
     """
+    if request.scenario and drive is None:
+        raise LevitBenchError("a scenario is driven by its caller: run_cell(..., drive=scenarios.cell.drive)")
     host = environment.host_info()
     runner = checked_runner(request, workdir, host)
     try:
         record = new_record(request, host)
-        _measure(runner, request, record, host, workdir, on_step, on_wait or on_step)
+        _measure(runner, request, record, host, workdir, on_step, on_wait or on_step, drive)
     finally:
         runner.close()
     record["cell"] = cell_id(record)
@@ -312,7 +330,8 @@ def _rooflines(record: dict, platform, host: environment.HostInfo | None) -> dic
 
 
 def _measure(runner: Runner, request: RunRequest, record: dict, host: environment.HostInfo,
-             workdir: Path, on_step: Callable[[str], None], on_wait: Callable[[str], None]) -> None:
+             workdir: Path, on_step: Callable[[str], None], on_wait: Callable[[str], None],
+             drive: Drive | None = None) -> None:
     """Fill `record` in: measured and gated (`ok`), `emulated`, or `failed` with the reason."""
     platform = runner.platform  # as run: its threads are the cores resolved
     protocol = get_protocol(request.protocol)
@@ -341,17 +360,27 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
                 runner.load(artifact, batch)
             record["load_s"] = time.perf_counter() - t0
             memory.loaded()
-            images = seeded_images(batch, artifact.resolution).numpy()
-            inputs = runner.to_input(images)
-            on_step("parity only (emulated)" if runner.emulated else "measure")
-            timings = None
+            images = seeded_images(max(batch, QSL_IMAGES) if request.scenario else batch, artifact.resolution).numpy()
+            inputs = runner.to_input(images[:batch])
+            on_step("parity only (emulated)" if runner.emulated else request.scenario and
+                    f"{request.scenario['scenario']} (LoadGen)" or "measure")
+            timings = scenario = None
             if not runner.emulated:
                 record["settle_s"] = host_load.settle(cores)
                 with host_load.watch(cores) as load, thread_use.watch() as used:
-                    timings = runner.measure(inputs, protocol)
+                    if request.scenario:
+                        scenario = drive(runner, images, batch, request.scenario,
+                                         Path(workdir) / "loadgen" / record["uid"])
+                    else:
+                        timings = runner.measure(inputs, protocol)
                 record.update(load=load.load, noisy=load.noisy, noisy_reason=load.noisy_reason,
                               busy_threads=used.busy, cpu_parallelism=used.parallelism)
-            outputs = runner.to_numpy(runner(inputs))
+            if scenario is not None:  # the outputs LoadGen's queries produced, of the images they asked for
+                fields, outputs, answered = scenario
+                images = images[answered]
+            else:
+                outputs = runner.to_numpy(runner(inputs))
+                images = images[:batch]
             record.update(memory.fields())  # before the reference model runs in this process
             on_step("parity")
             reference = _reference_logits(fp32_artifact, images, max(1, len(cores)))
@@ -375,10 +404,13 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
                 wall_s=timings.wall_s and round(timings.wall_s, 4),  # several streams: the requests' wall time
                 **summarise(timings.samples_s, batch, timings.wall_s),
             )
+        if scenario is not None:
+            record.update(fields)
+        if timings is not None or scenario is not None:
             record.update(_rooflines(record, platform, host if device is None else None))
         _gate(record, outputs, reference)
         # an emulator's outputs are checked, its timings are not a measurement of anything
-        record["status"] = "emulated" if timings is None else "ok"
+        record["status"] = "emulated" if runner.emulated else "ok"
     except (CoresBusy, DamagedArtifact, QuantizeError):  # not the runtime's failure: nothing was measured
         raise
     except CheckpointError as e:

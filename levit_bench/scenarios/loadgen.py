@@ -44,6 +44,7 @@ class ScenarioResult:
     log_dir: Path  # where LoadGen's logs are kept
     outputs: dict[int, np.ndarray] = field(default_factory=dict)  # QSL image index -> its output row
     batches: int = 0  # runner calls made
+    latencies_s: list[float] = field(default_factory=list)  # each sample's, issued to answered, as the SUT saw it
 
     @property
     def logs(self) -> dict:
@@ -79,6 +80,7 @@ class _System:
         self.to_input, self.to_numpy, self.wait_s = to_input, to_numpy, wait_s
         self.pending: queue.Queue = queue.Queue()
         self.outputs: dict[int, np.ndarray] = {}
+        self.latencies_s: list[float] = []
         self.failures: list[BaseException] = []
         self.batches = 0
         self.lock = threading.Lock()
@@ -86,8 +88,9 @@ class _System:
                         for i, call in enumerate(calls)]
 
     def issue(self, samples) -> None:
+        issued = time.perf_counter()
         for sample in samples:
-            self.pending.put(sample)
+            self.pending.put((sample, issued))
 
     def _take(self) -> list | None:
         """The next batch of issued samples (None: the test is over)."""
@@ -112,7 +115,7 @@ class _System:
     def _serve(self, call: Callable[[Any], Any]) -> None:
         try:
             while (samples := self._take()) is not None:
-                indices = [s.index for s in samples]
+                indices = [s.index for s, _ in samples]
                 rows = self.images[indices + [indices[0]] * (self.batch - len(indices))]
                 try:
                     if not self.failures:
@@ -123,7 +126,10 @@ class _System:
                                 self.outputs.setdefault(index, np.array(outputs[i], copy=True))
                 except BaseException as e:  # the runtime's error: every sample is still answered
                     self.failures.append(e)
-                self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(s.id, 0, 0) for s in samples])
+                answered = time.perf_counter()
+                with self.lock:
+                    self.latencies_s.extend(answered - issued for _, issued in samples)
+                self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(s.id, 0, 0) for s, _ in samples])
         finally:
             thread_use.ending()
 
@@ -166,4 +172,4 @@ def run_scenario(calls: Sequence[Callable[[Any], Any]], images: np.ndarray, batc
     if system.failures:
         raise system.failures[0]
     summary = parse_summary((log_dir / SUMMARY).read_text())
-    return ScenarioResult(summary, log_dir, system.outputs, system.batches)
+    return ScenarioResult(summary, log_dir, system.outputs, system.batches, system.latencies_s)
