@@ -77,7 +77,6 @@ BUILT_IN: Mapping[str, Platform] = MappingProxyType({
     "gpu": Platform("gpu", "one CUDA GPU, mixed precision, the largest power-of-two batch that fits",
                     "cuda", threads=None, default_batch=None, default_precision="mixed"),
 })
-PLATFORMS = BUILT_IN  # the paper's platforms; a user's are registered beside them (`register_platform`)
 ALIASES = {"graviton": "arm", "intel": "xeon", "cuda": "gpu"}
 _ADDED: dict[str, Platform] = {}
 
@@ -113,17 +112,19 @@ def added_platforms() -> list[dict]:
     return [p.as_dict() for p in _ADDED.values()]
 
 
-# What a TOML entry may say: key -> (what it must be, its check)
-def _positive_int(value: object) -> bool:
+def positive_int(value: object) -> bool:
+    """An integer >= 1 (True is not one): what cores, batch and streams must be, however given."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
+
+# What a TOML entry may say: key -> (what it must be, its check)
 
 _KEYS = {
     "base": (f"one of {', '.join(BUILT_IN)}", lambda v: v in BUILT_IN),
     "description": ("text", lambda v: isinstance(v, str)),
-    "cores": ("a positive integer or \"all\"", lambda v: v == "all" or _positive_int(v)),
-    "batch": ("a positive integer", _positive_int),
-    "streams": ("a positive integer", _positive_int),
+    "cores": ("a positive integer or \"all\"", lambda v: v == "all" or positive_int(v)),
+    "batch": ("a positive integer", positive_int),
+    "streams": ("a positive integer", positive_int),
     "precision": ("a precision some runtime offers", lambda v: v in all_precisions()),
 }
 

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass
 
 from levit_bench.models.checkpoints import weights_id
-from levit_bench.platforms import PLATFORMS
+from levit_bench.platforms import BUILT_IN
 from levit_bench.records import cell_id, stability_flags
 from levit_bench.registry import REGISTRY
 from levit_bench.reports.confidence import estimate
@@ -25,7 +25,7 @@ def variant(record: dict) -> str:
     """The runtime as measured: `openvino`, `openvino bf16`, `torch:unfused`, `tvm:tuned`, with what
     differs from the platform's own settings: `onnxruntime b1 c2 s2` (batch 1, 2 cores, 2 streams)."""
     label = variant_name(record["runtime"], record.get("mode"))
-    platform = record.get("platform_info") or PLATFORMS.get(record["platform"])
+    platform = record.get("platform_info") or BUILT_IN.get(record["platform"])
     if platform is None:
         return label
     platform = platform if isinstance(platform, dict) else platform.as_dict()

@@ -33,7 +33,7 @@ from levit_bench.exporters.onnx_import import REFERENCE
 from levit_bench.exporters.parity import onnxruntime_outputs, seeded_images, tolerance_for, torch_logits
 from levit_bench.exporters.quantize import QuantizeError
 from levit_bench.models.checkpoints import read_checkpoint
-from levit_bench.platforms import GPU_MAX_BATCH, Platform, get_platform
+from levit_bench.platforms import GPU_MAX_BATCH, Platform, get_platform, positive_int
 from levit_bench.records import cell_id
 from levit_bench.registry import get_spec
 from levit_bench.runners import calibrate as calibration
@@ -70,14 +70,10 @@ class RunRequest:
             raise LevitBenchError(f"the batch must be a positive integer, not {self.batch}")
         if self.wait_timeout_s < 0:
             raise LevitBenchError(f"the wait timeout must be >= 0 s, not {self.wait_timeout_s:g}")
-        if self.cores is not None and self.cores != "all" and not _positive_int(self.cores):
+        if self.cores is not None and self.cores != "all" and not positive_int(self.cores):
             raise LevitBenchError(f"--cores must be a positive number of cores or all, not {self.cores}")
-        if self.streams is not None and not _positive_int(self.streams):
+        if self.streams is not None and not positive_int(self.streams):
             raise LevitBenchError(f"--streams must be a positive number of requests in flight, not {self.streams}")
-
-
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def resolve_cores(asked: int | str | None, platform: Platform, given: bool) -> int | None:

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from levit_bench.errors import LevitBenchError
+from levit_bench.platforms import positive_int
 
 SCENARIOS = ("single-stream", "multi-stream", "server", "offline")  # LoadGen's, by their CLI names
 DEFAULT_LATENCY_BOUND_MS = 15.0
@@ -46,7 +47,7 @@ class ScenarioSettings:
         if not (_number(self.max_wait_ms) and self.max_wait_ms >= 0):
             raise ScenarioError(f"--max-wait-ms must be a number >= 0, not {self.max_wait_ms}")
         for flag, value in (("--samples-per-query", self.samples_per_query), ("--min-queries", self.min_queries)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not positive_int(value):
                 raise ScenarioError(f"{flag} must be a positive integer, not {value}")
 
     def as_dict(self) -> dict:
