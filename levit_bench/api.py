@@ -22,6 +22,7 @@ line's progress display on stderr.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from levit_bench.runners.session import RunRequest
     from levit_bench.runners.sweep import Cell, MoreRounds
 
-__all__ = ["LevitBenchError", "Measured", "aggregate", "calibrate", "cells", "compare", "comparison", "merge",
+__all__ = ["LevitBenchError", "Measured", "aggregate", "calibrate", "capacity", "capacity_settings", "cells", "compare", "comparison", "merge",
            "more_rounds", "platforms", "profile", "records", "report", "report_result", "results", "run",
            "scenario_settings", "store_path", "sweep", "use_onnx", "use_platforms"]
 
@@ -219,12 +220,12 @@ def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
 
     use_platforms(platforms_file, workdir)
     check_target(target, rounds, max_rounds)
-    loadgen = scenario_settings(scenario, target_qps=target_qps, latency_bound_ms=latency_bound_ms,
+    loadgen = scenario_settings(scenario, platform=platform, target_qps=target_qps, latency_bound_ms=latency_bound_ms,
                                 samples_per_query=samples_per_query, min_duration=min_duration,
                                 min_queries=min_queries, max_wait_ms=max_wait_ms)
-    if loadgen and (rounds > 1 or target is not None):
-        raise LevitBenchError("--scenario measures one round (LoadGen's own run); --rounds and --target repeat "
-                              "the closed-loop protocol")
+    if loadgen and target is not None:
+        raise LevitBenchError("--target repeats the closed-loop protocol until its interval is narrow; a scenario "
+                              "runs --rounds N times")
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     if onnx_model and model:
         raise LevitBenchError("--model and --onnx each name what to measure: give one")
@@ -235,16 +236,23 @@ def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
                     workdir=workdir, store=store, progress=progress)
     if rounds > 1 or target is not None:  # every round in a process of its own, as a sweep's
         return _rounds([Cell(m, runtime, mode) for m in models], platform, rounds=rounds, target=target,
-                       max_rounds=max_rounds, cell_timeout=cell_timeout, force=True, **settings)
+                       max_rounds=max_rounds, cell_timeout=cell_timeout, force=True, scenario=loadgen, **settings)
     return _run_here(models, runtime, mode, platform, scenario=loadgen, **settings)
 
 
-def scenario_settings(scenario: str | None, **given) -> dict | None:
+def scenario_settings(scenario: str | None, platform: str | None = None, **given) -> dict | None:
     """A LoadGen scenario's settings, checked (ScenarioSettings), as a request carries them; None
-    without a scenario, where a scenario's option is refused."""
+    without a scenario, where a scenario's option is refused. Without `scenario`, a user's
+    `platform` that names one gives it, and its options where `given` has none."""
+    from levit_bench.platforms import get_platform
     from levit_bench.runners.base import as_flags
 
     given = {k: v for k, v in given.items() if v is not None}
+    named = platform and get_platform(platform).scenario
+    if scenario is None and named:
+        options = json.loads(named)
+        scenario = options.pop("scenario")
+        given = {**options, **given}
     if scenario is None:
         if given:
             raise LevitBenchError(f"{as_flags(sorted(given))} go with --scenario")
@@ -252,7 +260,20 @@ def scenario_settings(scenario: str | None, **given) -> dict | None:
     from levit_bench.scenarios.settings import ScenarioSettings
 
     names = {"min_duration": "min_duration_s"}
-    return ScenarioSettings(scenario, **{names.get(k, k): v for k, v in given.items()}).as_dict()
+    settings = ScenarioSettings(scenario, **{names.get(k, k): v for k, v in given.items()}).as_dict()
+    foreign = sorted(k for k in given if names.get(k, k) not in settings)
+    if foreign:
+        raise LevitBenchError(f"{as_flags(foreign)}: not a setting of the {scenario} scenario")
+    return settings
+
+
+DRIVE = "levit_bench.scenarios.cell:drive"  # what measures a request with a scenario, in a worker process too
+
+
+def _check_loadgen() -> None:
+    from levit_bench.scenarios.loadgen import import_loadgen
+
+    import_loadgen()  # missing: refused now, before anything is measured
 
 
 def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, *, batch, precision, protocol,
@@ -275,9 +296,8 @@ def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, 
     drive = None
     if scenario:
         from levit_bench.scenarios.cell import drive
-        from levit_bench.scenarios.loadgen import import_loadgen
 
-        import_loadgen()  # missing: refused now, before anything is measured
+        _check_loadgen()
     with _progress("starting", progress) as view:
         for request in requests:
             label = f"{request.model} on {runtime}"
@@ -318,7 +338,8 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
 
 def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, weights, rounds, target, max_rounds,
             force, run_id, wait_timeout, cores, streams, rpc, rpc_key, mcpu, workdir, store, progress,
-            cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False) -> Measured:
+            cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False, scenario: dict | None = None
+            ) -> Measured:
     """The `planned` cells measured for `rounds` rounds (and more while `target` wants them), every
     cell-round in a worker process, every record stored."""
     from levit_bench.platforms import get_platform
@@ -333,8 +354,10 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     measured = Measured(run_id=run_id or new_run_id())
     requests = sweep_requests(planned, platform, work, measured.run_id, batch=batch, precision=precision,
                               protocol=protocol, weights=weights, runtime_options=options,
-                              wait_timeout_s=wait_timeout, cores=cores, streams=streams)
+                              wait_timeout_s=wait_timeout, cores=cores, streams=streams, scenario=scenario)
     ResultsStore(store_path, create=False).check()
+    if scenario:
+        _check_loadgen()
     if protocol != "smoke" and get_platform(platform).device == "cpu" and "rpc" not in options:
         calibrate(progress=progress)  # once per host, before the first cell: every record's peak_fraction reads it
     results_store = ResultsStore(store_path)
@@ -353,7 +376,7 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
 
         outcomes = run_sweep(requests, work, done_rounds=results_store.count_ok, on_record=results_store.insert_or_keep,
                              force=force, on_cell=on_cell, rounds=rounds, more=more, on_round=on_round,
-                             cell_timeout_s=cell_timeout)
+                             cell_timeout_s=cell_timeout, drive=scenario and DRIVE)
     measured.extend(o.record for o in outcomes if o.record)
     measured.skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
     measured.refused = [(o.cell.label, o.error) for o in outcomes if o.status == "refused"]
@@ -393,6 +416,66 @@ def _profile_cells(requests: list[RunRequest], outcomes: list, store: ResultsSto
                 store.insert_or_keep(outcome.record, table="profiles")
                 measured.profiles.append(outcome.record)
             view.advance()
+
+
+def capacity_settings(latency_bound_ms: float | None = None, min_duration: float | None = None,
+                      min_queries: int | None = None, max_wait_ms: float | None = None) -> dict:
+    """The server settings a capacity search probes with, checked; its rate is the search's."""
+    settings = scenario_settings("server", target_qps=1.0, latency_bound_ms=latency_bound_ms,
+                                 min_duration=min_duration, min_queries=min_queries, max_wait_ms=max_wait_ms)
+    return {k: v for k, v in settings.items() if k != "target_qps"}
+
+
+def capacity(model: str | None, runtime: str, platform: str, *, latency_bound_ms: float | None = None,
+             onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
+             batch: int | None = None, precision: str | None = None, mode: str | None = None,
+             weights: str | None = None, cores: int | str | None = None, streams: int | None = None,
+             min_duration: float | None = None, min_queries: int | None = None, max_wait_ms: float | None = None,
+             tolerance: float | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, run_id: str | None = None,
+             platforms_file: PathLike | None = None, workdir: PathLike | None = None,
+             store: PathLike | None = None, progress: bool = False) -> dict:
+    """The highest server rate (queries/s) whose LoadGen run is VALID under `latency_bound_ms`
+    (p99), found from the offline throughput by bisection to `tolerance` (default ±2%)
+    (`levit-bench capacity`). Every run (the offline one, each probe) is stored as a
+    measurement; the search's record, which names them, is stored and returned."""
+    from levit_bench.reports.store import ResultsStore, save_record
+    from levit_bench.runners.session import RunRequest, checked_runner, new_run_id, run_cell
+    from levit_bench.scenarios.capacity import TOLERANCE, find_capacity
+
+    use_platforms(platforms_file, workdir)
+    settings = capacity_settings(latency_bound_ms, min_duration, min_queries, max_wait_ms)
+    tolerance = TOLERANCE if tolerance is None else tolerance
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance < 0.5:
+        raise LevitBenchError(f"--tolerance must be between 0 and 0.5 (0.02 is ±2%), not {tolerance}")
+    onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
+    if bool(onnx_model) == bool(model):
+        raise LevitBenchError("name the model to serve: --model NAME or --onnx FILE")
+    work, store_path = _paths(workdir, store)
+    request = RunRequest(onnx_model or model, runtime, platform, batch=batch, precision=precision, mode=mode,
+                         weights=weights, run_id=run_id or new_run_id(), wait_timeout_s=wait_timeout, cores=cores,
+                         streams=streams, scenario={**settings, "target_qps": 1.0})
+    checked_runner(request, work).close()
+    ResultsStore(store_path, create=False).check()
+    _check_loadgen()
+    from levit_bench.scenarios.cell import drive
+
+    with _progress("capacity", progress) as view:
+        def measure(scenario: dict) -> dict:
+            step = f"{request.model} on {runtime}, {scenario['scenario']}" + (
+                f" at {scenario['target_qps']:g} QPS" if scenario.get("target_qps") else "")
+            record = run_cell(dataclasses.replace(request, scenario=scenario), work,
+                              on_step=lambda what: view.step(f"{step}: {what}"), on_wait=view.log, drive=drive)
+            save_record(store_path, record)
+            return record
+
+        def heard(probe) -> None:
+            view.log(f"{probe.target_qps:g} QPS: {'VALID' if probe.valid else 'INVALID'} (p99 {probe.p99_ms:.1f} ms)"
+                     if probe.p99_ms is not None else f"{probe.target_qps:g} QPS: "
+                     f"{'VALID' if probe.valid else 'INVALID'}")
+
+        record = find_capacity(measure, settings, tolerance, on_probe=heard)
+    save_record(store_path, record, table="capacities")
+    return record
 
 
 def profile(model: str | None, runtime: str, platform: str, *,

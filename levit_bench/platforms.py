@@ -13,6 +13,7 @@ which compiler target they take.
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ class Platform:
     base: str = ""  # the built-in platform this one is settings of ("" for a built-in: itself)
     streams: int = 1  # requests in flight at once on the held cores
     source: str = "built-in"  # where it was defined: built-in, or the TOML file
+    # a user's: the LoadGen scenario its runs take unless told otherwise, as JSON
+    # {"scenario": name, option: value, ...} (options named as api.run's: target_qps, min_duration, ...)
+    scenario: str | None = None
 
     def __post_init__(self):
         if not self.base:
@@ -126,12 +130,32 @@ _KEYS = {
     "batch": ("a positive integer", positive_int),
     "streams": ("a positive integer", positive_int),
     "precision": ("a precision some runtime offers", lambda v: v in all_precisions()),
+    "scenario": ("a scenario's name, or a table {name = ..., its options}", lambda v: isinstance(v, (str, dict))),
 }
+SCENARIO_OPTIONS = ("target_qps", "latency_bound_ms", "samples_per_query", "min_duration", "min_queries",
+                    "max_wait_ms")
+
+
+def _scenario(value: str | dict, where: str) -> str:
+    """A TOML entry's scenario, checked as a run would check it, as the Platform keeps it (JSON)."""
+    from levit_bench.scenarios.settings import ScenarioSettings
+
+    options = {"name": value} if isinstance(value, str) else dict(value)
+    unknown = sorted(set(options) - {"name", *SCENARIO_OPTIONS})
+    if unknown or "name" not in options:
+        raise PlatformError(f"{where}: " + (f"unknown key {unknown[0]!r} (known: name, {', '.join(SCENARIO_OPTIONS)})"
+                                            if unknown else "needs name = the scenario's"))
+    name = options.pop("name")
+    try:
+        ScenarioSettings(name, **{"min_duration_s" if k == "min_duration" else k: v for k, v in options.items()})
+    except LevitBenchError as e:
+        raise PlatformError(f"{where}: {e}") from None
+    return json.dumps({"scenario": name, **options}, sort_keys=True)
 
 
 def parse_platforms(text: str, source: str) -> list[Platform]:
     """The platforms a TOML text defines, each a table `[platforms.NAME]` with `base` and any of
-    cores, batch, streams, precision, description; a PlatformError naming `source` and
+    cores, batch, streams, precision, scenario, description; a PlatformError naming `source` and
     the key otherwise. `cores = "all"` is kept as said and resolved when a run holds them."""
     try:
         data = tomllib.loads(text)
@@ -165,7 +189,9 @@ def parse_platforms(text: str, source: str) -> list[Platform]:
             name=name, description=entry.get("description", f"{base.name}, your settings"), device=base.device,
             threads=cores, default_batch=entry.get("batch", base.default_batch),
             default_precision=entry.get("precision", base.default_precision), base=base.name,
-            streams=entry.get("streams", 1), source=source))
+            streams=entry.get("streams", 1), source=source,
+            scenario=_scenario(entry["scenario"], f"{source}: platforms.{name}.scenario") if "scenario" in entry
+            else None))
     return found
 
 

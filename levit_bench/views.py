@@ -300,6 +300,44 @@ def print_profile(result: dict, console: Console | None = None) -> None:
                       "total): the runtime's own work between kernels, its profiler's included", highlight=False)
 
 
+def print_capacities(records: list[dict], console: Console | None = None, wide: bool = False) -> None:
+    """One row per capacity search: the highest VALID server rate under its bound, the bracket's
+    INVALID end, the offline rate it started from and the probes it took."""
+    def capacity(r: dict) -> str:
+        if r["status"] != "ok":
+            return "-"
+        return "none" if r.get("capacity_qps") is None else format(r["capacity_qps"], ".4g")
+
+    columns = [
+        Column("created (UTC)", lambda r: r["created_at"][:16].replace("T", " "), drop=6),
+        _MODEL, _RUNTIME,
+        Column("platform", lambda r: r["platform"], drop=5, shared=True),
+        Column("batch", lambda r: _fmt(r.get("batch"), "d"), "right", drop=2),
+        _CORES, _STREAMS,
+        Column("p99 bound ms", lambda r: _fmt(r["latency_bound_ms"], "g"), "right", keep=True),
+        Column("capacity QPS", capacity, "right", keep=True),
+        Column("INVALID at", lambda r: _fmt(r.get("lowest_invalid_qps"), ".4g"), "right", drop=4),
+        Column("offline images/s", lambda r: _fmt(r.get("offline_qps"), ".1f"), "right", drop=3),
+        Column("probes", lambda r: str(len(r.get("probes") or ())), "right", drop=7),
+        Column("status", lambda r: "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error')}",
+               keep=True, fold=True),
+        _HOST,
+    ]
+    _print_table("Server capacity (LoadGen, p99 within the bound)", columns, records, console, wide)
+
+
+def print_probes(record: dict, console: Console | None = None) -> None:
+    """A capacity search's probes, in the order run: rate, verdict, p99."""
+    console = console or stdout_console()
+    table = Table(title=f"{record['model']} on {_runtime(record)}: server runs, p99 bound {record['latency_bound_ms']:g} ms")
+    for column in ("QPS", "verdict", "p99 ms", "run uid"):
+        table.add_column(column, justify="left" if column in ("verdict", "run uid") else "right")
+    for probe in record.get("probes") or ():
+        table.add_row(f"{probe['target_qps']:.4g}", "VALID" if probe["valid"] else "[yellow]INVALID[/yellow]",
+                      _fmt(probe.get("p99_ms"), ".2f"), probe.get("uid") or "-")
+    console.print(table)
+
+
 def print_error(message: str) -> None:
     stderr_console().print(f"[red]error:[/red] {message}", highlight=False, markup=True)
 

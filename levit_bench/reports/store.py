@@ -84,7 +84,28 @@ PROFILE_COLUMNS = {
     "total_ms": "REAL",
     "median_ms": "REAL",
 }
-TABLES = {"measurements": COLUMNS, "accuracy": ACCURACY_COLUMNS, "profiles": PROFILE_COLUMNS}
+# One row per `levit-bench capacity` search (its probes are measurements rows, by uid).
+CAPACITY_COLUMNS = {
+    "uid": "TEXT NOT NULL UNIQUE",
+    "run_id": "TEXT",
+    "created_at": "TEXT NOT NULL",
+    "model": "TEXT NOT NULL",
+    "runtime": "TEXT NOT NULL",
+    "mode": "TEXT",
+    "platform": "TEXT",
+    "precision": "TEXT",
+    "batch": "INTEGER",
+    "cores": "INTEGER",
+    "streams": "INTEGER",
+    "host": "TEXT",
+    "latency_bound_ms": "REAL NOT NULL",
+    "status": "TEXT NOT NULL",
+    "error": "TEXT",
+    "capacity_qps": "REAL",
+    "offline_qps": "REAL",
+}
+TABLES = {"measurements": COLUMNS, "accuracy": ACCURACY_COLUMNS, "profiles": PROFILE_COLUMNS,
+          "capacities": CAPACITY_COLUMNS}
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -215,6 +236,9 @@ class ResultsStore:
 
     def insert_profile(self, record: Mapping) -> None:
         self.insert(record, table="profiles")
+
+    def capacity_records(self, model: str | None = None) -> list[dict]:
+        return self._model_rows("capacities", model)
 
     def profile_records(self, model: str | None = None) -> list[dict]:
         return self._model_rows("profiles", model)

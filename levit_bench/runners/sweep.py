@@ -115,12 +115,14 @@ class Isolated:
     refused: bool = False
 
 
-def run_isolated(request: RunRequest, workdir: Path, timeout_s: float, task: str = "measure") -> Isolated:
-    """The record a worker process returned for `task`, or the reason it returned none."""
+def run_isolated(request: RunRequest, workdir: Path, timeout_s: float, task: str = "measure",
+                 drive: str | None = None) -> Isolated:
+    """The record a worker process returned for `task`, or the reason it returned none; `drive`
+    ("module:function") is what measures a request with a scenario (the caller's)."""
     process = subprocess.Popen([sys.executable, "-m", "levit_bench.runners.worker"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        stdout, stderr = process.communicate(request_payload(request, workdir, task), timeout=timeout_s)
+        stdout, stderr = process.communicate(request_payload(request, workdir, task, drive), timeout=timeout_s)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
@@ -147,6 +149,7 @@ def sweep_requests(
     batch: int | None = None, precision: str | None = None, protocol: str = "default",
     weights: str | None = None, runtime_options: dict | None = None,
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S, cores: int | str | None = None, streams: int | None = None,
+    scenario: dict | None = None,
 ) -> list[RunRequest]:
     """Each cell's request, checked: an invalid one refuses the whole sweep before any cell runs.
 
@@ -163,7 +166,7 @@ def sweep_requests(
     requests = [RunRequest(cell.model, cell.runtime, platform, batch=batch, precision=precision,
                            mode=cell.mode, protocol=protocol, weights=weights, run_id=run_id,
                            runtime_options={k: v for k, v in given.items() if k in accepted[cell.runtime]},
-                           wait_timeout_s=wait_timeout_s, cores=cores, streams=streams)
+                           wait_timeout_s=wait_timeout_s, cores=cores, streams=streams, scenario=scenario)
                 for cell in cells]
     checked = set()
     for request in requests:  # one runner per runtime variant proves the settings valid
@@ -239,7 +242,7 @@ def run_sweep(
     on_record: Callable[[dict], None], force: bool = False, cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
     on_cell: Callable[[Cell, str], None] = lambda cell, state: None, rounds: int = 1, seed: int | None = None,
     more: MoreRounds | None = None,
-    on_round: Callable[[int, int, int], None] = lambda number, cells, wanting: None,
+    on_round: Callable[[int, int, int], None] = lambda number, cells, wanting: None, drive: str | None = None,
 ) -> list[CellOutcome]:
     """Measure each request `rounds` times, every cell-round in a worker process of its own, the
     cells shuffled afresh each round (`seed`: reproducibly); hand every record to `on_record`
@@ -248,7 +251,8 @@ def run_sweep(
     Round k of a cell is skipped, unless `force`, when `done_rounds` (the caller's count of
     finished rounds with the cell's resume key) is at least k: a killed sweep resumes where it
     stopped. Each record carries its `round`; `on_round(k, cells, wanting)` announces each
-    round (`wanting`: how many cells asked for it, past the first `rounds`).
+    round (`wanting`: how many cells asked for it, past the first `rounds`). `drive`
+    ("module:function", as session.run_cell takes it) measures the requests with a scenario.
     """
     check_rounds(rounds, more and more.most)
     check_cell_timeout(cell_timeout_s)
@@ -269,19 +273,19 @@ def run_sweep(
             on_round(number, len(pending), wanting)
             for index in shuffled(pending, rng, group=lambda index: cells[index].model):
                 outcomes.append(_sweep_cell(cells[index], requests[index], workdir, host, number, done_rounds,
-                                            on_record, force, cell_timeout_s, on_cell))
+                                            on_record, force, cell_timeout_s, on_cell, drive))
     return outcomes
 
 
 def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, number: int,
                 done_rounds: Callable[[dict], int], on_record: Callable[[dict], None], force: bool,
-                cell_timeout_s: float, on_cell: Callable[[Cell, str], None]) -> CellOutcome:
+                cell_timeout_s: float, on_cell: Callable[[Cell, str], None], drive: str | None = None) -> CellOutcome:
     key = _resume_key(cell, request, workdir, host)
     if not force and request.weights is None and key is not None and done_rounds(key) >= number:
         on_cell(cell, "skipped")
         return CellOutcome(cell, "skipped")
     on_cell(cell, "running")
-    outcome = run_isolated(request, workdir, cell_timeout_s)
+    outcome = run_isolated(request, workdir, cell_timeout_s, drive=drive)
     if outcome.refused:
         on_cell(cell, "refused")
         return CellOutcome(cell, "refused", error=outcome.error)

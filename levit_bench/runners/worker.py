@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import importlib
 import json
 import os
 import signal
@@ -26,15 +27,23 @@ EXIT_ORPHANED = 4  # the sweep that started this worker was gone before it began
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def request_payload(request: RunRequest, workdir: Path, task: str = "measure") -> str:
-    """What the parent writes to a worker's stdin: the task and its request, and what the worker
-    needs to see the parent's runtimes (those registered beyond the built-in ones, and where to
-    import them), its users' ONNX models and its users' platforms."""
-    return json.dumps({"task": task, "parent": os.getpid(), "request": dataclasses.asdict(request),
+def request_payload(request: RunRequest, workdir: Path, task: str = "measure", drive: str | None = None) -> str:
+    """What the parent writes to a worker's stdin: the task and its request, what drives a
+    request with a scenario ("module:function", the caller's: this layer imports no scenario), and
+    what the worker needs to see the parent's runtimes (those registered beyond the built-in
+    ones, and where to import them), its users' ONNX models and its users' platforms."""
+    return json.dumps({"task": task, "parent": os.getpid(), "request": dataclasses.asdict(request), "drive": drive,
                        "workdir": str(workdir),
                        "runtimes": runtimes.added_runtimes(), "onnx_models": registry.added_onnx_models(),
                        "platforms": platforms.added_platforms(),
                        "sys_path": sys.path})
+
+
+def _imported(path: str | None):
+    if path is None:
+        return None
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def die_with(parent: int) -> None:
@@ -65,7 +74,7 @@ def main() -> int:
 
             record = profile_cell(request, workdir)
         else:
-            record = run_cell(request, workdir)
+            record = run_cell(request, workdir, drive=_imported(payload.get("drive")))
     except LevitBenchError as e:
         print(one_line(e), file=sys.stderr)
         return EXIT_REFUSED

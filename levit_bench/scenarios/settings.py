@@ -14,6 +14,9 @@ DEFAULT_SAMPLES_PER_QUERY = 8
 DEFAULT_MIN_DURATION_S = 10.0
 DEFAULT_MIN_QUERIES = 100
 DEFAULT_MAX_WAIT_MS = 2.0
+COMMON = ("scenario", "min_duration_s", "min_queries")
+OWN = {"single-stream": (), "multi-stream": ("samples_per_query",),  # the settings each scenario reads
+       "server": ("target_qps", "latency_bound_ms", "max_wait_ms"), "offline": ("target_qps",)}
 
 
 class ScenarioError(LevitBenchError):
@@ -51,4 +54,6 @@ class ScenarioSettings:
                 raise ScenarioError(f"{flag} must be a positive integer, not {value}")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The settings the scenario reads (those of another scenario left out: they would make
+        two equal runs two cells)."""
+        return {k: v for k, v in asdict(self).items() if k in COMMON + OWN[self.scenario]}

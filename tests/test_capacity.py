@@ -1,0 +1,111 @@
+"""`levit-bench capacity`: the highest server rate LoadGen finds VALID under a latency bound,
+searched from the offline throughput on a runtime of known service time, every run stored;
+then the search's own rules on a verdict known for every rate, and bad requests refused."""
+
+import time
+
+import pytest
+
+from levit_bench import api, runtimes
+from levit_bench.errors import LevitBenchError
+from levit_bench.reports.store import open_store
+from levit_bench.runners.onnxruntime_runner import OnnxRuntimeRunner
+from levit_bench.scenarios.capacity import MOST_PROBES, Probe, search
+from cli_support import run_cli
+from test_user_onnx import _export
+
+SERVICE_S = 0.04  # the paced runtime's time per call, whatever its batch
+BATCH = 32
+BOUND_MS = 3 * SERVICE_S * 1e3  # a sample waits for the call in flight, then its own: 2 x the service time
+
+
+class PacedRunner(OnnxRuntimeRunner):
+    """ONNX Runtime on a tiny net, each call taking SERVICE_S in all: a server of known capacity,
+    BATCH / SERVICE_S samples/s, whose outputs are still the model's (the trust gate holds)."""
+
+    runtime = "paced"
+
+    def __call__(self, inputs):
+        started = time.perf_counter()
+        outputs = super().__call__(inputs)
+        time.sleep(max(0.0, started + SERVICE_S - time.perf_counter()))
+        return outputs
+
+    def stream_calls(self) -> list:
+        return [self]  # one stream: a session, paced
+
+
+@pytest.fixture()
+def paced_runtime():
+    spec = runtimes.register_runtime(runtimes.RuntimeSpec("paced", f"{__name__}:PacedRunner", package="onnxruntime"))
+    yield spec
+    runtimes.unregister_runtime(spec.name)
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("capacity") / "tiny_net.onnx")
+
+
+def test_capacity_finds_the_rate_of_a_runtime_of_known_service_time(paced_runtime, tiny_onnx, tmp_path):
+    known = BATCH / SERVICE_S  # 800 samples/s
+    record = api.capacity(None, "paced", "xeon", onnx=tiny_onnx, batch=BATCH, latency_bound_ms=BOUND_MS,
+                          min_duration=3, min_queries=100, workdir=tmp_path)
+    assert record["status"] == "ok", record["error"]
+    assert record["capacity_qps"] == pytest.approx(known, rel=0.05)
+    assert record["lowest_invalid_qps"] - record["capacity_qps"] <= 0.02 * record["capacity_qps"]
+    assert record["offline_qps"] == pytest.approx(known, rel=0.1)
+    store = open_store(tmp_path)
+    (stored,) = store.capacity_records()
+    assert stored == record
+    runs = {r["uid"]: r for r in store.records()}
+    assert set(runs) == {record["offline_uid"], *(p["uid"] for p in record["probes"])}  # every probe stored
+    assert runs[record["offline_uid"]]["scenario"] == "offline"
+    for probe in record["probes"]:
+        run = runs[probe["uid"]]
+        assert run["status"] == "ok" and run["scenario"] == "server" and run["valid"] == probe["valid"]
+        assert run["scenario_settings"].count(f'"target_qps": {probe["target_qps"]}')
+        # VALID exactly where LoadGen's p99 met the bound
+        assert probe["valid"] == (run["latency_ms"]["p99"] <= BOUND_MS), run["failed_constraints"]
+    assert max(p["target_qps"] for p in record["probes"] if p["valid"]) == record["capacity_qps"]
+
+
+def _verdicts(capacity: float):
+    tried = []
+
+    def probe(rate: float) -> Probe:
+        tried.append(rate)
+        return Probe(rate, rate <= capacity)
+
+    return probe, tried
+
+
+@pytest.mark.parametrize("capacity", [30.0, 97.0, 104.0, 6.0])
+def test_the_search_brackets_then_bisects_to_two_percent(capacity):
+    probe, tried = _verdicts(capacity)
+    found = search(probe, ceiling_qps=100.0)
+    assert tried[0] == 100.0 and len(tried) <= MOST_PROBES
+    assert found.capacity_qps <= capacity < found.lowest_invalid_qps <= 1.02 * found.capacity_qps
+
+
+def test_a_search_with_no_valid_rate_ends_without_one():
+    probe, tried = _verdicts(0.1)
+    found = search(probe, ceiling_qps=100.0)
+    assert found.capacity_qps is None and min(tried) <= 5.0 and len(tried) <= 10
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--latency-bound-ms", "0"], "--latency-bound-ms must be a positive number, not 0.0"),
+    (["--min-duration", "-1"], "--min-duration must be a positive number, not -1.0"),
+    (["--tolerance", "0.7"], "--tolerance must be between 0 and 0.5 (0.02 is ±2%), not 0.7"),
+    (["--cores", "0"], "argument --cores: must be at least 1, not 0 (see levit-bench capacity --help)"),
+    (["--streams", "0"], "argument --streams: must be at least 1, not 0 (see levit-bench capacity --help)"),
+    (["--cores", "4096"], "4096 cores asked for (platform xeon), but this host has"),
+])
+def test_a_bad_capacity_request_is_one_line_and_stores_nothing(args, message, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "--workdir", tmp_path, "capacity", "--model", "levit_128s", "--runtime",
+                             "onnxruntime", "--platform", "xeon", *args)
+    assert code in (1, 2)
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"levit-bench capacity: error: {message}")
+    assert not (tmp_path / "results.db").exists()
