@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from levit_bench.runners.session import RunRequest
     from levit_bench.runners.sweep import Cell, MoreRounds
 
-__all__ = ["LevitBenchError", "Measured", "aggregate", "calibrate", "capacity", "capacity_settings", "cells", "compare", "comparison", "merge",
+__all__ = ["LevitBenchError", "Measured", "aggregate", "calibrate", "capacities", "capacity", "capacity_settings",
+           "cells", "compare", "comparison", "merge",
            "more_rounds", "platforms", "profile", "records", "report", "report_result", "results", "run",
            "scenario_settings", "store_path", "sweep", "use_onnx", "use_platforms"]
 
@@ -51,8 +52,8 @@ class Measured(list):
     """The records a `run` or `sweep` stored, in the order measured (a list of dicts), and what
     else it found: the cell-rounds it `skipped` (stored already: a cell's label once per round),
     the cells `refused` before anything was measured ((label, reason): nothing stored), those
-    `still_wide` after the last round allowed by `target`, and with `sweep(profile=True)` the
-    profiles stored and those that failed."""
+    `still_wide` after the last round allowed by `target`, with `sweep(profile=True)` the
+    profiles stored and those that failed, and with `sweep(capacity=True)` the capacity searches."""
 
     def __init__(self, records: Sequence[dict] = (), run_id: str | None = None):
         super().__init__(records)
@@ -61,6 +62,7 @@ class Measured(list):
         self.refused: list[tuple[str, str]] = []
         self.still_wide: list[str] = []
         self.profiles: list[dict] = []
+        self.capacities: list[dict] = []
         self.profile_failures: list[str] = []
 
     @property
@@ -317,29 +319,51 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
           run_id: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, cores: int | str | None = None,
           streams: int | None = None, rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
           platforms_file: PathLike | None = None, workdir: PathLike | None = None,
-          store: PathLike | None = None, progress: bool = False) -> Measured:
+          store: PathLike | None = None, progress: bool = False, scenario: str | None = None,
+          target_qps: float | None = None, latency_bound_ms: float | None = None,
+          samples_per_query: int | None = None, min_duration: float | None = None, min_queries: int | None = None,
+          max_wait_ms: float | None = None, capacity: bool = False) -> Measured:
     """Measure every model x runtime cell on one platform, `rounds` times, every cell-round in a
     process of its own, the cells in a new random order each round, and store every record
     (`levit-bench sweep`). Cell-rounds already stored are skipped unless `force`; a cell that
     crashes or times out (`cell_timeout` seconds) is stored as failed and the sweep goes on.
-    `runtimes` entries may name a mode (`torch:eager`, `tvm:tuned`); default: every runtime."""
+    `runtimes` entries may name a mode (`torch:eager`, `tvm:tuned`); default: every runtime.
+    `scenario` (and its settings, as `run`'s) measures every cell under LoadGen; `capacity`
+    searches every cell's server capacity under `latency_bound_ms` once per round instead
+    (`Measured.capacities`; its runs are the records)."""
     from levit_bench.runtimes import RUNTIMES
     from levit_bench.runners.sweep import plan
 
     use_platforms(platforms_file, workdir)
+    options = dict(latency_bound_ms=latency_bound_ms, min_duration=min_duration, min_queries=min_queries,
+                   max_wait_ms=max_wait_ms)
+    if capacity:
+        if scenario is not None or target_qps is not None or samples_per_query is not None:
+            raise LevitBenchError("--capacity runs the offline and server scenarios itself: --scenario, "
+                                  "--target-qps and --samples-per-query do not go with it")
+        if target is not None or profile:
+            raise LevitBenchError("--capacity searches each cell once per round: --target and --profile do not "
+                                  "go with it")
+        loadgen = capacity_settings(**options)
+    else:
+        loadgen = scenario_settings(scenario, platform=platform, target_qps=target_qps,
+                                    samples_per_query=samples_per_query, **options)
+        if loadgen and (target is not None or profile):
+            raise LevitBenchError("--target and --profile repeat the closed-loop protocol; a scenario runs "
+                                  "--rounds N times")
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     planned = plan(_model_names(models, onnx_model), _listed(runtimes) or list(RUNTIMES), resolve_workdir(workdir))
     return _rounds(planned, platform, batch=batch, precision=precision, protocol=protocol, weights=weights,
                    rounds=rounds, target=target, max_rounds=max_rounds, force=force, cell_timeout=cell_timeout,
                    profile=profile, run_id=run_id, wait_timeout=wait_timeout, cores=cores, streams=streams,
-                   rpc=rpc, rpc_key=rpc_key, mcpu=mcpu,
-                   workdir=workdir, store=store, progress=progress)
+                   rpc=rpc, rpc_key=rpc_key, mcpu=mcpu, workdir=workdir, store=store, progress=progress,
+                   **({"capacity": loadgen} if capacity else {"scenario": loadgen}))
 
 
 def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, weights, rounds, target, max_rounds,
             force, run_id, wait_timeout, cores, streams, rpc, rpc_key, mcpu, workdir, store, progress,
-            cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False, scenario: dict | None = None
-            ) -> Measured:
+            cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False, scenario: dict | None = None,
+            capacity: dict | None = None) -> Measured:
     """The `planned` cells measured for `rounds` rounds (and more while `target` wants them), every
     cell-round in a worker process, every record stored."""
     from levit_bench.platforms import get_platform
@@ -354,13 +378,17 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     measured = Measured(run_id=run_id or new_run_id())
     requests = sweep_requests(planned, platform, work, measured.run_id, batch=batch, precision=precision,
                               protocol=protocol, weights=weights, runtime_options=options,
-                              wait_timeout_s=wait_timeout, cores=cores, streams=streams, scenario=scenario)
+                              wait_timeout_s=wait_timeout, cores=cores, streams=streams,
+                              scenario=scenario or capacity and {**capacity, "scenario": "offline"})
     ResultsStore(store_path, create=False).check()
-    if scenario:
+    if scenario or capacity:
         _check_loadgen()
     if protocol != "smoke" and get_platform(platform).device == "cpu" and "rpc" not in options:
         calibrate(progress=progress)  # once per host, before the first cell: every record's peak_fraction reads it
     results_store = ResultsStore(store_path)
+    if capacity:
+        _capacities(requests, capacity, rounds, results_store, work, cell_timeout, measured, progress)
+        return measured
     more = more_rounds(target, max_rounds, results_store)
     with _progress("sweep", progress, total=len(planned) * rounds) as view:
         def on_cell(cell, state):
@@ -385,6 +413,53 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     if profile:
         _profile_cells(requests, outcomes, results_store, work, cell_timeout, measured, progress)
     return measured
+
+
+def _capacities(requests: list[RunRequest], settings: dict, rounds: int, store: ResultsStore, work: Path,
+                cell_timeout: float, measured: Measured, progress: bool) -> None:
+    """`sweep(capacity=...)`: each cell's capacity searched once per round, the cells shuffled afresh
+    each round, every run in a worker process of its own; every run and search stored."""
+    import random
+
+    from levit_bench.records import cell_id
+    from levit_bench.runners.session import new_record
+    from levit_bench.runners.sweep import Cell, run_isolated, shuffled
+    from levit_bench.scenarios.capacity import find_capacity
+
+    class Refused(Exception):
+        pass
+
+    rng = random.Random()
+    with _progress("capacity", progress, total=len(requests) * rounds) as view:
+        for number in range(1, rounds + 1):
+            for index in shuffled(range(len(requests)), rng, group=lambda i: requests[i].model):
+                request = requests[index]
+                label = Cell(request.model, request.runtime, request.mode).label
+
+                def measure(scenario: dict) -> dict:
+                    view.step(f"{label}: {scenario['scenario']}" + (f" at {scenario['target_qps']:g} QPS"
+                                                                    if scenario.get("target_qps") else ""))
+                    cell = dataclasses.replace(request, scenario=scenario)
+                    outcome = run_isolated(cell, work, cell_timeout, drive=DRIVE)
+                    if outcome.refused:
+                        raise Refused(outcome.error)
+                    record = outcome.record
+                    if record is None:
+                        record = {**new_record(cell), "error": outcome.error}
+                        record["cell"] = cell_id(record)
+                    record["round"] = number
+                    store.insert_or_keep(record)
+                    measured.append(record)
+                    return record
+
+                try:
+                    found = {**find_capacity(measure, settings), "round": number}
+                except Refused as e:
+                    measured.refused.append((label, str(e)))
+                else:
+                    store.insert_or_keep(found, table="capacities")
+                    measured.capacities.append(found)
+                view.advance()
 
 
 def _still_wide(outcomes: list, more: MoreRounds) -> list[str]:
@@ -513,6 +588,17 @@ def records(*, workdir: PathLike | None = None, store: PathLike | None = None, *
     if filters.get("model"):
         filters["model"] = normalise_name(filters["model"])
     return _reading(workdir, store).records(**filters)
+
+
+def capacities(*, workdir: PathLike | None = None, store: PathLike | None = None, **filters) -> list[dict]:
+    """The stored capacity searches, oldest first, where every filter (model, runtime, platform,
+    status, host, run_id) equals its value; each names its probes' runs by uid."""
+    from levit_bench.registry import normalise_name
+
+    if filters.get("model"):
+        filters["model"] = normalise_name(filters["model"])
+    wanted = {k: v for k, v in filters.items() if v is not None}
+    return [r for r in _reading(workdir, store).capacity_records() if all(r.get(k) == v for k, v in wanted.items())]
 
 
 def results(*, workdir: PathLike | None = None, store: PathLike | None = None, **filters) -> pd.DataFrame:

@@ -262,6 +262,7 @@ def print_comparison(rows: list[dict], by: str, console: Console | None = None, 
 
     columns = [
         _MODEL,
+        *([Column("runtime", lambda r: r["runtime"], keep=True, shared=True)] if by != "runtime" else []),
         Column("platform", lambda r: r["platform"], drop=5, shared=True),
         Column("batch", lambda r: _fmt(r.get("batch"), "d"), "right", drop=3),
         Column("rounds A/B", lambda r: "/".join(map(str, r["rounds"])), "right", drop=4),
@@ -269,6 +270,7 @@ def print_comparison(rows: list[dict], by: str, console: Console | None = None, 
         Column("B im/s", lambda r: f"{r['b_images_per_s']:.1f}", "right", drop=1),
         Column("B / A", lambda r: f"{r['ratio']:.3f}", "right", keep=True),
         Column("95% interval", lambda r: f"{r['ratio_ci'][0]:.3f}-{r['ratio_ci'][1]:.3f}", "right", keep=True),
+        *([Column("efficiency", lambda r: f"{r['efficiency']:.0%}", "right", drop=6)] if by == "cores" else []),
         Column("verdict", verdict, keep=True),
     ]
     console = console or stdout_console()
@@ -303,6 +305,10 @@ def print_profile(result: dict, console: Console | None = None) -> None:
 def print_capacities(records: list[dict], console: Console | None = None, wide: bool = False) -> None:
     """One row per capacity search: the highest VALID server rate under its bound, the bracket's
     INVALID end, the offline rate it started from and the probes it took."""
+    if not records:
+        (console or stdout_console()).print("Server capacity: no capacity search stored")
+        return
+
     def capacity(r: dict) -> str:
         if r["status"] != "ok":
             return "-"

@@ -2,6 +2,7 @@
 searched from the offline throughput on a runtime of known service time, every run stored;
 then the search's own rules on a verdict known for every rate, and bad requests refused."""
 
+import json
 import time
 
 import pytest
@@ -108,4 +109,37 @@ def test_a_bad_capacity_request_is_one_line_and_stores_nothing(args, message, tm
     assert code in (1, 2)
     (line,) = err.strip().splitlines()
     assert line.startswith(f"levit-bench capacity: error: {message}")
+    assert not (tmp_path / "results.db").exists()
+
+
+def test_a_capacity_sweep_searches_in_workers_and_the_report_shows_it(paced_runtime, tiny_onnx, tmp_path, capsys):
+    known = BATCH / SERVICE_S
+    code, out, err = run_cli(capsys, "--workdir", tmp_path, "sweep", "--platform", "xeon", "--onnx", tiny_onnx,
+                             "--batch", BATCH, "--runtimes", "paced", "--capacity", "--latency-bound-ms", BOUND_MS,
+                             "--min-duration", "2", "--rounds", "1", "--protocol", "smoke", "--json")
+    assert code == 0, err
+    found = json.loads(out)
+    (search,) = found["capacities"]  # every run in a worker process, which knew `paced` from this one
+    assert search["status"] == "ok" and search["round"] == 1
+    assert search["capacity_qps"] == pytest.approx(known, rel=0.08)  # 2 s runs: a looser bracket than 3 s
+    assert {r["uid"] for r in found["runs"]} == {search["offline_uid"], *(p["uid"] for p in search["probes"])}
+    code, out, err = run_cli(capsys, "--workdir", tmp_path, "results", "--capacity", "--wide")
+    assert code == 0, err
+    assert f"{search['capacity_qps']:.4g}" in out and "paced" in out
+    page = api.report(tmp_path / "report", workdir=tmp_path).read_text()
+    assert f"{search['capacity_qps']:.1f} within {BOUND_MS:g} ms" in page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--capacity", "--scenario", "offline"], "--capacity runs the offline and server scenarios itself"),
+    (["--capacity", "--target-qps", "5"], "--capacity runs the offline and server scenarios itself"),
+    (["--capacity", "--rounds", "3", "--target", "0.05"], "--target and --profile do not go with it"),
+    (["--scenario", "offline", "--profile"], "--target and --profile repeat the closed-loop protocol"),
+])
+def test_a_bad_scenario_sweep_is_one_line_and_stores_nothing(args, message, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--workdir", tmp_path, "sweep", "--platform", "xeon", "--models", "levit_128s",
+                           "--runtimes", "onnxruntime", *args)
+    assert code == 1
+    (line,) = err.strip().splitlines()
+    assert message in line
     assert not (tmp_path / "results.db").exists()

@@ -146,7 +146,8 @@ def test_your_platforms_are_listed_and_used_by_run_and_by_a_sweeps_workers(workd
     assert list(listed) == ["xeon", "arm", "gpu", "edge", "one"]
     assert listed["edge"] | {"source": None} == {
         "name": "edge", "description": "every core of this box, batch 4", "device": "cpu", "threads": "all",
-        "default_batch": 4, "default_precision": "fp32", "base": "xeon", "streams": 1, "source": None}
+        "default_batch": 4, "default_precision": "fp32", "base": "xeon", "streams": 1, "source": None,
+        "scenario": None}
     assert listed["edge"]["source"] == str(workdir_with_artifact / "platforms.toml")
     code, out, _ = run_cli(capsys, "--workdir", workdir_with_artifact, "platforms")
     assert code == 0 and "every core of this box, batch 4" in out
@@ -173,6 +174,11 @@ def test_your_platforms_are_listed_and_used_by_run_and_by_a_sweeps_workers(workd
     ("[platforms.a]\nbase = \"gpu\"\ncores = 2", "platforms.a.cores: cores apply to the CPU platforms, not gpu"),
     ("[platforms.xeon]\nbase = \"xeon\"", "xeon is a built-in platform; give yours another name"),
     ("[boxes.a]\nbase = \"xeon\"", "unknown key 'boxes' (platforms are tables [platforms.NAME])"),
+    ("[platforms.a]\nbase = \"xeon\"\nscenario = \"batch\"", "platforms.a.scenario: unknown scenario 'batch'"),
+    ("[platforms.a]\nbase = \"xeon\"\nscenario = { name = \"server\" }",
+     "platforms.a.scenario: the server scenario needs --target-qps"),
+    ("[platforms.a]\nbase = \"xeon\"\nscenario = { name = \"offline\", qps = 3 }",
+     "platforms.a.scenario: unknown key 'qps'"),
 ])
 def test_a_bad_platforms_file_is_one_line_naming_it_and_stores_nothing(text, message, capsys, tmp_path):
     path = tmp_path / "mine.toml"

@@ -146,7 +146,8 @@ def test_an_impossible_server_bound_is_stored_invalid_and_shown(workdir_with_art
     (["--scenario", "batch"], "argument --scenario: invalid choice: 'batch'"),
     (["--scenario", "server"], "the server scenario needs --target-qps"),
     (["--target-qps", "5"], "--target-qps go with --scenario"),
-    (["--scenario", "offline", "--rounds", "2"], "--scenario measures one round"),
+    (["--scenario", "offline", "--rounds", "3", "--target", "0.02"], "--target repeats the closed-loop protocol"),
+    (["--scenario", "offline", "--latency-bound-ms", "5"], "--latency-bound-ms: not a setting of the offline scenario"),
     (["--scenario", "offline", "--runtime", "tvm", "--rpc", "127.0.0.1:9"], None),
 ])
 def test_a_bad_scenario_request_is_one_line_and_stores_nothing(args, message, tmp_path, capsys):
@@ -189,3 +190,38 @@ def test_a_scenarios_spread_of_latencies_is_not_instability():
 
     assert stability_flags([make_record(cv=0.5, scenario="server")]) == []
     assert stability_flags([make_record(cv=0.5)]) == ["round 1: CV 50% > 10%"]
+
+
+SERVING_TOML = """
+[platforms.serving]
+base = "xeon"
+batch = 1
+scenario = { name = "single-stream", min_duration = 1, min_queries = 10 }
+"""
+
+
+def test_a_platforms_scenario_is_listed_and_swept_round_by_round_in_workers(workdir_with_artifact, capsys):
+    (workdir_with_artifact / "platforms.toml").write_text(SERVING_TOML)
+    code, out, err = run_cli(capsys, "--workdir", workdir_with_artifact, "platforms", "--json")
+    assert code == 0, err
+    listed = {p["name"]: p for p in json.loads(out)}
+    assert json.loads(listed["serving"]["scenario"]) == {"scenario": "single-stream", "min_duration": 1,
+                                                         "min_queries": 10}
+    sweep = ["--workdir", workdir_with_artifact, "sweep", "--platform", "serving", "--models", "levit_128s",
+             "--runtimes", "onnxruntime", "--rounds", "2", "--protocol", "smoke"]
+    code, out, err = run_cli(capsys, *sweep, "--json")
+    assert code == 0, err
+    records = json.loads(out)  # each round in a worker process, driven by the scenario the parent named
+    assert [r["round"] for r in records] == [1, 2]
+    for record in records:
+        assert record["status"] == "ok", record["error"]
+        assert (record["scenario"], record["batch"]) == ("single-stream", 1)
+        assert json.loads(record["scenario_settings"]) == {"min_duration_s": 1, "min_queries": 10}
+        assert isinstance(record["valid"], bool) and Path(record["loadgen_logs"]["summary"]).is_file()
+    code, _, err = run_cli(capsys, *sweep)  # both rounds stored: resumed, nothing measured again
+    assert code == 0 and "2 cell-rounds already measured, skipped" in err
+    code, out, err = run_cli(capsys, "--workdir", workdir_with_artifact, "results", "--aggregate", "--json")
+    (cell,) = json.loads(out)
+    # the cell's rate is LoadGen's samples/s, over its two rounds
+    rates = sorted(r["images_per_s"] for r in records)
+    assert rates[0] * 0.999 <= cell["images_per_s"] <= rates[1] * 1.001

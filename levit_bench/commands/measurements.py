@@ -127,11 +127,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _print_outcome(measured, args, "Measurements" + (f" ({measured.run_id})" if args.rounds > 1 else ""))
 
 
+def _print_capacities(measured: Measured, args: argparse.Namespace) -> int:
+    """A capacity sweep's searches as a table (or, with its runs, JSON), then one error line per
+    search that failed or cell refused."""
+    from levit_bench import views
+
+    if args.json:
+        print_json({"capacities": measured.capacities, "runs": list(measured)})
+    else:
+        views.print_capacities(measured.capacities, wide=args.wide)
+        views.print_note(f"{len(measured)} LoadGen runs stored (`levit-bench results` lists them)")
+    failed = [c for c in measured.capacities if c["status"] != "ok"]
+    for record in failed:
+        views.print_error(f"{record['model']} / {record['runtime']}: {record['error']}")
+    for label, error in measured.refused:
+        views.print_error(f"{label} not measured: {error}")
+    return 1 if failed or measured.refused else 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from levit_bench import api, views
 
     measured = api.sweep(args.platform, args.models, args.runtimes, force=args.force, cell_timeout=args.cell_timeout,
-                         profile=args.profile, **_settings(args))
+                         profile=args.profile, capacity=args.capacity, **scenario_args(args), **_settings(args))
+    if args.capacity:
+        return _print_capacities(measured, args)
     status = _print_outcome(measured, args, f"Sweep on {args.platform} ({measured.run_id})")
     if args.profile and not args.json:
         profiled = len(measured.profiles)
@@ -187,8 +207,12 @@ def register(commands) -> None:
                        help=f"seconds before a cell is stopped and stored as failed (default {DEFAULT_CELL_TIMEOUT_S:g})")
     sweep.add_argument("--profile", action="store_true",
                        help="then profile every cell measured ok once (as `levit-bench profile`) and store it")
+    sweep.add_argument("--capacity", action="store_true",
+                       help="instead of measuring, search every cell's server capacity under --latency-bound-ms "
+                       "once per round (as `levit-bench capacity`), every run in a process of its own")
     _request_options(sweep)
     _rounds_option(sweep, 3)
     tvm_options(sweep)
     onnx_options(sweep)
+    scenario_options(sweep)
     sweep.set_defaults(handler=cmd_sweep)

@@ -17,6 +17,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     filters = dict(model=args.model, runtime=args.runtime, platform=args.platform, status=args.status,
                    host=args.host, run_id=args.run_id, workdir=args.workdir)
     where = api.store_path(args.workdir)
+    if args.capacity:
+        searches = api.capacities(**{k: v for k, v in filters.items() if k != "workdir"}, workdir=args.workdir)
+        if args.json:
+            print_json(searches)
+        else:
+            views.print_capacities(searches, wide=args.wide)
+        return 0
     if args.aggregate:
         rows = api.cells(**filters)
         if args.json:
@@ -69,6 +76,9 @@ def register(commands) -> None:
                          help="one line per cell instead of per record: the median images/s over its rounds, "
                          "a 95%% confidence interval (bootstrap over rounds and their samples), and whether "
                          "the cell is flagged unstable (and why)")
+    results.add_argument("--capacity", action="store_true",
+                         help="the stored capacity searches (`levit-bench capacity`, `sweep --capacity`) instead: "
+                         "one line each, with the highest VALID server rate under its bound")
     results.add_argument("--json", action="store_true", help="print the records (or cells) as JSON")
     wide_option(results)
     results.set_defaults(handler=cmd_results)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from levit_bench.errors import LevitBenchError
+from levit_bench.scenarios.settings import ScenarioSettings
 
 TOLERANCE = 0.02  # the bracket's width at the end, relative to its VALID rate
 STEP_DOWN = 0.7  # below an INVALID rate, the next rate tried
@@ -90,6 +91,12 @@ CARRIED = ("run_id", "model", "family", "runtime", "runtime_version", "mode", "p
            "protocol", "pinned_cores")  # what a capacity record takes from its offline run
 
 
+def _inconclusive(run: dict) -> bool:
+    """A server run INVALID only because early stopping had too few queries to conclude."""
+    return not run["valid"] and run.get("failed_constraints") == ["Early stopping satisfied"] \
+        and bool(run.get("queries_needed"))
+
+
 class _ProbeFailed(Exception):
     def __init__(self, rate: float, record: dict):
         self.rate, self.record = rate, record
@@ -101,8 +108,8 @@ def find_capacity(measure: Callable[[dict], dict], settings: dict, tolerance: fl
     settings (a dict, as a request carries them) and gives its record, which the caller has
     stored; `settings` are the server's (ScenarioSettings.as_dict() of "server", without a
     target rate). The offline run comes first, then a server run per rate probed."""
-    offline = measure({"scenario": "offline", "min_duration_s": settings["min_duration_s"],
-                       "min_queries": settings["min_queries"]})
+    offline = measure(ScenarioSettings("offline", min_duration_s=settings["min_duration_s"],
+                                       min_queries=settings["min_queries"]).as_dict())
     record = {**{k: offline.get(k) for k in CARRIED}, "uid": uuid.uuid4().hex,
               "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "latency_bound_ms": settings["latency_bound_ms"],
@@ -115,9 +122,17 @@ def find_capacity(measure: Callable[[dict], dict], settings: dict, tolerance: fl
     probes: list[Probe] = []
 
     def probe(rate: float) -> Probe:
-        run = measure({**settings, "scenario": "server", "target_qps": rate})
-        if run["status"] != "ok":
-            raise _ProbeFailed(rate, run)
+        queries = settings["min_queries"]
+        for _ in range(2):
+            run = measure(ScenarioSettings(**{**settings, "scenario": "server", "target_qps": rate,
+                                              "min_queries": queries}).as_dict())
+            if run["status"] != "ok":
+                raise _ProbeFailed(rate, run)
+            if not _inconclusive(run):
+                break
+            # every query within the bound, but too few for early stopping to say so: once more, with
+            # the queries LoadGen says it would need (and a tenth more, for those that may be late)
+            queries = run["n_samples"] + int(1.1 * run["queries_needed"]) + 1
         return Probe(rate, bool(run["valid"]), run["uid"], run.get("p99_ms"))
 
     def heard(result: Probe) -> None:

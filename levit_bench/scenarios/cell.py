@@ -46,6 +46,7 @@ def drive(runner: Any, images: np.ndarray, batch: int, scenario: dict,
         "p99_ms": summary["latency_ms"].get("p99"),
         "valid": summary["valid"], "failed_constraints": summary["failed"], "latency_ms": summary["latency_ms"],
         "metric_ms": summary["metric_ms"], "early_stopping_ms": summary["early_stopping_ms"],
+        "queries_needed": summary["queries_needed"],
         "loadgen_logs": result.logs, "loadgen_batches": result.batches,
         "expected_qps": expected, "parity_from": "loadgen responses",
     }

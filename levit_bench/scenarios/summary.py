@@ -10,6 +10,7 @@ _STATS = {"Min latency (ns)": "min_ms", "Max latency (ns)": "max_ms", "Mean late
 _RATES = ("Samples per second", "Completed samples per second", "QPS w/o loadgen overhead")
 _CONSTRAINT = re.compile(r"^\s+(.+?)\s*:\s*(Yes|NO)\s*$", re.M)
 _ESTIMATE = re.compile(r"Early stopping (\d+\.\d+)th percentile estimate: (\d+)")
+_NEEDED = re.compile(r"Would need to run at least (\d+) more queries")
 _HEADLINE = re.compile(r"^(\d+\.\d+)th percentile latency \(ns\)\s*:\s*(\d+)", re.M)  # the scenario's metric
 
 
@@ -23,7 +24,9 @@ def parse_summary(text: str) -> dict:
     (multi-stream, which states none: its images per query over the mean query latency),
     `latency_ms` {"p50": .., "p90": .., "p95": .., "p97": .., "p99": .., "p99.9": ..}, min/max/mean,
     the scenario's own metric (`metric_ms`: single-stream's p90, multi-stream's p99 query
-    latency) and `early_stopping_ms` {"p90": ..} where LoadGen gave an estimate."""
+    latency), `early_stopping_ms` {"p90": ..} where LoadGen gave an estimate, and where early
+    stopping could not conclude, the further queries it says a run would need
+    (`queries_needed`)."""
     result = _value(text, "Result is")
     head = text.split("Additional Stats")[0]
     constraints = {name: flag == "Yes" for name, flag in _CONSTRAINT.findall(head)}
@@ -37,4 +40,5 @@ def parse_summary(text: str) -> dict:
     metric = {f"p{float(q):g}": int(ns) / 1e6 for q, ns in _HEADLINE.findall(head)}
     return {"scenario": _value(text, "Scenario"), "valid": result == "VALID", "metric_ms": metric,
             "failed": [name for name, ok in constraints.items() if not ok], "samples_per_s": rate,
-            "latency_ms": latency, **stats, "early_stopping_ms": estimates}
+            "latency_ms": latency, **stats, "early_stopping_ms": estimates,
+            "queries_needed": int(needed.group(1)) if (needed := _NEEDED.search(text)) else None}
