@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from levit_bench import cli
+from levit_bench.errors import LevitBenchError
 from levit_bench.models.checkpoints import weights_id
 from levit_bench.reports.confidence import estimate
 from levit_bench.reports.dataset import report_points
@@ -245,3 +246,61 @@ def test_roofline_points_are_measured_rates_at_their_models_intensity(measured_s
     ceiled = [{**p, "peak_fma_gflops": 200.0, "memory_gbps": 30.0} for p in placed]
     roofline_figure(ceiled, "xeon", tmp_path / "roofline.png")
     assert png_size((tmp_path / "roofline.png").read_bytes())[0] > 600
+
+
+def test_the_deployment_view_tables_scaling_scenarios_and_draws_latency(tmp_path):
+    """Cores, streams and scenarios stored: a scaling row with the efficiency, a scenarios row
+    with intervals over rounds, and a latency-throughput figure per model."""
+    from levit_bench.reports.store import open_store
+
+    store = open_store(tmp_path)
+    for number in (1, 2, 3):
+        for cores, speed in ((1, 100.0), (2, 190.0)):
+            store.insert(make_record(run_id="sweep", round=number, cores=cores, threads=cores,
+                                     images_per_s=speed + number, median_ms=16e3 / (speed + number),
+                                     samples_ms=[16e3 / (speed + number)] * 3, p99_ms=16e3 / speed * 1.1))
+        store.insert(make_record(run_id="sweep", round=number, cores=2, streams=2, images_per_s=200.0 + number,
+                                 p99_ms=170.0))
+        store.insert(make_record(run_id="offline", round=number, cores=2, scenario="offline", valid=True,
+                                 scenario_settings="{}", images_per_s=205.0 + number,
+                                 latency_ms={"p50": 500.0, "p99": 900.0}))
+        store.insert(make_record(run_id="single", round=number, cores=2, batch=1, scenario="single-stream",
+                                 valid=True, scenario_settings="{}", images_per_s=120.0, p90_ms=8.0 + number,
+                                 metric_ms={"p90": 8.0 + number}, latency_ms={"p50": 7.5, "p99": 9.0}))
+    store.insert({"uid": "search", "created_at": "2026-11-21T10:00:00+00:00", "model": "levit_128s",
+                  "runtime": "onnxruntime", "mode": None, "platform": "xeon", "host": "abc123def456", "cores": 2,
+                  "streams": 1, "batch": 16, "latency_bound_ms": 15.0, "status": "ok", "capacity_qps": 150.0,
+                  "offline_qps": 206.0, "probes": []}, table="capacities")
+    result = build_report(store, tmp_path / "report")
+    page = result.index.read_text()
+    assert "1: 102.0" in page and "2: 192.0" in page and "1.88x, 94%" in page  # the scaling row, medians of 3 rounds
+    assert "207.0 <small>(" in page and "3 rounds, batch 16" in page  # offline images/s with its interval
+    assert "10.00 <small>(9.00–11.00)</small>" in page  # single-stream p90: median of 9, 10, 11 ms
+    assert "150.0 within 15 ms" in page
+    figure = tmp_path / "report" / "latency-levit-128s.png"
+    assert figure in result.figures and figure.stat().st_size > 0
+
+
+def test_compare_by_cores_streams_and_scenario(tmp_path):
+    from levit_bench import api
+    from levit_bench.reports.store import open_store
+
+    store = open_store(tmp_path)
+    for number in (1, 2, 3):
+        def add(speed, **fields):
+            store.insert(make_record(run_id="sweep", round=number, images_per_s=speed, median_ms=16e3 / speed,
+                                     samples_ms=[16e3 / speed] * 3, **fields))
+        add(100.0 + number)
+        add(180.0 + 2 * number, cores=2, threads=2)
+        add(190.0 + 2 * number, cores=2, threads=2, streams=2)
+        add(200.0 + 2 * number, cores=2, threads=2, streams=2, scenario="offline", scenario_settings="{}")
+    (cores,) = api.comparison("cores", "1", "2", workdir=tmp_path)
+    assert cores["ratio"] == pytest.approx(184 / 102, rel=0.01) and cores["verdict"] == "faster"
+    assert cores["efficiency"] == pytest.approx(cores["ratio"] / 2, rel=1e-3) and cores["runtime"] == "onnxruntime"
+    (streams,) = api.comparison("streams", "1", "2", workdir=tmp_path)
+    # two streams' rate is every image over the wall time, not one request's: the stored images/s
+    assert streams["b_images_per_s"] == pytest.approx(194, rel=0.01)
+    (scenario,) = api.comparison("scenario", "closed-loop", "offline", workdir=tmp_path)
+    assert scenario["ratio"] == pytest.approx(204 / 194, rel=0.01)
+    with pytest.raises(LevitBenchError, match="no successful measurement has cores '8'"):
+        api.comparison("cores", "1", "8", workdir=tmp_path)

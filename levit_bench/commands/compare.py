@@ -27,7 +27,9 @@ def register(commands) -> None:
         "compare",
         help="is B faster than A? every cell measured on both sides, with a 95%% interval and a verdict",
         description="Pick two sides along one dimension: two runtimes (torch, torch:eager, onnxruntime, "
-        "tvm:tuned, ...), two run ids, two host fingerprints, two precisions or two runtime versions. "
+        "tvm:tuned, ...), two run ids, two host fingerprints, two precisions, two runtime versions, two core "
+        "counts (--by cores 1 2: the scaling), two stream counts, or two scenarios (closed-loop is the protocol's; "
+        "single-stream, multi-stream, server, offline are LoadGen's). "
         "For every cell measured on both sides and equal in everything else, print images/s B / A with "
         "its 95%% confidence interval (bootstrap over each side's rounds and their samples) and a "
         "verdict: same (the interval holds 1, or the effect is below --min-effect), faster or slower. "

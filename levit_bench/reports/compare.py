@@ -1,7 +1,7 @@
 """`compare`: is B faster than A, cell by cell, and how sure is that?
 
-Two sides are picked along one dimension (two runtimes, runs, hosts, precisions or runtime
-versions); every cell measured on both sides, equal in everything else, gets the ratio of
+Two sides are picked along one dimension (two runtimes, runs, hosts, precisions, runtime
+versions, core counts, stream counts or scenarios, `closed-loop` being the protocol's); every cell measured on both sides, equal in everything else, gets the ratio of
 images/s B / A with its 95% bootstrap interval (paired when the two were measured round by
 round in one sweep) and a verdict: `same` when the interval holds
 1 or the effect is smaller than `min_effect`, else `faster` or `slower` (pyperf's
@@ -33,7 +33,11 @@ DIMENSIONS = {
     "host": Dimension("host", ("host",)),
     "precision": Dimension("precision", ("precision",)),
     "version": Dimension("runtime_version", ("runtime_version",)),
+    "cores": Dimension("cores", ("cores",)),
+    "streams": Dimension("streams", ("streams",)),
+    "scenario": Dimension("scenario", ("scenario", "scenario_settings")),
 }
+CLOSED_LOOP = "closed-loop"  # the scenario side of a record measured under the protocol, not LoadGen
 
 
 def _field(record: Mapping, name: str, by: str) -> str:
@@ -47,7 +51,10 @@ def _field(record: Mapping, name: str, by: str) -> str:
 def _side(record: Mapping, dimension: Dimension) -> str | None:
     if dimension.side == "variant":
         return variant_name(record["runtime"], record.get("mode"))
-    return record.get(dimension.side)
+    if dimension.side == "scenario":
+        return record.get("scenario") or CLOSED_LOOP
+    value = record.get(dimension.side)
+    return None if value is None else str(value)  # cores and streams as the command line gives them
 
 
 def verdict(found_ratio: float, low: float, high: float, min_effect: float) -> str:
@@ -91,13 +98,16 @@ def compare(records: Iterable[Mapping], by: str, a: str, b: str, models: list[st
         found = cell_ratio(rounds_a, rounds_b)
         flags = [f"{a}: {f}" for f in stability_flags(rounds_a)] + [f"{b}: {f}" for f in stability_flags(rounds_b)]
         rows.append({
-            "model": first["model"], "platform": first["platform"], "batch": first.get("batch"),
+            "model": first["model"], "runtime": variant_name(first["runtime"], first.get("mode")) if by != "runtime"
+            else None, "platform": first["platform"], "batch": first.get("batch"),
             "precision": first.get("precision") if by != "precision" else None,
             "a": a, "b": b, "rounds": [len(rounds_a), len(rounds_b)],
             "a_images_per_s": round(speed_a.value, 3), "b_images_per_s": round(speed_b.value, 3),
             "ratio": round(found.value, 4), "ratio_ci": [round(found.low, 4), round(found.high, 4)],
             "verdict": verdict(found.value, found.low, found.high, min_effect),
             "noisy": bool(flags), "flags": flags,
+            # by cores: the speed-up over the cores added (1.0: perfect scaling)
+            **({"efficiency": round(found.value * int(a) / int(b), 4)} if by == "cores" else {}),
         })
     if not rows:
         raise LevitBenchError(f"no cell was measured on both sides ({by} {a} and {b}) with everything else equal")

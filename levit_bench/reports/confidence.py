@@ -47,9 +47,14 @@ def _seed(*labels: str) -> int:
 
 
 def round_speeds(record: Mapping) -> np.ndarray:
-    """The round's samples as images/s (batch / latency)."""
+    """The round's samples as images/s (batch / latency). Where the round's rate is not one
+    request's (several streams in flight: every image over the wall time; a LoadGen scenario: its
+    samples/s), the samples keep their spread around the rate the round measured."""
     samples = np.asarray(record.get("samples_ms") or [record["median_ms"]], dtype=float)
-    return record["batch"] / (samples / 1e3)
+    speeds = record["batch"] / (samples / 1e3)
+    if record.get("scenario") or (record.get("streams") or 1) > 1:
+        speeds *= record["images_per_s"] / np.median(speeds)
+    return speeds
 
 
 def _round_medians(rounds: list[np.ndarray], rng: np.random.Generator, draws: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 from levit_bench import __version__
 from levit_bench.errors import LevitBenchError
 from levit_bench.registry import REGISTRY
-from levit_bench.reports import breakdown, dataset, figures, html, tables
+from levit_bench.reports import breakdown, dataset, deployment, figures, html, tables
 from levit_bench.reports.dataset import report_points
 from levit_bench.reports.store import ResultsStore
 from levit_bench.workdir import ensure_writable_dir, write_atomic
@@ -70,8 +70,10 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
                 and (not runtimes or r["runtime"] in runtimes)]
     # an emulator's rows are parity checks: their timings are not speeds of anything
     in_scope = [r for r in selected if r["status"] != "emulated"]
-    points = report_points(in_scope, store.accuracy_records())
-    if not points:
+    # Figure 1 and Table 3 are the paper's closed loop; LoadGen's runs have the deployment view
+    points = report_points([r for r in in_scope if not r.get("scenario")], store.accuracy_records())
+    measured_scenarios = any(r.get("scenario") and r["status"] == "ok" for r in in_scope)
+    if not points and not measured_scenarios:
         raise LevitBenchError("no successful measurement matches the chosen platforms and runtimes")
     out_dir = ensure_writable_dir(Path(out_dir))
 
@@ -96,6 +98,19 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
     profiled, rooflines = _breakdown(store, points, out_dir, platforms, runtimes)
     written += [Path(block["path"]) for block in profiled + rooflines]
 
+    on_step("deployment")
+    latency_figures = []
+    if deployment.has_deployments(in_scope):
+        for model in dict.fromkeys(r["model"] for r in in_scope):
+            curves = deployment.latency_points(in_scope, model)
+            if any(len(points) > 1 for points in curves.values()):
+                path = out_dir / f"latency-{_slug(model)}.png"
+                deployment.latency_figure(curves, model, path)
+                written.append(path)
+                latency_figures.append(html.embed(path, f"{model}: latency against throughput"))
+    capacities = [c for c in store.capacity_records() if (not platforms or c["platform"] in platforms)
+                  and (not runtimes or c["runtime"] in runtimes)]
+
     on_step("tables")
     models = dict.fromkeys(p["model"] for p in points)
     counts = {m: REGISTRY[m].measured_counts() for m in models if m in REGISTRY}
@@ -118,6 +133,9 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
         "speedups": tables.speedups(points),
         "precision_gains": tables.precision_gains(points),
         "claims": tables.headline_claims(points),
+        "scenarios": deployment.scenario_rows(in_scope, capacities),
+        "scaling": deployment.scaling_rows(in_scope),
+        "latency_figures": latency_figures,
         "points": points,
         "failed": sum(r["status"] == "failed" for r in in_scope),
         "noisy": sum(p["noisy"] for p in points),
