@@ -49,10 +49,13 @@ def _seed(*labels: str) -> int:
 def round_speeds(record: Mapping) -> np.ndarray:
     """The round's samples as images/s (batch / latency). Where the round's rate is not one
     request's (several streams in flight: every image over the wall time; a LoadGen scenario: its
-    samples/s), the samples keep their spread around the rate the round measured."""
+    samples/s), the samples keep their spread around the rate the round measured; a LoadGen round
+    is its one rate (its latencies include the queue: offline's span the whole run)."""
+    if record.get("scenario"):  # a sample's latency is its wait in LoadGen's queue too: no spread of the rate
+        return np.asarray([record["images_per_s"]], dtype=float)
     samples = np.asarray(record.get("samples_ms") or [record["median_ms"]], dtype=float)
     speeds = record["batch"] / (samples / 1e3)
-    if record.get("scenario") or (record.get("streams") or 1) > 1:
+    if (record.get("streams") or 1) > 1:
         speeds *= record["images_per_s"] / np.median(speeds)
     return speeds
 

@@ -1,8 +1,9 @@
 """MLPerf LoadGen as the load: its scenarios issue queries, a system under test made of a
 runner's streams answers them.
 
-The query sample library holds the seeded, preprocessed images; the system under test queues
-every sample LoadGen issues and one thread per stream takes them in batches of the loaded
+The query sample library holds the seeded, preprocessed images; single-stream on one stream
+is answered in LoadGen's own issuing thread (no hand-off to measure); otherwise the system
+under test queues every sample LoadGen issues and one thread per stream takes them in batches of the loaded
 batch (a partial batch is padded with copies of its first image, since a compiled model may
 take one batch size only). In the server scenario a batch waits up to `max_wait_ms` for more
 queued samples; in the others it takes what is queued. The outputs of every sample answered
@@ -75,7 +76,8 @@ class _System:
     """LoadGen's system under test: a queue of issued samples, a thread per stream answering."""
 
     def __init__(self, lg, calls: Sequence[Callable[[Any], Any]], images: np.ndarray, batch: int,
-                 to_input: Callable[[np.ndarray], Any], to_numpy: Callable[[Any], np.ndarray], wait_s: float):
+                 to_input: Callable[[np.ndarray], Any], to_numpy: Callable[[Any], np.ndarray], wait_s: float,
+                 inline: bool = False):
         self.lg, self.calls, self.images, self.batch = lg, calls, images, batch
         self.to_input, self.to_numpy, self.wait_s = to_input, to_numpy, wait_s
         self.pending: queue.Queue = queue.Queue()
@@ -84,11 +86,18 @@ class _System:
         self.failures: list[BaseException] = []
         self.batches = 0
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._serve, args=(call,), name=f"sut-stream-{i}", daemon=True)
-                        for i, call in enumerate(calls)]
+        # inline: answered in LoadGen's issuing thread, no hand-off (single-stream on one stream, which
+        # issues the next query only once this one is answered)
+        self.inline = inline
+        self.threads = [] if inline else [
+            threading.Thread(target=self._serve, args=(call,), name=f"sut-stream-{i}", daemon=True)
+            for i, call in enumerate(calls)]
 
     def issue(self, samples) -> None:
         issued = time.perf_counter()
+        if self.inline:
+            self._answer(self.calls[0], [(sample, issued) for sample in samples])
+            return
         for sample in samples:
             self.pending.put((sample, issued))
 
@@ -115,23 +124,26 @@ class _System:
     def _serve(self, call: Callable[[Any], Any]) -> None:
         try:
             while (samples := self._take()) is not None:
-                indices = [s.index for s, _ in samples]
-                rows = self.images[indices + [indices[0]] * (self.batch - len(indices))]
-                try:
-                    if not self.failures:
-                        outputs = self.to_numpy(call(self.to_input(rows)))
-                        with self.lock:
-                            self.batches += 1
-                            for i, index in enumerate(indices):
-                                self.outputs.setdefault(index, np.array(outputs[i], copy=True))
-                except BaseException as e:  # the runtime's error: every sample is still answered
-                    self.failures.append(e)
-                answered = time.perf_counter()
-                with self.lock:
-                    self.latencies_s.extend(answered - issued for _, issued in samples)
-                self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(s.id, 0, 0) for s, _ in samples])
+                self._answer(call, samples)
         finally:
             thread_use.ending()
+
+    def _answer(self, call: Callable[[Any], Any], samples: list) -> None:
+        indices = [s.index for s, _ in samples]
+        rows = self.images[indices + [indices[0]] * (self.batch - len(indices))]
+        try:
+            if not self.failures:
+                outputs = self.to_numpy(call(self.to_input(rows)))
+                with self.lock:
+                    self.batches += 1
+                    for i, index in enumerate(indices):
+                        self.outputs.setdefault(index, np.array(outputs[i], copy=True))
+        except BaseException as e:  # the runtime's error: every sample is still answered
+            self.failures.append(e)
+        answered = time.perf_counter()
+        with self.lock:
+            self.latencies_s.extend(answered - issued for _, issued in samples)
+        self.lg.QuerySamplesComplete([self.lg.QuerySampleResponse(s.id, 0, 0) for s, _ in samples])
 
     def __enter__(self):
         for thread in self.threads:
@@ -158,8 +170,10 @@ def run_scenario(calls: Sequence[Callable[[Any], Any]], images: np.ndarray, batc
     log = lg.LogSettings()
     log.log_output.outdir = str(log_dir)
     log.log_output.copy_summary_to_stdout = False
+    log.enable_trace = False  # a JSON event per sample, written by a thread on the held cores: not free
     wait_s = settings.max_wait_ms / 1e3 if settings.scenario == "server" else 0.0
-    system = _System(lg, calls, images, batch, to_input, to_numpy, wait_s)
+    system = _System(lg, calls, images, batch, to_input, to_numpy, wait_s,
+                     inline=settings.scenario == "single-stream" and len(calls) == 1)
     count = len(images)
     sut = lg.ConstructSUT(system.issue, lambda: None)
     qsl = lg.ConstructQSL(count, count, lambda indices: None, lambda indices: None)  # the images are in memory
