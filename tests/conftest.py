@@ -29,6 +29,18 @@ def _deterministic():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_models_left_registered():
+    """A model a test registers in this process (a user's ONNX file run in process) is gone after
+    it: a later test comparing the registry with a fresh process's would see a stranger."""
+    from levit_bench import registry
+
+    before = set(registry.REGISTRY)
+    yield
+    for name in set(registry.REGISTRY) - before:
+        registry.unregister_model(name)
+
+
 @pytest.fixture(scope="session")
 def exported_128s(tmp_path_factory):
     """A work directory holding levit_128s exported (batch 16) from randomised weights.

@@ -5,6 +5,7 @@ minutes on a new machine, as root), and linked into this module's own cache, so 
 started here never touches one that someone else has running.
 """
 
+import gc
 import os
 
 import numpy as np
@@ -89,6 +90,11 @@ def test_arm_build_round_trip(emulator, tmp_path):
     out = vm["main"](tvm.runtime.tensor(x, device), tvm.runtime.tensor(w, device)).numpy()
     np.testing.assert_allclose(out, np.maximum(x @ w, 0), atol=1e-5, rtol=1e-5)
     assert (out == 0).any() and (out > 0).any()  # relu did something either way
+    # the RPC server serves one session at a time, and this one ends only when its objects are
+    # freed; a VM in a reference cycle lives until a garbage collection, so the next test's run,
+    # after other modules' tests left more garbage, found the server still busy with this one
+    del vm, device, remote
+    gc.collect()
 
 
 def test_levit_128s_aarch64_build_matches_pytorch_under_emulation(emulator, workdir_with_artifact, capsys):
