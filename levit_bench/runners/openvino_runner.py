@@ -37,6 +37,14 @@ def _import():
     return openvino
 
 
+def _infer(request, inputs: Any) -> Any:
+    """One inference on `request` of a tensor from `to_input`; the output is a view of the request's
+    buffer, valid until its next call."""
+    request.set_input_tensor(inputs)
+    request.infer()
+    return request.get_output_tensor(0).data
+
+
 class OpenVinoRunner(Runner):
     runtime = "openvino"
     multi_stream = True  # NUM_STREAMS, an infer request per stream
@@ -100,18 +108,18 @@ class OpenVinoRunner(Runner):
                 counts["int8" if precision in ("u8", "i8") else precision] += 1
         return dict(counts)
 
-    def __call__(self, inputs: np.ndarray) -> Any:
-        self.request.infer({0: inputs})
-        return self.request.get_output_tensor(0).data
+    def to_input(self, images: np.ndarray) -> Any:
+        """The batch as a tensor over the array's own memory: `infer` given an array copies it into
+        the request's input (9.6 MB per call at batch 16) and copies its outputs out again."""
+        return self.ov.Tensor(np.ascontiguousarray(images, np.float32), shared_memory=True)
+
+    def __call__(self, inputs: Any) -> Any:
+        return _infer(self.request, inputs)
 
     def stream_calls(self) -> list:
         """An infer request per stream (its own buffers), each run from a thread of its own: the
         compiled model's streams take them at once."""
-        def call(inputs: np.ndarray, request) -> Any:
-            request.infer({0: inputs})
-            return request.get_output_tensor(0).data
-
-        return [functools.partial(call, request=request) for request in self.requests]
+        return [functools.partial(_infer, request) for request in self.requests]
 
     def to_numpy(self, outputs: Any) -> np.ndarray:
         return np.array(outputs, copy=True)  # the request reuses its output buffer
@@ -132,7 +140,7 @@ class OpenVinoRunner(Runner):
 
         def timed_call() -> float:
             started = time.perf_counter()
-            request.infer({0: inputs})
+            _infer(request, inputs)
             return time.perf_counter() - started
 
         def collect() -> None:

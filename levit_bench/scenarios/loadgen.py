@@ -3,11 +3,12 @@ runner's streams answers them.
 
 The query sample library holds the seeded, preprocessed images; single-stream on one stream
 is answered in LoadGen's own issuing thread (no hand-off to measure); otherwise the system
-under test queues every sample LoadGen issues and one thread per stream takes them in batches of the loaded
-batch (a partial batch is padded with copies of its first image, since a compiled model may
-take one batch size only). In the server scenario a batch waits up to `max_wait_ms` for more
-queued samples; in the others it takes what is queued. The outputs of every sample answered
-are kept, one row per QSL image, for the trust gate.
+under test queues every sample LoadGen issues and one thread per stream takes them in
+batches of the loaded batch, gathered into a buffer of its own (a partial batch is padded
+with copies of its first image, since a compiled model may take one batch size only). In the
+server scenario a batch waits up to `max_wait_ms` for more queued samples; in the others it
+takes what is queued. The outputs of every sample answered are kept, one row per QSL image,
+for the trust gate.
 """
 
 from __future__ import annotations
@@ -89,14 +90,15 @@ class _System:
         # inline: answered in LoadGen's issuing thread, no hand-off (single-stream on one stream, which
         # issues the next query only once this one is answered)
         self.inline = inline
+        self.buffers = [np.empty((batch,) + images.shape[1:], images.dtype) for _ in calls]  # a batch per stream
         self.threads = [] if inline else [
-            threading.Thread(target=self._serve, args=(call,), name=f"sut-stream-{i}", daemon=True)
-            for i, call in enumerate(calls)]
+            threading.Thread(target=self._serve, args=(call, buffer), name=f"sut-stream-{i}", daemon=True)
+            for i, (call, buffer) in enumerate(zip(calls, self.buffers))]
 
     def issue(self, samples) -> None:
         issued = time.perf_counter()
         if self.inline:
-            self._answer(self.calls[0], [(sample, issued) for sample in samples])
+            self._answer(self.calls[0], [(sample, issued) for sample in samples], self.buffers[0])
             return
         for sample in samples:
             self.pending.put((sample, issued))
@@ -121,23 +123,37 @@ class _System:
             taken.append(sample)
         return taken
 
-    def _serve(self, call: Callable[[Any], Any]) -> None:
+    def _serve(self, call: Callable[[Any], Any], buffer: np.ndarray) -> None:
         try:
             while (samples := self._take()) is not None:
-                self._answer(call, samples)
+                self._answer(call, samples, buffer)
         finally:
             thread_use.ending()
 
-    def _answer(self, call: Callable[[Any], Any], samples: list) -> None:
+    def _rows(self, indices: list[int], buffer: np.ndarray) -> np.ndarray:
+        """The batch's images: a view of the QSL where they lie in order (a batch of one always
+        does), else gathered into the stream's buffer, padded with copies of the first; a fresh
+        array per batch would be an allocation and a copy the runtime's own tools never make."""
+        first = indices[0]
+        if indices == list(range(first, first + self.batch)):
+            return self.images[first:first + self.batch]
+        np.take(self.images, indices + [first] * (self.batch - len(indices)), axis=0, out=buffer)
+        return buffer
+
+    def _answer(self, call: Callable[[Any], Any], samples: list, buffer: np.ndarray) -> None:
+        # in index order: a batch of every QSL image (offline issues them as one shuffled order
+        # repeated) is then the QSL itself, taken without a copy
+        samples = sorted(samples, key=lambda taken: taken[0].index)
         indices = [s.index for s, _ in samples]
-        rows = self.images[indices + [indices[0]] * (self.batch - len(indices))]
+        rows = self._rows(indices, buffer)
         try:
             if not self.failures:
                 outputs = self.to_numpy(call(self.to_input(rows)))
                 with self.lock:
                     self.batches += 1
                     for i, index in enumerate(indices):
-                        self.outputs.setdefault(index, np.array(outputs[i], copy=True))
+                        if index not in self.outputs:  # the first answer of each image is kept
+                            self.outputs[index] = np.array(outputs[i], copy=True)
         except BaseException as e:  # the runtime's error: every sample is still answered
             self.failures.append(e)
         answered = time.perf_counter()
