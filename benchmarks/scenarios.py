@@ -174,7 +174,6 @@ def capacity(duration: float, common: dict) -> dict:
 def ort_streams(rounds: int, common: dict) -> dict:
     """A session per stream against one session called from both streams' threads, 2 cores."""
     from levit_bench.exporters.parity import seeded_images
-    from levit_bench.platforms import get_platform
     from levit_bench.runners.artifacts import ensure_artifact
     from levit_bench.runners.measure import PROTOCOLS
     from levit_bench.runners.session import RunRequest, RunSettings, checked_runner

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from levit_bench import api, runtimes
-from levit_bench.errors import LevitBenchError
 from levit_bench.reports.store import open_store
 from levit_bench.runners.onnxruntime_runner import OnnxRuntimeRunner
 from levit_bench.scenarios.capacity import MOST_PROBES, Probe, search

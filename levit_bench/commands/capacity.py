@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from levit_bench.commands.common import (WEIGHTS_METAVAR, cores_options, non_negative_float, onnx_options,
-                                         positive_int, print_json, wide_option)
+                                         positive_int, print_json, server_options, wide_option)
 
 
 def cmd_capacity(args: argparse.Namespace) -> int:
@@ -35,7 +35,7 @@ def register(commands) -> None:
     from levit_bench.registry import normalise_name
     from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
     from levit_bench.runtimes import RUNTIMES, all_precisions
-    from levit_bench.scenarios import capacity, settings
+    from levit_bench.scenarios import capacity
 
     parser = commands.add_parser(
         "capacity",
@@ -49,8 +49,6 @@ def register(commands) -> None:
     parser.add_argument("--model", type=normalise_name, metavar="NAME", help="a registered model (or --onnx FILE)")
     parser.add_argument("--runtime", required=True, choices=list(RUNTIMES))
     parser.add_argument("--platform", required=True, help="xeon, arm, gpu or one of yours (as `run`)")
-    parser.add_argument("--latency-bound-ms", type=float, metavar="MS",
-                        help=f"the bound 99%% of queries must meet (default {settings.DEFAULT_LATENCY_BOUND_MS:g})")
     parser.add_argument("--batch", type=positive_int, metavar="N",
                         help="the most images one call takes (default: the platform's)")
     parser.add_argument("--mode", choices=sorted({m for r in RUNTIMES.values() for m in r.modes}),
@@ -58,12 +56,7 @@ def register(commands) -> None:
     parser.add_argument("--precision", choices=all_precisions(), help="as `run`")
     parser.add_argument("--weights", metavar=WEIGHTS_METAVAR, help="serve these weights (exported if needed)")
     cores_options(parser)
-    parser.add_argument("--min-duration", type=float, metavar="S",
-                        help=f"seconds each LoadGen run lasts at least (default {settings.DEFAULT_MIN_DURATION_S:g})")
-    parser.add_argument("--min-queries", type=int, metavar="N",
-                        help=f"queries each run issues at least (default {settings.DEFAULT_MIN_QUERIES})")
-    parser.add_argument("--max-wait-ms", type=float, metavar="MS",
-                        help=f"how long a batch waits for more queued images (default {settings.DEFAULT_MAX_WAIT_MS:g})")
+    server_options(parser)
     parser.add_argument("--tolerance", type=float, metavar="F",
                         help=f"stop when the bracket is within this share of its VALID end (default {capacity.TOLERANCE})")
     parser.add_argument("--wait-timeout", type=non_negative_float, default=DEFAULT_WAIT_TIMEOUT_S, metavar="S",

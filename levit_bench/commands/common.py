@@ -80,17 +80,26 @@ def scenario_options(parser: argparse.ArgumentParser) -> None:
                        "at once (images/s). The verdict (VALID/INVALID) and LoadGen's logs are kept")
     group.add_argument("--target-qps", type=float, metavar="Q",
                        help="server: the arrival rate (required); offline: the rate to expect (default: measured)")
-    group.add_argument("--latency-bound-ms", type=float, metavar="MS",
-                       help=f"server: the bound 99%% of queries must meet (default {scenarios.DEFAULT_LATENCY_BOUND_MS:g})")
     group.add_argument("--samples-per-query", type=int, metavar="N",
                        help=f"multi-stream: images per query (default {scenarios.DEFAULT_SAMPLES_PER_QUERY})")
-    group.add_argument("--min-duration", type=float, metavar="S",
-                       help=f"seconds LoadGen runs at least (default {scenarios.DEFAULT_MIN_DURATION_S:g})")
-    group.add_argument("--min-queries", type=int, metavar="N",
-                       help=f"queries LoadGen issues at least (default {scenarios.DEFAULT_MIN_QUERIES})")
-    group.add_argument("--max-wait-ms", type=float, metavar="MS",
-                       help=f"server: how long a batch waits for more queued images (default "
-                       f"{scenarios.DEFAULT_MAX_WAIT_MS:g})")
+    server_options(group, "server: ")
+
+
+def server_options(parser, prefix: str = "") -> None:
+    """What a LoadGen server run is given beyond its rate (`prefix` says which scenario reads the
+    server's own): --latency-bound-ms, --min-duration, --min-queries, --max-wait-ms."""
+    from levit_bench.scenarios import settings as scenarios
+
+    parser.add_argument("--latency-bound-ms", type=float, metavar="MS",
+                        help=f"{prefix}the bound 99%% of queries must meet (default "
+                        f"{scenarios.DEFAULT_LATENCY_BOUND_MS:g})")
+    parser.add_argument("--min-duration", type=float, metavar="S",
+                        help=f"seconds each LoadGen run lasts at least (default {scenarios.DEFAULT_MIN_DURATION_S:g})")
+    parser.add_argument("--min-queries", type=int, metavar="N",
+                        help=f"queries each LoadGen run issues at least (default {scenarios.DEFAULT_MIN_QUERIES})")
+    parser.add_argument("--max-wait-ms", type=float, metavar="MS",
+                        help=f"{prefix}how long a batch waits for more queued images (default "
+                        f"{scenarios.DEFAULT_MAX_WAIT_MS:g})")
 
 
 def scenario_args(args: argparse.Namespace) -> dict:

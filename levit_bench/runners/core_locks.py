@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sys
 import time
@@ -75,6 +76,7 @@ def _release(fds: dict[str, int]) -> None:
     fds.clear()
 
 
+@functools.lru_cache(maxsize=None)  # the topology does not change while a process runs
 def physical_core(cpu: int) -> tuple[int, ...]:
     """The logical CPUs sharing `cpu`'s physical core (SMT siblings), `cpu` included."""
     try:
