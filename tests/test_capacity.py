@@ -10,7 +10,7 @@ import pytest
 from levit_bench import api, runtimes
 from levit_bench.reports.store import open_store
 from levit_bench.runners.onnxruntime_runner import OnnxRuntimeRunner
-from levit_bench.scenarios.capacity import MOST_PROBES, Probe, search
+from levit_bench.scenarios.capacity import MOST_PROBES, RERUNS, Probe, find_capacity, search
 from cli_support import run_cli
 from test_user_onnx import _export
 
@@ -92,6 +92,44 @@ def test_a_search_with_no_valid_rate_ends_without_one():
     probe, tried = _verdicts(0.1)
     found = search(probe, ceiling_qps=100.0)
     assert found.capacity_qps is None and min(tried) <= 5.0 and len(tried) <= 10
+
+
+def _fake_runs(capacity: float, judged_after: int, late_on_rerun: int):
+    """`measure` for find_capacity: offline at 100 images/s; above `capacity` a server run is
+    INVALID on its p99; at or below it, VALID once it has enough queries, before that INVALID for
+    early stopping alone, saying the queries it would need (as LoadGen does: enough if every
+    further one is on time). A rerun meets one more late query: it needs `late_on_rerun` more."""
+    runs, tries = [], {}
+
+    def measure(scenario: dict) -> dict:
+        runs.append(scenario)
+        uid = f"run-{len(runs)}"
+        if scenario["scenario"] == "offline":
+            return {"status": "ok", "uid": uid, "images_per_s": 100.0}
+        queries, rate = scenario["min_queries"], scenario["target_qps"]
+        run = {"status": "ok", "uid": uid, "n_samples": queries, "p99_ms": 1.0}
+        if rate > capacity:
+            return {**run, "valid": False, "failed_constraints": ["Performance constraints satisfied"],
+                    "queries_needed": None, "p99_ms": 99.0}
+        tries[rate] = tries.get(rate, 0) + 1
+        enough = judged_after + (late_on_rerun if tries[rate] > 1 else 0)
+        if queries < enough:
+            return {**run, "valid": False, "failed_constraints": ["Early stopping satisfied"],
+                    "queries_needed": enough - queries}
+        return {**run, "valid": True, "failed_constraints": [], "queries_needed": None}
+
+    return measure, runs
+
+
+def test_a_rate_early_stopping_cannot_judge_runs_again_with_the_queries_loadgen_asks_for():
+    measure, runs = _fake_runs(capacity=40.0, judged_after=700, late_on_rerun=200)
+    settings = {"latency_bound_ms": 30.0, "min_duration_s": 1.0, "min_queries": 100, "max_wait_ms": 2.0}
+    found = find_capacity(measure, settings)
+    assert found["status"] == "ok" and 40.0 / 1.02 <= found["capacity_qps"] <= 40.0
+    valid = next(p["target_qps"] for p in found["probes"] if p["valid"])
+    queries = [r["min_queries"] for r in runs if r.get("target_qps") == valid]
+    assert queries[0] == 100 and queries == sorted(queries) and 3 <= len(queries) <= 1 + RERUNS
+    assert sum(1 for p in found["probes"] if p["valid"]) >= 1 and len(found["probes"]) <= MOST_PROBES
 
 
 @pytest.mark.parametrize("args, message", [

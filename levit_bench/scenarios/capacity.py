@@ -23,6 +23,9 @@ TOLERANCE = 0.02  # the bracket's width at the end, relative to its VALID rate
 STEP_DOWN = 0.7  # below an INVALID rate, the next rate tried
 STEP_UP = 1.1  # above a VALID offline rate, the next rate tried
 MOST_PROBES = 16
+# a rate whose run early stopping could not judge is run again, with the queries LoadGen asks for,
+# this many times at most (at 19 QPS, 487 queries with one over the bound still needed 175 more)
+RERUNS = 3
 LOWEST = 0.05  # no rate above this share of the offline throughput held: the search ends without one
 
 
@@ -123,15 +126,15 @@ def find_capacity(measure: Callable[[dict], dict], settings: dict, tolerance: fl
 
     def probe(rate: float) -> Probe:
         queries = settings["min_queries"]
-        for _ in range(2):
+        for _ in range(1 + RERUNS):
             run = measure(ScenarioSettings(**{**settings, "scenario": "server", "target_qps": rate,
                                               "min_queries": queries}).as_dict())
             if run["status"] != "ok":
                 raise _ProbeFailed(rate, run)
             if not _inconclusive(run):
                 break
-            # every query within the bound, but too few for early stopping to say so: once more, with
-            # the queries LoadGen says it would need (and a tenth more, for those that may be late)
+            # too few queries for early stopping to say whether the bound held: again, with the
+            # queries LoadGen says it would need (and a tenth more, for those that may be late)
             queries = run["n_samples"] + int(1.1 * run["queries_needed"]) + 1
         return Probe(rate, bool(run["valid"]), run["uid"], run.get("p99_ms"))
 
