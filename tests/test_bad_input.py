@@ -247,7 +247,7 @@ def test_bad_rpc_requests_are_refused_at_once_storing_nothing(workdir_with_artif
 
 def test_a_sweep_refuses_a_precision_a_runtime_lacks_before_any_cell(workdir_with_artifact, capsys):
     code, err = _main(capsys, "--workdir", workdir_with_artifact, "sweep", "--platform", "xeon", "--models",
-                      "levit_128s", "--runtimes", "openvino", "onnxruntime", "--precision", "bf16",
+                      "levit_128s", "--runtimes", "onnxruntime", "openvino", "--precision", "bf16",
                       "--protocol", "smoke")
     assert code == 1 and "onnxruntime runs fp32 or int8, not bf16" in _one_line(err)
     assert open_store(workdir_with_artifact).records() == []

@@ -130,6 +130,8 @@ def test_a_rate_early_stopping_cannot_judge_runs_again_with_the_queries_loadgen_
     queries = [r["min_queries"] for r in runs if r.get("target_qps") == valid]
     assert queries[0] == 100 and queries == sorted(queries) and 3 <= len(queries) <= 1 + RERUNS
     assert sum(1 for p in found["probes"] if p["valid"]) >= 1 and len(found["probes"]) <= MOST_PROBES
+    probe = next(p for p in found["probes"] if p["target_qps"] == valid)
+    assert len(probe["earlier_uids"]) == len(queries) - 1 and probe["uid"] not in probe["earlier_uids"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -159,7 +161,9 @@ def test_a_capacity_sweep_searches_in_workers_and_the_report_shows_it(paced_runt
     (search,) = found["capacities"]  # every run in a worker process, which knew `paced` from this one
     assert search["status"] == "ok" and search["round"] == 1
     assert search["capacity_qps"] == pytest.approx(known, rel=0.08)  # 2 s runs: a looser bracket than 3 s
-    assert {r["uid"] for r in found["runs"]} == {search["offline_uid"], *(p["uid"] for p in search["probes"])}
+    named = {search["offline_uid"], *(p["uid"] for p in search["probes"]),
+             *(uid for p in search["probes"] for uid in p["earlier_uids"])}  # a probe's reruns too
+    assert {r["uid"] for r in found["runs"]} == named
     code, out, err = run_cli(capsys, "--workdir", tmp_path, "results", "--capacity", "--wide")
     assert code == 0, err
     assert f"{search['capacity_qps']:.4g}" in out and "paced" in out

@@ -3,6 +3,7 @@ PyTorch model, `eval --precision int8` stored beside fp32, and the report's spee
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -50,6 +51,13 @@ def _run_int8(work, runtime: str, capsys) -> tuple[int, dict]:
     return code, json.loads(out)[0] if out.strip() else {}
 
 
+def _vnni() -> bool:
+    """Whether this CPU has VNNI: without it (AVX2 only) OpenVINO's int8 kernels give levit_128s
+    outputs that agree with fp32 on 12% of top-1s, which the trust gate must store failed."""
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def test_quantize_and_run_int8_in_both_runtimes(workdir_with_artifact, images, capsys):
     work = workdir_with_artifact
     models = work / "models"
@@ -77,8 +85,12 @@ def test_quantize_and_run_int8_in_both_runtimes(workdir_with_artifact, images, c
     ops = [node.op_type for node in graph.node]
     assert ops.count("QuantizeLinear") > 50 and ops.count("DequantizeLinear") > 100
 
+    statuses = {"onnxruntime": "ok", "openvino": "ok" if _vnni() else "failed"}
     for runtime, sidecar in made.items():
         code, record = _run_int8(work, runtime, capsys)
+        if statuses[runtime] == "failed":  # measured, then refused by the gate: stored failed, with why
+            assert code == 1 and record["status"] == "failed" and "top-1 agreement" in record["error"]
+            continue
         assert code == 0 and record["status"] == "ok", record.get("error")
         assert record["precision"] == record["runtime_info"]["precision"] == "int8"
         assert record["artifact_sha256"] == sidecar["files_sha256"]
@@ -88,7 +100,8 @@ def test_quantize_and_run_int8_in_both_runtimes(workdir_with_artifact, images, c
         assert record["top1_agreement"] >= 0.8
         assert record["runtime_info"]["details"]["quantization"]["calibration"] == sidecar["quantization"]["calibration"]
         assert record["peak_fraction"] is None  # the fp32 FMA peak does not bound int8 kernels
-    assert record["runtime_info"]["details"]["compute_kernels"]["int8"] > 60  # openvino: every Gemm and Conv
+    if statuses["openvino"] == "ok":
+        assert record["runtime_info"]["details"]["compute_kernels"]["int8"] > 60  # openvino: every Gemm and Conv
     # an int8 profile is told in the fp32 export's components: ORT's fused QDQ kernels map back
     profile = _json(capsys, "--workdir", str(work), "profile", "--model", "levit_128s", "--runtime", "onnxruntime",
                     "--platform", "xeon", "--precision", "int8", "--protocol", "smoke", "--json")
@@ -96,7 +109,7 @@ def test_quantize_and_run_int8_in_both_runtimes(workdir_with_artifact, images, c
     assert profile["precision"] == "int8" and shares["other"] < 0.15 and shares["stem"] > 0.05, shares
     stored = open_store(work).records()
     assert [(r["runtime"], r["precision"], r["status"]) for r in stored] == [
-        ("onnxruntime", "int8", "ok"), ("openvino", "int8", "ok")]
+        ("onnxruntime", "int8", "ok"), ("openvino", "int8", statuses["openvino"])]
     assert {r["fp32_artifact_sha256"] for r in stored} == {fp32["onnx_sha256"]}
 
     # `compare --by precision` pairs an int8 cell with the fp32 cell of the file it was quantized from

@@ -2,8 +2,9 @@
 
 Each runtime quantizes with its own tool, as its users would:
 
-- ONNX Runtime: `quant_pre_process`, then `quantize_static` to QDQ, per-channel int8 weights,
-  every argument explicit (their defaults moved between releases). Before that the residual
+- ONNX Runtime: `quant_pre_process`, then `quantize_static` to QDQ, per-channel int8 weights
+  in 7 bits (`reduce_range`, for CPUs without VNNI: below), every argument explicit (their
+  defaults moved between releases). Before that the residual
   adds the export folds into Gemms (`torch.addmm`, models/levit_fused.py) are split out again:
   ORT's QGemm needs a constant C, so a Gemm whose C is the residual stream stays fp32
   (microsoft/onnxruntime#11961), which left 20 of levit_128s's 67 Gemms unquantized.
@@ -11,6 +12,13 @@ Each runtime quantizes with its own tool, as its users would:
   `ModelType.TRANSFORMER` for the attention families, saved as IR (fp32 where not int8).
   SmoothQuant, which TRANSFORMER turns on, is turned off: on LeViT it moved the logits 16x
   further from fp32 (max |diff| 0.059 against 0.0037) for no speed.
+
+ONNX Runtime's weights are in 7 bits because a file must run right on every x86 CPU: on one
+without VNNI (AVX2 only), its uint8 x int8 kernels sum pairs of products in int16, which
+full-range weights overflow; levit_128s's int8 outputs then agreed with fp32 on no top-1 (max
+|diff| 5.9). OpenVINO's int8 kernels on such a CPU are wrong too (top-1 agreement 0.12, max
+|diff| 2.5, with NNCF's overflow fix on every layer or not): the trust gate stores those runs
+failed.
 
 Files, beside the fp32 artifact: NAME.int8-RUNTIME.onnx (or .xml + .bin) and its sidecar
 NAME.int8-RUNTIME.json, which names the fp32 file it came from (its sha256), the method and
@@ -143,14 +151,15 @@ def _onnxruntime(source: Path, out_dir: Path, name: str, input_name: str, batche
         out = out_dir / f"{name}.onnx"
         quantize_static(
             str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=options.per_channel,
-            reduce_range=False, weight_type=QuantType.QInt8,
+            reduce_range=True, weight_type=QuantType.QInt8,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                               "percentile": CalibrationMethod.Percentile}[options.method],
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
         )
     return [out], {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
-                   "residual_adds": "split out of the Gemms (ORT's QGemm needs a constant C)"}
+                   "residual_adds": "split out of the Gemms (ORT's QGemm needs a constant C)",
+                   "reduce_range": True}
 
 
 def _import_nncf():

@@ -35,6 +35,7 @@ class Probe:
     valid: bool
     uid: str | None = None  # the stored server run's
     p99_ms: float | None = None
+    earlier_uids: tuple[str, ...] = ()  # the runs at this rate early stopping could not judge, also stored
 
 
 @dataclass
@@ -54,7 +55,8 @@ class Capacity:
 
     def as_dict(self) -> dict:
         return {"capacity_qps": self.capacity_qps, "lowest_invalid_qps": self.lowest_invalid_qps,
-                "ceiling_qps": self.ceiling_qps, "probes": [asdict(p) for p in self.probes]}
+                "ceiling_qps": self.ceiling_qps,
+                "probes": [{**asdict(p), "earlier_uids": list(p.earlier_uids)} for p in self.probes]}  # as JSON reads
 
 
 def _rate(value: float) -> float:
@@ -125,7 +127,7 @@ def find_capacity(measure: Callable[[dict], dict], settings: dict, tolerance: fl
     probes: list[Probe] = []
 
     def probe(rate: float) -> Probe:
-        queries = settings["min_queries"]
+        queries, earlier = settings["min_queries"], []
         for _ in range(1 + RERUNS):
             run = measure(ScenarioSettings(**{**settings, "scenario": "server", "target_qps": rate,
                                               "min_queries": queries}).as_dict())
@@ -133,10 +135,13 @@ def find_capacity(measure: Callable[[dict], dict], settings: dict, tolerance: fl
                 raise _ProbeFailed(rate, run)
             if not _inconclusive(run):
                 break
+            earlier.append(run["uid"])
             # too few queries for early stopping to say whether the bound held: again, with the
             # queries LoadGen says it would need (and a tenth more, for those that may be late)
             queries = run["n_samples"] + int(1.1 * run["queries_needed"]) + 1
-        return Probe(rate, bool(run["valid"]), run["uid"], run.get("p99_ms"))
+        if earlier and earlier[-1] == run["uid"]:  # the last run was not judged either
+            earlier.pop()
+        return Probe(rate, bool(run["valid"]), run["uid"], run.get("p99_ms"), tuple(earlier))
 
     def heard(result: Probe) -> None:
         probes.append(result)
