@@ -127,21 +127,19 @@ def find_capacity(measure: Callable[[dict], dict], settings: dict, tolerance: fl
     probes: list[Probe] = []
 
     def probe(rate: float) -> Probe:
-        queries, earlier = settings["min_queries"], []
+        queries, runs = settings["min_queries"], []
         for _ in range(1 + RERUNS):
             run = measure(ScenarioSettings(**{**settings, "scenario": "server", "target_qps": rate,
                                               "min_queries": queries}).as_dict())
             if run["status"] != "ok":
                 raise _ProbeFailed(rate, run)
+            runs.append(run)
             if not _inconclusive(run):
                 break
-            earlier.append(run["uid"])
             # too few queries for early stopping to say whether the bound held: again, with the
             # queries LoadGen says it would need (and a tenth more, for those that may be late)
             queries = run["n_samples"] + int(1.1 * run["queries_needed"]) + 1
-        if earlier and earlier[-1] == run["uid"]:  # the last run was not judged either
-            earlier.pop()
-        return Probe(rate, bool(run["valid"]), run["uid"], run.get("p99_ms"), tuple(earlier))
+        return Probe(rate, bool(run["valid"]), run["uid"], run.get("p99_ms"), tuple(r["uid"] for r in runs[:-1]))
 
     def heard(result: Probe) -> None:
         probes.append(result)
