@@ -19,6 +19,15 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     return fused.requires_grad_(False).eval()
 
 
+def graph_form(model: nn.Module, form: str) -> nn.Module:
+    """`model` (fused, changed in place) with every layer that has a choice of graph forms in
+    `form` (`models.levit_fused.FORMS`): the same arithmetic in the ops a runtime delegates."""
+    for module in model.modules():
+        if form in getattr(module, "forms", ()):
+            module.form = form
+    return model
+
+
 def _fuse_tree(module: nn.Module) -> nn.Module:
     for name, child in list(module.named_children()):
         setattr(module, name, _fuse_tree(child))

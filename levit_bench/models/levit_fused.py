@@ -15,6 +15,14 @@ same arithmetic is laid out so that a runtime executes it with the fewest passes
 - The fused qkv Linear becomes three (q, k, v; its weights split at fuse time), so no Split
   copies their output apart: each is viewed per head and transposed once, K straight to K^T.
 
+Some runtimes delegate only some forms of the same arithmetic, so each layer that has a choice
+takes a graph form (`exporters.fuse.graph_form`): `gemm-adds`, the default above (ONNX, PyTorch,
+Inductor), or `xnnpack`, the form ExecuTorch's XNNPACK partitioner delegates whole: a residual
+as `stream + h @ W` (it delegates no `addmm` whose C is not a bias), attention products as 3-D
+`bmm` (a 4-D matmul decomposes into `expand_copy`s it does not take), the subsampling as
+stride-1 slices of the grid viewed in pairs (it slices with stride 1 only; a pad to even
+length would not quantize), and the mean over tokens as a 4-D mean keeping its dimensions.
+
 Module paths follow the training model's (`stages.1.blocks.0.attn.proj`; the qkv Linear's parts
 are `attn.q`, `attn.k`, `attn.v`), so profiles and weight names read alike in both.
 """
@@ -25,8 +33,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+FORMS = ("gemm-adds", "xnnpack")
 
-class ResidualLinear(nn.Module):
+
+class Formed(nn.Module):
+    """A layer with more than one graph form of the same arithmetic (`forms`, default the first)."""
+
+    forms = FORMS
+    form = FORMS[0]
+
+
+class ResidualLinear(Formed):
     """x + h W: the last Linear of a residual branch, adding into the stream (no bias: carried)."""
 
     def __init__(self, linear: nn.Linear):
@@ -35,10 +52,19 @@ class ResidualLinear(nn.Module):
         self.carried_bias = linear.bias.detach().clone()  # folded downstream by carry_residual_biases
 
     def forward(self, h: torch.Tensor, stream: torch.Tensor) -> torch.Tensor:
+        if self.form == "xnnpack":
+            return stream + h @ self.weight
         return torch.addmm(stream, h, self.weight)
 
 
-class Scores(nn.Module):
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b over (B, H, ., .) as one 3-D bmm (no broadcast, so no expand)."""
+    batch, heads = a.shape[:2]
+    return torch.bmm(a.reshape(batch * heads, *a.shape[2:]), b.reshape(batch * heads, *b.shape[2:])).view(
+        batch, heads, a.shape[2], b.shape[3])
+
+
+class Scores(Formed):
     """softmax(Q K^T + bias) with the scale already in Q: how much each query reads each key."""
 
     def __init__(self, bias: torch.Tensor):
@@ -46,14 +72,15 @@ class Scores(nn.Module):
         self.register_buffer("bias", bias.detach().clone())
 
     def forward(self, q: torch.Tensor, k_t: torch.Tensor) -> torch.Tensor:
-        return (q @ k_t + self.bias).softmax(dim=-1)
+        products = _bmm(q, k_t) if self.form == "xnnpack" else q @ k_t
+        return (products + self.bias).softmax(dim=-1)
 
 
-class Mix(nn.Module):
+class Mix(Formed):
     """A V."""
 
     def forward(self, scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return scores @ v
+        return _bmm(scores, v) if self.form == "xnnpack" else scores @ v
 
 
 @torch.no_grad()
@@ -104,7 +131,24 @@ class FusedAttention(nn.Module):
         return self.proj(F.hardswish(out), x)
 
 
-class FusedShrinkingAttention(nn.Module):
+def _every_other(grid: torch.Tensor, dim: int) -> torch.Tensor:
+    """Indices 0, 2, 4, ... of `dim` as stride-1 slices: the even-length part viewed in pairs, each
+    pair's first, and an odd length's last row after them."""
+    size = grid.shape[dim]
+    even = grid.narrow(dim, 0, size - size % 2)
+    pairs = even.reshape(*grid.shape[:dim], size // 2, 2, *grid.shape[dim + 1:]).narrow(dim + 1, 0, 1)
+    taken = pairs.reshape(*grid.shape[:dim], size // 2, *grid.shape[dim + 1:])
+    return torch.cat([taken, grid.narrow(dim, size - 1, 1)], dim=dim) if size % 2 else taken
+
+
+def _subsample(grid: torch.Tensor, form: str) -> torch.Tensor:
+    """(B, R, R, C) -> (B * ceil(R/2)^2, C): every other token of every other row."""
+    if form == "xnnpack":
+        return _every_other(_every_other(grid, 1), 2).reshape(-1, grid.shape[-1])
+    return grid[:, ::2, ::2].reshape(-1, grid.shape[-1])
+
+
+class FusedShrinkingAttention(Formed):
     """Keys and values from every token, queries from the stride-2 subsampled grid (one Slice)."""
 
     def __init__(self, kv: nn.Linear, q: nn.Linear, proj: nn.Linear, bias: torch.Tensor, key_dim: int,
@@ -124,7 +168,7 @@ class FusedShrinkingAttention(nn.Module):
         res, heads, tokens = self.resolution, self.num_heads, self.resolution**2
         k_t = self.k(x).view(-1, tokens, heads, self.key_dim).permute(0, 2, 3, 1)
         v = self.v(x).view(-1, tokens, heads, self.value_dim).transpose(1, 2)
-        subsampled = x.view(-1, res, res, self.in_dim)[:, ::2, ::2].reshape(-1, self.in_dim)
+        subsampled = _subsample(x.view(-1, res, res, self.in_dim), self.form)
         q = self.q(subsampled).view(-1, self.out_tokens, heads, self.key_dim).transpose(1, 2)
         out = _merge_heads(self.mix(self.scores(q, k_t), v), heads, self.value_dim)
         return self.proj(F.hardswish(out))
@@ -153,7 +197,7 @@ class FusedBlock(nn.Module):
         return self.mlp(self.attn(x))
 
 
-class FusedLeViT(nn.Module):
+class FusedLeViT(Formed):
     """Stem, stages on (B*N, C) tokens, mean over each image's tokens, one merged head."""
 
     def __init__(self, patch_conv: nn.Module, stages: nn.Sequential, head: nn.Linear, stem_dim: int,
@@ -165,8 +209,10 @@ class FusedLeViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_conv(x).flatten(2).transpose(1, 2).reshape(-1, self.stem_dim)
-        features = self.stages(tokens).view(-1, self.out_tokens, self.out_dim).mean(dim=1)
-        return self.head(features)
+        stream = self.stages(tokens).view(-1, self.out_tokens, self.out_dim)
+        if self.form == "xnnpack":  # a global average pool over (B, C, N, 1)
+            return self.head(stream.transpose(1, 2).unsqueeze(-1).mean(dim=(-2, -1), keepdim=True).flatten(1))
+        return self.head(stream.mean(dim=1))
 
 
 @torch.no_grad()
