@@ -26,6 +26,7 @@ class RuntimeSpec:
     modes: tuple[str, ...] = ()  # programs of the same runtime measured as separate variants
     default_mode: str | None = None  # None with modes: the runner decides when it loads (see its docs)
     plotted_modes: tuple[str, ...] = ()  # modes that are a variant of their own in reports (not the default's)
+    swept_modes: tuple[str, ...] = ()  # modes a sweep of the default runtimes measures beside the bare runtime
     marker: str = "o"  # its matplotlib marker in figures
     mode_markers: Mapping[str, str] = field(default_factory=dict)
     precision_markers: Mapping[str, str] = field(default_factory=dict)  # a reduced precision's own marker
@@ -37,6 +38,8 @@ class RuntimeSpec:
             raise LevitBenchError(f"runtime {self.name}: runner must be 'module:Class', not {self.runner!r}")
         if self.default_mode is not None and self.default_mode not in self.modes:
             raise LevitBenchError(f"runtime {self.name}: default mode {self.default_mode} is not one of its modes")
+        if not set(self.swept_modes) <= set(self.modes):
+            raise LevitBenchError(f"runtime {self.name}: swept modes {self.swept_modes} are not all its modes")
 
     def resolve_mode(self, requested: str | None) -> str | None:
         """The mode a request for `requested` (None: the default) runs in; an unknown one raises."""
@@ -76,7 +79,8 @@ def register_runtime(spec: RuntimeSpec | dict, replace: bool = False) -> Runtime
     """Add a runtime to the table (a `RuntimeSpec`, or its `as_dict()`); its name must be new."""
     if isinstance(spec, dict):
         spec = RuntimeSpec(**{**spec, "precisions": tuple(spec["precisions"]), "modes": tuple(spec["modes"]),
-                              "plotted_modes": tuple(spec["plotted_modes"])})
+                              "plotted_modes": tuple(spec["plotted_modes"]),
+                              "swept_modes": tuple(spec.get("swept_modes", ()))})
     if spec.name in _RUNTIMES and not replace:
         raise LevitBenchError(f"a runtime named {spec.name} is already registered")
     _RUNTIMES[spec.name] = spec
@@ -123,15 +127,42 @@ def all_precisions() -> list[str]:
     return list(dict.fromkeys(p for spec in _RUNTIMES.values() for p in spec.precisions))
 
 
+def default_sweep() -> list[str]:
+    """What a sweep measures when no runtimes are named: every runtime bare, and beside it each of
+    its `swept_modes` (`torch:compiled`)."""
+    return [entry for spec in _RUNTIMES.values() for entry in (spec.name, *(f"{spec.name}:{m}" for m in spec.swept_modes))]
+
+
+COMPILE_MODES = {"default": "compiled", "max-autotune": "compiled-max-autotune"}  # --compile-mode -> torch mode
+
+
+def with_compile_mode(runtime: str, mode: str | None, compile_mode: str | None) -> str | None:
+    """The torch mode `--compile-mode` makes of `runtime` and `mode` (a bare torch: compiled); it
+    applies to torch's compiled modes only."""
+    if compile_mode is None:
+        return mode
+    if compile_mode not in COMPILE_MODES:
+        raise LevitBenchError(f"--compile-mode is {' or '.join(COMPILE_MODES)}, not {compile_mode}")
+    if runtime != "torch" or mode not in (None, *COMPILE_MODES.values()):
+        shown = f"{runtime}:{mode}" if mode else runtime
+        raise LevitBenchError(f"--compile-mode applies to torch:compiled (Inductor), not {shown}")
+    return COMPILE_MODES[compile_mode]
+
+
 def added_runtimes() -> list[dict]:
     """The runtimes registered beyond the built-in ones, as data a worker process registers again."""
     return [spec.as_dict() for spec in _RUNTIMES.values() if not spec.builtin]
 
 
 for _spec in (
+    # compiled: AOTInductor with freezing (torch.compile ahead of time); compiled-max-autotune: its
+    # GEMM templates benchmarked too (--compile-mode max-autotune)
     RuntimeSpec("torch", "levit_bench.runners.torch_runner:TorchRunner", "torch", precisions=("fp32", "mixed"),
-                modes=("traced", "eager", "unfused"), default_mode="traced",  # traced: the paper's speed_test
-                plotted_modes=("eager", "unfused"), marker="o", builtin=True),
+                modes=("traced", "eager", "unfused", "compiled", "compiled-max-autotune"),
+                default_mode="traced",  # traced: the paper's speed_test
+                plotted_modes=("eager", "unfused", "compiled", "compiled-max-autotune"), swept_modes=("compiled",),
+                marker="o",
+                mode_markers={"compiled": "p", "compiled-max-autotune": "8"}, builtin=True),
     # int8: the artifact quantized for that runtime (exporters/quantize.py)
     RuntimeSpec("onnxruntime", "levit_bench.runners.onnxruntime_runner:OnnxRuntimeRunner", "onnxruntime",
                 precisions=("fp32", "int8"), marker="s", precision_markers={"int8": "X"}, short="ort", builtin=True),
@@ -142,5 +173,8 @@ for _spec in (
     RuntimeSpec("tvm", "levit_bench.runners.tvm.runner:TvmRunner", "apache-tvm", modes=("tuned", "untuned"),
                 plotted_modes=("tuned", "untuned"), marker="D", mode_markers={"tuned": "D", "untuned": "d"},
                 builtin=True),
+    # the fused model lowered by torch.export to ExecuTorch's XNNPACK delegate (int8: PT2E-quantized)
+    RuntimeSpec("executorch", "levit_bench.runners.executorch_runner:ExecuTorchRunner", "executorch",
+                precisions=("fp32", "int8"), marker="v", precision_markers={"int8": "*"}, short="et", builtin=True),
 ):
     register_runtime(_spec)

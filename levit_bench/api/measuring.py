@@ -43,6 +43,7 @@ def more_rounds(target: float | None, max_rounds: int, store: ResultsStore) -> M
 def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
         onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
         batch: int | None = None, precision: str | None = None, mode: str | None = None,
+        compile_mode: str | None = None,
         protocol: str = "default", weights: str | None = None, rounds: int = 1, target: float | None = None,
         max_rounds: int = MAX_ROUNDS, cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, run_id: str | None = None,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, cores: int | str | None = None, streams: int | None = None,
@@ -65,9 +66,11 @@ def run(model: str | Sequence[str] | None, runtime: str, platform: str, *,
     multi-stream, server, offline, with its settings: `scenario_settings`) measures under MLPerf
     LoadGen instead of the protocol, one round in this process.
     """
+    from levit_bench.runtimes import with_compile_mode
     from levit_bench.runners.sweep import Cell, check_target
 
     use_platforms(platforms_file, workdir)
+    mode = with_compile_mode(runtime, mode, compile_mode)
     check_target(target, rounds, max_rounds)
     loadgen = scenario_settings(scenario, platform=platform, target_qps=target_qps, latency_bound_ms=latency_bound_ms,
                                 samples_per_query=samples_per_query, min_duration=min_duration,
@@ -125,8 +128,8 @@ def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, 
 def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence[str] | None = None, *,
           onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
           batch: int | None = None, precision: str | None = None, protocol: str = "default",
-          weights: str | None = None, rounds: int = 3, target: float | None = None, max_rounds: int = MAX_ROUNDS,
-          force: bool = False, cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False,
+          weights: str | None = None, compile_mode: str | None = None, rounds: int = 3,
+          target: float | None = None, max_rounds: int = MAX_ROUNDS, force: bool = False, cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False,
           run_id: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S, cores: int | str | None = None,
           streams: int | None = None, rpc: str | None = None, rpc_key: str | None = None, mcpu: str | None = None,
           platforms_file: PathLike | None = None, workdir: PathLike | None = None,
@@ -138,12 +141,14 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
     process of its own, the cells in a new random order each round, and store every record
     (`levit-bench sweep`). Cell-rounds already stored are skipped unless `force`; a cell that
     crashes or times out (`cell_timeout` seconds) is stored as failed and the sweep goes on.
-    `runtimes` entries may name a mode (`torch:eager`, `tvm:tuned`); default: every runtime.
+    `runtimes` entries may name a mode (`torch:eager`, `tvm:tuned`); default: every runtime, and
+    torch:compiled beside torch (`runtimes.default_sweep`); `compile_mode` (max-autotune) makes
+    the torch:compiled cells compile in that Inductor mode.
     `scenario` (and its settings, as `run`'s) measures every cell under LoadGen; `capacity`
     searches every cell's server capacity under `latency_bound_ms` once per round instead
     (`Measured.capacities`; its runs are the records)."""
-    from levit_bench.runtimes import RUNTIMES
-    from levit_bench.runners.sweep import plan
+    from levit_bench.runtimes import default_sweep
+    from levit_bench.runners.sweep import compiled_as, plan
 
     use_platforms(platforms_file, workdir)
     options = dict(latency_bound_ms=latency_bound_ms, min_duration=min_duration, min_queries=min_queries,
@@ -163,7 +168,8 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
             raise LevitBenchError("--target and --profile repeat the closed-loop protocol; a scenario runs "
                                   "--rounds N times")
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
-    planned = plan(model_names_given(models, onnx_model), listed(runtimes) or list(RUNTIMES), resolve_workdir(workdir))
+    entries = compiled_as(listed(runtimes) or default_sweep(), compile_mode)
+    planned = plan(model_names_given(models, onnx_model), entries, resolve_workdir(workdir))
     return _rounds(planned, platform, batch=batch, precision=precision, protocol=protocol, weights=weights,
                    rounds=rounds, target=target, max_rounds=max_rounds, force=force, cell_timeout=cell_timeout,
                    profile=profile, run_id=run_id, wait_timeout=wait_timeout, cores=cores, streams=streams,
@@ -260,6 +266,7 @@ def _profile_cells(requests: list[RunRequest], outcomes: list, store: ResultsSto
 def profile(model: str | None, runtime: str, platform: str, *,
             onnx: PathLike | None = None, name: str | None = None, resolution: int | None = None,
             batch: int | None = None, precision: str | None = None, mode: str | None = None,
+            compile_mode: str | None = None,
             protocol: str = "default", weights: str | None = None, wait_timeout: float = DEFAULT_WAIT_TIMEOUT_S,
             cores: int | str | None = None, streams: int | None = None, platforms_file: PathLike | None = None,
             workdir: PathLike | None = None, store: PathLike | None = None, progress: bool = False) -> dict:
@@ -267,9 +274,11 @@ def profile(model: str | None, runtime: str, platform: str, *,
     is stored and returned (`levit-bench profile`)."""
     from levit_bench.reports.store import ResultsStore, save_record
     from levit_bench.runners.profile_run import profile_cell
+    from levit_bench.runtimes import with_compile_mode
     from levit_bench.runners.session import RunRequest, checked_runner
 
     use_platforms(platforms_file, workdir)
+    mode = with_compile_mode(runtime, mode, compile_mode)
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     if bool(onnx_model) == bool(model):
         raise LevitBenchError("name the model to profile: --model NAME or --onnx FILE")

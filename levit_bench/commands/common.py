@@ -114,6 +114,13 @@ def wide_option(parser: argparse.ArgumentParser) -> None:
                         "ones that answer the question first)")
 
 
+def compile_mode_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile-mode", choices=("default", "max-autotune"),
+                        help="torch:compiled's Inductor mode: default, or max-autotune, which also benchmarks "
+                        "Inductor's C++ GEMM templates for every GEMM shape as it compiles (minutes, not "
+                        "seconds, once per model and batch; the package is kept and reused)")
+
+
 def fraction(text: str) -> float:
     """argparse type: a share strictly between 0 and 1 (0.02 is 2%)."""
     value = non_negative_float(text)
@@ -128,7 +135,7 @@ def onnx_options(parser: argparse.ArgumentParser, verb: str = "measure") -> None
     group.add_argument("--onnx", metavar="FILE",
                        help=f"{verb} this ONNX model (one float32 N x 3 x R x R input): family `user`, "
                        "params and MACs counted from its graph, every runtime's outputs gated against ONNX "
-                       "Runtime fp32 (torch cannot run it)")
+                       "Runtime fp32 (torch and executorch, which run a PyTorch model, cannot run it)")
     group.add_argument("--name", metavar="NAME", help="its name in the store and the report (default: the file's stem)")
     group.add_argument("--resolution", type=positive_int, metavar="R",
                        help="its input size, where the graph leaves height and width symbolic")

@@ -72,7 +72,8 @@ def register(commands) -> None:
         "<workdir>/results.db, where reports use it as the `measured` accuracy of every speed "
         "measurement of the same weights. With --runtime torch the checkpoint runs in PyTorch "
         "(eval mode); with onnxruntime, openvino or tvm the ONNX artifact exported from the same "
-        "weights runs in that runtime (exported first if the work directory has none), so the "
+        "weights runs in that runtime (exported first if the work directory has none), with executorch "
+        "the same weights lowered to XNNPACK (a .pte kept in the work directory), so the "
         "accuracy cost of export and runtime is measured. A checkpoint that names its classes (levit-bench's "
         "trainer's) is scored by class name, and a folder whose classes differ from them is refused, naming "
         "the difference; otherwise the dataset must have as many classes as the checkpoint has outputs, in the "
@@ -85,7 +86,7 @@ def register(commands) -> None:
                           help="an ImageFolder directory: DIR/<class>/*.jpg|*.jpeg|*.png (e.g. a val split)")
     evaluate.add_argument("--runtime", default="torch", choices=list(RUNTIMES),
                           help="where the model runs (default torch); the others run its ONNX export "
-                          "on this CPU, on every core")
+                          "(executorch: its .pte) on this CPU, on every core")
     evaluate.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, metavar="N",
                           help=f"images per batch (default {DEFAULT_BATCH}, the CPU platforms' batch); for "
                           "the exported runtimes, the artifact's static batch (the last batch is padded, "
@@ -97,7 +98,8 @@ def register(commands) -> None:
                           "represented when N >= classes) instead of all")
     evaluate.add_argument("--precision", default="fp32", choices=("fp32", "int8"),
                           help="int8: run the export quantized for --runtime (onnxruntime or openvino): the "
-                          "one `levit-bench quantize` made, else quantized first on synthetic images; "
+                          "one `levit-bench quantize` made, else quantized first on synthetic images "
+                          "(executorch: PT2E-quantized for XNNPACK on synthetic calibration images); "
                           "the report sets its top-1 beside the fp32 one of the same weights")
     evaluate.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                           help="torch only: where the model runs (default cpu)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from levit_bench.commands.common import (WEIGHTS_METAVAR, cores_options, fraction, non_negative_float,
+from levit_bench.commands.common import (WEIGHTS_METAVAR, compile_mode_option, cores_options, fraction,
+                                         non_negative_float,
                                          onnx_options, positive_float, positive_int, print_json, scenario_args,
                                          scenario_options, wide_option)
 
@@ -122,7 +123,8 @@ def _print_outcome(measured: Measured, args: argparse.Namespace, title: str) -> 
 def cmd_run(args: argparse.Namespace) -> int:
     from levit_bench import api
 
-    measured = api.run(args.model, args.runtime, args.platform, mode=args.mode, **scenario_args(args),
+    measured = api.run(args.model, args.runtime, args.platform, mode=args.mode, compile_mode=args.compile_mode,
+                       **scenario_args(args),
                        **_settings(args))
     return _print_outcome(measured, args, "Measurements" + (f" ({measured.run_id})" if args.rounds > 1 else ""))
 
@@ -148,7 +150,8 @@ def _print_capacities(measured: Measured, args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from levit_bench import api, views
 
-    measured = api.sweep(args.platform, args.models, args.runtimes, force=args.force, cell_timeout=args.cell_timeout,
+    measured = api.sweep(args.platform, args.models, args.runtimes, compile_mode=args.compile_mode,
+                         force=args.force, cell_timeout=args.cell_timeout,
                          profile=args.profile, capacity=args.capacity, **scenario_args(args), **_settings(args))
     if args.capacity:
         return _print_capacities(measured, args)
@@ -164,7 +167,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     from levit_bench.runners.sweep import DEFAULT_CELL_TIMEOUT_S
-    from levit_bench.runtimes import RUNTIMES
+    from levit_bench.runtimes import RUNTIMES, default_sweep
 
     run = commands.add_parser(
         "run",
@@ -177,9 +180,12 @@ def register(commands) -> None:
     run.add_argument("--runtime", required=True, choices=list(RUNTIMES))
     run.add_argument("--model", nargs="+", metavar="NAME", help="models to measure (default: all)")
     run.add_argument("--mode", choices=sorted({m for r in RUNTIMES.values() for m in r.modes}),
-                     help="torch: traced fused model (default, as the paper), eager fused, or the "
-                     "eager unfused model (the paper's baseline); tvm: tuned (the work directory's "
-                     "MetaSchedule database; the default when there is one) or untuned (TVM's default schedules)")
+                     help="torch: traced fused model (default, as the paper), eager fused, the "
+                     "eager unfused model (the paper's baseline), or compiled (AOTInductor with freezing, "
+                     "compiled once into the work directory; compiled-max-autotune: see --compile-mode); "
+                     "tvm: tuned (the work directory's MetaSchedule database; the default when there is "
+                     "one) or untuned (TVM's default schedules)")
+    compile_mode_option(run)
     _request_options(run)
     _rounds_option(run, 1)
     tvm_options(run)
@@ -198,10 +204,12 @@ def register(commands) -> None:
     )
     sweep.add_argument("--models", nargs="+", metavar="NAME",
                        help="default: every registered model (with --onnx: that model only)")
-    sweep.add_argument("--runtimes", nargs="+", metavar="RUNTIME", default=list(RUNTIMES),
-                       help=f"default: {' '.join(RUNTIMES)}; torch:eager and torch:unfused select torch "
-                       "modes; tvm is untuned, plus tuned where `levit-bench tune` left a database "
+    sweep.add_argument("--runtimes", nargs="+", metavar="RUNTIME",
+                       help=f"default: {' '.join(default_sweep())}; torch alone is traced, torch:eager, "
+                       "torch:unfused, torch:compiled and torch:compiled-max-autotune select torch modes; "
+                       "tvm is untuned, plus tuned where `levit-bench tune` left a database "
                        "(tvm:tuned, tvm:untuned select one)")
+    compile_mode_option(sweep)
     sweep.add_argument("--force", action="store_true", help="measure cells that are already stored")
     sweep.add_argument("--cell-timeout", type=positive_float, default=DEFAULT_CELL_TIMEOUT_S, metavar="S",
                        help=f"seconds before a cell is stopped and stored as failed (default {DEFAULT_CELL_TIMEOUT_S:g})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from levit_bench.commands.common import (WEIGHTS_METAVAR, cores_options, non_negative_float, onnx_options,
+from levit_bench.commands.common import (WEIGHTS_METAVAR, compile_mode_option, cores_options, non_negative_float, onnx_options,
                                          positive_int, print_json)
 
 
@@ -13,6 +13,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     result = api.profile(args.model, args.runtime, args.platform, onnx=args.onnx, name=args.name,
                          resolution=args.resolution, batch=args.batch, precision=args.precision, mode=args.mode,
+                         compile_mode=args.compile_mode,
                          protocol=args.protocol, weights=args.weights, wait_timeout=args.wait_timeout,
                          cores=args.cores, streams=args.streams, platforms_file=args.platforms_file,
                          workdir=args.workdir, progress=True)
@@ -34,7 +35,8 @@ def register(commands) -> None:
         "profile",
         help="where one model's time goes on one runtime: per component, by the runtime's own profiler",
         description="Measure one cell as `run` does (unprofiled median), then profile it with the runtime's "
-        "own profiler (ONNX Runtime's JSON trace, OpenVINO's PERF_COUNT, torch.profiler, TVM's VM instrument) "
+        "own profiler (ONNX Runtime's JSON trace, OpenVINO's PERF_COUNT, torch.profiler, TVM's VM instrument, "
+        "ExecuTorch's ETDump) "
         "over the protocol's calls, and tell the time per "
         "component of the model (LeViT: stem, attention.qkv, attention.scores, attention.mix, "
         "attention.proj, mlp, shrink, residual, head, layout; every kernel no component claims is `other`), "
@@ -48,6 +50,7 @@ def register(commands) -> None:
     profile.add_argument("--batch", type=positive_int, metavar="N", help="batch size (default: the platform's)")
     profile.add_argument("--mode", choices=sorted({m for r in RUNTIMES.values() for m in r.modes}),
                          help="the runtime's mode (as `run`)")
+    compile_mode_option(profile)
     profile.add_argument("--precision", choices=all_precisions(), help="as `run`")
     profile.add_argument("--protocol", default="default", choices=list(PROTOCOLS),
                          help="the calls measured and profiled (as `run`)")

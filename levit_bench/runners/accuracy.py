@@ -27,10 +27,9 @@ from levit_bench.errors import LevitBenchError
 from levit_bench.models.checkpoints import Checkpoint, read_checkpoint, weights_id
 from levit_bench.platforms import ARM, Platform, get_platform
 from levit_bench.registry import create_model, get_spec
-from levit_bench.exporters.quantize import QUANTIZERS
 from levit_bench.runners.artifacts import ensure_artifact, ensure_quantized
 from levit_bench.runners.base import Runner
-from levit_bench.runtimes import get_runtime
+from levit_bench.runtimes import RUNTIMES, get_runtime
 from levit_bench.train.data import ImageFolder, class_folders, eval_transform, make_loader, spread_subset
 from levit_bench.train.evaluate import Accuracy, OnBatch, evaluate_module
 
@@ -78,8 +77,9 @@ class EvalOptions:
             raise LevitBenchError(f"--device is cpu or cuda, not {self.device}")
         if self.precision not in ("fp32", "int8"):
             raise LevitBenchError(f"--precision is fp32 or int8, not {self.precision}")
-        if self.precision == "int8" and self.runtime not in QUANTIZERS:
-            raise LevitBenchError(f"int8 is evaluated in {' or '.join(QUANTIZERS)} (--runtime), not {self.runtime}")
+        if self.precision == "int8" and "int8" not in get_runtime(self.runtime).precisions:
+            having = [name for name, spec in RUNTIMES.items() if "int8" in spec.precisions]
+            raise LevitBenchError(f"int8 is evaluated in {' or '.join(having)} (--runtime), not {self.runtime}")
         if self.device == "cuda":
             if self.runtime != "torch":
                 raise LevitBenchError("--device cuda applies to --runtime torch only")
@@ -175,7 +175,7 @@ def run_eval(
         artifact = ensure_artifact(workdir, spec.name, options.batch_size, options.weights, on_step)
         if weights_id(artifact.weights) != checkpoint.sha256:  # ensure_artifact's promise, checked
             raise LevitBenchError(f"{artifact.onnx_path} was not exported from {options.weights}; export again")
-        if options.precision == "int8":
+        if options.precision == "int8" and runner.quantizes_onnx:  # else the runner quantizes as it loads
             artifact = ensure_quantized(artifact, options.runtime, on_step)
         weights["layout"] = artifact.weights.get("layout")
         on_step("load")

@@ -95,6 +95,8 @@ class Runner(ABC):
     Options: type[RunnerOptions] = RunnerOptions
     emulated: bool = False  # True: outputs are checked, timings are not a measurement of anything
     multi_stream: bool = False  # True: `stream_calls` gives `streams` functions that may run at once
+    quantizes_onnx: bool = True  # its int8 runs the ONNX file's quantized twin (exporters/quantize.py)
+    needs_pytorch_model: bool = False  # True: it runs the PyTorch model, so a user's ONNX file (--onnx) is not for it
 
     def __init__(self, platform: Platform, options: RunnerOptions):
         if not isinstance(options, self.Options):

@@ -43,7 +43,7 @@ from levit_bench.runners.base import Runner
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S, CoresBusy
 from levit_bench.runners.measure import get_protocol, summarise
 from levit_bench.runners.memory import MemoryWatch, keep_freed_memory
-from levit_bench.runtimes import get_runtime
+from levit_bench.runtimes import RUNTIMES, get_runtime
 
 PARITY_IMAGES = 64  # at most this many of the batch are compared with the reference
 
@@ -190,21 +190,33 @@ def _largest_fitting_batch(runner: Runner, artifact: Artifact) -> int:
     raise LevitBenchError("not even a batch of 1 fits on the GPU")
 
 
+def _onnx_runtimes() -> list[str]:
+    """The runtimes that measure an ONNX file itself."""
+    found = []
+    for name, spec in RUNTIMES.items():
+        try:
+            if not spec.runner_class().needs_pytorch_model:
+                found.append(name)
+        except ImportError:  # a plugin whose runner cannot be imported here
+            continue
+    return found
+
+
 def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInfo | None = None) -> Runner:
     """The request's runner, made as every runner is (its platform and its runtime's options),
     and only for a request that can be a cell: an unknown model, platform or protocol, a
     precision or mode the runtime lacks, weights that cannot be read, a host the platform
     refuses or an unreachable device raises here, in one line, before any record exists."""
     spec = get_spec(request.model)
-    if spec.onnx is not None and request.runtime == "torch":
-        raise LevitBenchError(f"{spec.name} is the ONNX file {spec.onnx}, with no PyTorch model: measure it with "
-                              "onnxruntime, openvino or tvm")
+    cls = get_runtime(request.runtime).runner_class()
+    if spec.onnx is not None and cls.needs_pytorch_model:
+        raise LevitBenchError(f"{spec.name} is the ONNX file {spec.onnx}, with no PyTorch model for "
+                              f"{request.runtime}: measure it with {', '.join(_onnx_runtimes())}")
     if request.weights is not None:
         if spec.onnx is not None:
             raise LevitBenchError(f"{spec.name} is an ONNX file, which holds its own weights: --weights does not apply")
         read_checkpoint(request.weights)  # a file that is missing, unreadable or untrusted is refused now
     settings = RunSettings.of(request)
-    cls = get_runtime(request.runtime).runner_class()
     options = cls.Options.make(request.runtime, settings.precision, settings.mode, workdir, request.runtime_options,
                                streams=settings.streams)
     if cls.runs_elsewhere(options):  # a remote device is measured, not this host
@@ -339,7 +351,8 @@ def _measure(runner: Runner, request: RunRequest, record: dict, host: environmen
         fp32_artifact = artifact  # the reference: its PyTorch model, or for a user's model the file itself
         if record["precision"] == "int8":
             record["fp32_artifact_sha256"] = artifact.sha256  # what `compare --by precision` pairs it with
-            artifact = ensure_quantized(artifact, record["runtime"], on_step)
+            if runner.quantizes_onnx:  # else it quantizes the PyTorch model itself, as it loads
+                artifact = ensure_quantized(artifact, record["runtime"], on_step)
         record.update(artifact_sha256=artifact.sha256, artifact=str(artifact.onnx_path), weights=artifact.weights)
         if artifact.note:
             record["artifact_note"] = artifact.note

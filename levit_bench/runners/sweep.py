@@ -32,7 +32,7 @@ from levit_bench.runners.base import as_flags
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
 from levit_bench.runners.session import RunRequest, RunSettings, checked_runner, new_record
 from levit_bench.runners.worker import EXIT_REFUSED, request_payload
-from levit_bench.runtimes import RUNTIMES, get_runtime
+from levit_bench.runtimes import COMPILE_MODES, RUNTIMES, get_runtime, with_compile_mode
 
 DEFAULT_CELL_TIMEOUT_S = 900.0
 MAX_ROUNDS = 12  # --max-rounds: the rounds a --target may take a cell to
@@ -69,17 +69,28 @@ def parse_runtime(entry: str) -> tuple[str, str | None]:
     return name, mode or None
 
 
+def compiled_as(entries: list[str], compile_mode: str | None) -> list[str]:
+    """`entries` with every torch:compiled cell compiled in `compile_mode` (None: as named)."""
+    if compile_mode is None:
+        return entries
+    compiled = [e for e in entries if parse_runtime(e) in (("torch", m) for m in COMPILE_MODES.values())]
+    if not compiled:
+        raise LevitBenchError("--compile-mode applies to torch:compiled, which this sweep does not measure")
+    return [f"torch:{with_compile_mode('torch', parse_runtime(e)[1], compile_mode)}" if e in compiled else e
+            for e in entries]
+
+
 def plan(models: Iterable[str], runtimes: Iterable[str], workdir: Path) -> list[Cell]:
     """The cells; a bare runtime gives the modes its runner sweeps for the model (tvm: untuned,
     plus tuned where the work directory has a tuning database), a `runtime:mode` that mode. A
-    user's ONNX model has no torch cell: there is no PyTorch model to run."""
+    user's ONNX model has no cell on a runtime that runs a PyTorch model (torch, executorch)."""
     specs = [get_spec(m) for m in models]
     variants = [parse_runtime(r) for r in runtimes]
     cells = []
     for spec in specs:
         m = spec.name
         for runtime, mode in variants:
-            if spec.onnx is not None and runtime == "torch":
+            if spec.onnx is not None and get_runtime(runtime).runner_class().needs_pytorch_model:
                 continue
             modes = [mode] if mode else get_runtime(runtime).runner_class().sweep_modes(m, workdir)
             cells.extend(Cell(m, runtime, each) for each in modes)

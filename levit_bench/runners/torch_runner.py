@@ -1,12 +1,17 @@
 """PyTorch: the fused model traced with torch.jit.trace (as the paper's speed_test did),
-the fused model eager, or the unfused eager model (the paper's baseline before folding)."""
+the fused model eager, the unfused eager model (the paper's baseline before folding), or the
+fused model compiled by Inductor ahead of time (`compiled`, `compiled-max-autotune`:
+runners/torch_compiled.py)."""
 
 from __future__ import annotations
 
 import collections
 import contextlib
 import copy
+import functools
+import re
 import statistics
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,10 +21,11 @@ import numpy as np
 import torch
 
 from levit_bench.exporters.fuse import fuse_for_inference
-from levit_bench.models.components import OTHER
+from levit_bench.models.components import LAYOUT, OTHER
 from levit_bench.registry import family, get_spec
 from levit_bench.runners.artifacts import Artifact
 from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
+from levit_bench.runners import torch_compiled
 from levit_bench.runners.measure import Protocol, measure
 from levit_bench.runners.profiling import Kernel, Profile
 
@@ -32,7 +38,7 @@ MODULE_RANGE = "module:"  # a module's forward, in a profile of an eager model
 @contextlib.contextmanager
 def _module_ranges(model) -> Iterator[None]:
     """Every module's forward inside a `module:<path>` profiler range (eager models only)."""
-    if isinstance(model, torch.jit.ScriptModule):
+    if model is None or isinstance(model, torch.jit.ScriptModule):
         yield
         return
     from torch.profiler import record_function
@@ -114,9 +120,49 @@ def _attribute(events, rules, graph: list[tuple[str, str]] | None, calls: int, d
                    {"profiler": f"torch.profiler (self {'device' if device_time else 'CPU'} time)"})
 
 
+def _attribute_kernels(events, calls: int) -> Profile:
+    """Self time per kernel of a compiled package over the last `calls` call ranges. Inductor names
+    a kernel by the ops it fused (`cpp_fused__softmax_add_3`), an external call by its library op
+    (`aoti_torch_cpu__linear_pointwise`), never by module: a kernel of data movement only is
+    `layout`, every other one `other` (counted, never dropped)."""
+    ranges = [e for e in events if e.name == CALL_RANGE][-calls:]
+    kept = {id(e) for e in ranges}
+    microseconds: dict[str, float] = collections.defaultdict(float)
+    for event in events:
+        top = event
+        while top.cpu_parent is not None:
+            top = top.cpu_parent
+        if id(top) in kept and event.name != CALL_RANGE:
+            microseconds[_kernel_name(event.name)] += event.self_cpu_time_total
+    kernels = [Kernel(name, name, us / len(ranges) / 1e3, component=_kernel_component(name))
+               for name, us in microseconds.items()]
+    total_ms = statistics.fmean(e.cpu_time_total for e in ranges) / 1e3
+    return Profile("torch", len(ranges), total_ms, kernels,
+                   {"profiler": "torch.profiler over the AOTInductor package's kernels (self CPU time)"})
+
+
+def _kernel_name(name: str) -> str:
+    """`graph_0_cpp_fused_cat_clone_12` -> `cpp_fused_cat_clone`: one entry per kind of kernel."""
+    return re.sub(r"_\d+$", "", re.sub(r"^graph_\d+_", "", name))
+
+
+# the aten ops whose names a fused kernel of data movement only is made of
+_MOVING = frozenset({"view", "clone", "cat", "permute", "transpose", "reshape", "unsqueeze", "squeeze", "slice",
+                     "select", "split", "expand", "copy", "as_strided", "unbind", "flatten", "stack", "constant",
+                     "pad"})
+
+
+def _kernel_component(name: str) -> str:
+    if not name.startswith("cpp_fused_"):
+        return OTHER
+    words = [w for w in name.removeprefix("cpp_fused_").split("_") if w and w not in ("with", "sizes", "default")]
+    return LAYOUT if words and all(w in _MOVING for w in words) else OTHER
+
+
 class TorchRunner(Runner):
     runtime = "torch"
     multi_stream = True
+    needs_pytorch_model = True
 
     def __init__(self, platform, options):
         super().__init__(platform, options)
@@ -124,6 +170,8 @@ class TorchRunner(Runner):
         if self.precision not in allowed:
             raise RunnerError(f"torch on {platform.name} runs {' or '.join(allowed)}, not {self.precision}")
         self.device = torch.device("cuda:0" if platform.device == "cuda" else "cpu")
+        if self.mode in torch_compiled.MODES and self.device.type != "cpu":
+            raise RunnerError(f"torch:{self.mode} is compiled for the CPU, not {platform.name}")
         self._saved_threads = torch.get_num_threads()
 
     def load(self, artifact: Artifact, batch: int) -> None:
@@ -131,6 +179,9 @@ class TorchRunner(Runner):
             torch.set_num_threads(self.stream_threads)
         self.threads = torch.get_num_threads()  # as torch reports it, per stream
         self.artifact = artifact
+        if self.mode in torch_compiled.MODES:
+            self._load_compiled(artifact, batch)
+            return
         reference = artifact.reference_model  # shared with the parity check: never changed here
         model = fuse_for_inference(reference) if self.mode != "unfused" else copy.deepcopy(reference)
         model = model.to(self.device).eval()
@@ -141,17 +192,32 @@ class TorchRunner(Runner):
                 model = torch.jit.trace(model, example)
         self.model = model
 
+    def _load_compiled(self, artifact: Artifact, batch: int) -> None:
+        """The package (compiled first if the work directory has none for it), loaded once per
+        stream: a loaded package runs one call at a time."""
+        self.built = torch_compiled.ensure_pt2(artifact, batch, torch_compiled.MODES[self.mode], self.options.workdir)
+        t0 = time.perf_counter()
+        self.packages = [torch_compiled.load_package(self.built.path) for _ in range(self.streams)]
+        self.package_load_s = time.perf_counter() - t0
+        self.model = self.packages[0]
+
     def to_input(self, images: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(images).to(self.device)
 
     def stream_calls(self) -> list:
         """The one model, called from a thread per stream: its ops release the GIL, and each
-        thread's first parallel region sizes its own OpenMP team to the stream's threads."""
+        thread's first parallel region sizes its own OpenMP team to the stream's threads (a
+        compiled model: a package per stream)."""
+        if self.mode in torch_compiled.MODES:
+            return [functools.partial(self._call, package) for package in self.packages]
         return [self] * self.streams
 
     def __call__(self, inputs: torch.Tensor) -> Any:
+        return self._call(self.model, inputs)
+
+    def _call(self, model, inputs: torch.Tensor) -> Any:
         with torch.no_grad(), torch.autocast(self.device.type, enabled=self.precision == "mixed"):
-            outputs = self.model(inputs)
+            outputs = model(inputs)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         return outputs
@@ -175,8 +241,11 @@ class TorchRunner(Runner):
             with record_function(CALL_RANGE):
                 self(inputs)
 
-        with _module_ranges(self.model), torch_profile(activities=activities) as profiler:
+        compiled = self.mode in torch_compiled.MODES
+        with _module_ranges(None if compiled else self.model), torch_profile(activities=activities) as profiler:
             timings = measure(call, replace(protocol, warmup_calls=1, warmup_s=0.0))
+        if compiled:
+            return _attribute_kernels(profiler.events(), len(timings.samples_s))
         rules = family(get_spec(self.artifact.model).family).components
         graph = _graph_ops(self.model) if self.mode == "traced" else None
         return _attribute(profiler.events(), rules, graph, len(timings.samples_s), self.device.type == "cuda")
@@ -191,5 +260,13 @@ class TorchRunner(Runner):
         return RuntimeDescription(
             runtime=self.runtime, version=torch.__version__, device=device, precision=self.precision,
             threads=self.threads * self.streams, mode=self.mode,
-            details={"autocast": "float16" if self.precision == "mixed" else None},
+            details={"autocast": "float16" if self.precision == "mixed" else None, **self._compiled_details()},
         )
+
+    def _compiled_details(self) -> dict:
+        if self.mode not in torch_compiled.MODES:
+            return {}
+        sidecar = self.built.sidecar
+        return {"pt2": str(self.built.path), "pt2_sha256": self.built.sha256, "built_now": self.built.built_now,
+                "compile_mode": sidecar["compile_mode"], "compile_s": sidecar["build_s"],
+                "pt2_load_s": round(self.package_load_s, 4)}

@@ -1,0 +1,163 @@
+"""ExecuTorch with the XNNPACK delegate: the `.pte` lowered once per model, batch and precision
+(`exporters/pte.py`, kept keyed in the work directory), run by `executorch.runtime.Runtime`.
+
+XNNPACK computes on ExecuTorch's one process-wide thread pool, which starts with a thread per
+CPU the process sees: the runner sizes it to the platform's threads before loading, and gives
+the old size back on close. One pool means one stream: two requests at once would share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from levit_bench.exporters import fuse, keyed
+from levit_bench.exporters.quantize import DEFAULT_CALIB_SIZE
+from levit_bench.models import levit_fused
+from levit_bench.registry import family, get_spec
+from levit_bench.runners.artifacts import Artifact
+from levit_bench.runners.base import Runner, RunnerError, RuntimeDescription
+from levit_bench.runners.measure import Protocol, measure
+from levit_bench.runners.profiling import Profile
+from levit_bench.train.calibration import calibration_images
+
+PTE_FORMAT = 1  # what a sidecar must say for its .pte to be reused
+CALIBRATION_SEED = 0
+
+
+def missing() -> str:
+    return "executorch is not installed: pip install 'levit-bench[executorch]' (executorch==1.5.1)"
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Keep ExecuTorch's native start-up log lines (cpuinfo's probing of ARM registers) off stderr."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _portable_lib():
+    try:
+        with _quiet_stderr():
+            from executorch.extension.pybindings import portable_lib
+
+            portable_lib._threadpool_get_thread_count()  # the pool starts, and logs, on first use
+    except ImportError:
+        raise RunnerError(missing()) from None
+    return portable_lib
+
+
+def ensure_pte(artifact: Artifact, batch: int, precision: str, workdir) -> keyed.Built:
+    """The `.pte` of `artifact`'s model for `batch` and `precision`, lowered now if the work
+    directory has none made from these very weights by this code."""
+    import executorch.version
+    from levit_bench.exporters import pte
+
+    calibration = None
+    if precision == "int8":
+        calibration = {"kind": "synthetic", "count": DEFAULT_CALIB_SIZE, "seed": CALIBRATION_SEED}
+    wanted = {
+        "format": PTE_FORMAT, "model": artifact.model, "from_sha256": artifact.sha256, "weights": artifact.weights,
+        "batch": batch, "precision": precision, "input_shape": [batch, 3, artifact.resolution, artifact.resolution],
+        "executorch_version": executorch.version.__version__, "torch_version": torch.__version__,
+        "calibration": calibration, "code_sha256": keyed.code_fingerprint(pte, fuse, levit_fused),
+    }
+
+    def lower(out) -> dict:
+        images = None
+        if calibration is not None:
+            images = calibration_images(get_spec(artifact.model), None, DEFAULT_CALIB_SIZE, batch,
+                                        CALIBRATION_SEED).images
+        with _quiet_stderr():
+            return pte.lower_to_pte(artifact.reference_model, batch, artifact.resolution, precision, out, images)
+
+    suffix = ".xnnpack.pte" if precision == "fp32" else f".xnnpack-{precision}.pte"
+    return keyed.build_keyed(workdir, "executorch", artifact.model, artifact.model + suffix, wanted, lower)
+
+
+class ExecuTorchRunner(Runner):
+    runtime = "executorch"
+    quantizes_onnx = False  # its int8 is quantized from the PyTorch model (PT2E), not from the ONNX file
+    needs_pytorch_model = True
+
+    def __init__(self, platform, options):
+        super().__init__(platform, options)
+        if platform.device != "cpu":
+            raise RunnerError(f"executorch runs on the CPU platforms, not {platform.name}")
+        self.lib = _portable_lib()
+        self._saved_threads = self.lib._threadpool_get_thread_count()
+
+    def load(self, artifact: Artifact, batch: int) -> None:
+        with _quiet_stderr():
+            from executorch.runtime import Runtime
+
+        if artifact.batch not in (batch, None):
+            raise RunnerError(f"the artifact has batch {artifact.batch}, the run asks for {batch}")
+        self.built = ensure_pte(artifact, batch, self.precision, self.options.workdir)
+        self.model = artifact.model
+        threads = self.stream_threads or os.cpu_count()
+        if self.lib._threadpool_get_thread_count() != threads:
+            with _quiet_stderr():
+                self.lib._unsafe_reset_threadpool(threads)
+        t0 = time.perf_counter()
+        with _quiet_stderr():
+            self.method = Runtime.get().load_program(self.built.path).load_method("forward")
+        self.package_load_s = time.perf_counter() - t0
+        self.threads = self.lib._threadpool_get_thread_count()
+
+    def to_input(self, images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(images, np.float32))
+
+    def __call__(self, inputs: torch.Tensor) -> Any:
+        return self.method.execute([inputs])[0]
+
+    def to_numpy(self, outputs: torch.Tensor) -> np.ndarray:
+        return outputs.numpy()
+
+    def profile(self, inputs: torch.Tensor, protocol: Protocol) -> Profile:
+        """ETDump over the protocol's calls of the same `.pte` loaded again with event tracing on
+        (`runners/executorch_profile.py`); the first call, a warm-up, is left out."""
+        from levit_bench.runners.executorch_profile import profile_module
+
+        self.measure(inputs, replace(protocol, min_calls=0, min_s=0.0))  # the warm-up, unprofiled
+        with _quiet_stderr():
+            module = self.lib._load_for_executorch(str(self.built.path), enable_etdump=True, debug_buffer_size=0)
+        rules = family(get_spec(self.model).family).components
+
+        def measure_calls(call) -> list[float]:
+            return measure(call, replace(protocol, warmup_calls=1, warmup_s=0.0)).samples_s
+
+        with _quiet_stderr():  # the Inspector's own notices
+            return profile_module(module, [inputs], measure_calls, self.built.sidecar["delegation"]["nodes"], rules)
+
+    def close(self) -> None:
+        if self.lib._threadpool_get_thread_count() != self._saved_threads:
+            with _quiet_stderr():
+                self.lib._unsafe_reset_threadpool(self._saved_threads)
+
+    def describe(self) -> RuntimeDescription:
+        import executorch.version
+
+        sidecar = self.built.sidecar
+        return RuntimeDescription(
+            runtime=self.runtime, version=executorch.version.__version__, device="cpu (XNNPACK)",
+            precision=self.precision, threads=self.threads, mode=self.mode,
+            details={"pte": str(self.built.path), "pte_sha256": self.built.sha256, "built_now": self.built.built_now,
+                     "build_s": sidecar["build_s"], "pte_load_s": round(self.package_load_s, 4),
+                     "delegation": {k: v for k, v in sidecar["delegation"].items() if k != "nodes"},
+                     "calibration": sidecar["calibration"]},
+        )
+
