@@ -204,7 +204,7 @@ def test_missing_nncf_and_empty_calibration_are_one_line_and_write_nothing(workd
         (["quantize", "--model", "levit_128s", "--runtime", "openvino", "--method", "entropy"],
          "NNCF has no entropy calibration"),
         (["eval", "--model", "levit_128s", "--weights", "w.pt", "--data", ".", "--precision", "int8"],
-         "int8 is evaluated in onnxruntime or openvino (--runtime), not torch"),
+         "int8 is evaluated in onnxruntime or openvino or executorch (--runtime), not torch"),
     ):
         assert message in _one_line_error(capsys, cli.main(["--workdir", str(work), *args]))
     assert sorted(p.name for p in (work / "models").iterdir()) == before

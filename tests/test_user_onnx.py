@@ -107,10 +107,11 @@ def test_run_on_onnxruntime_and_openvino_is_stored_and_drawn(tiny_onnx, tmp_path
     # imported once, and checked there: ONNX Runtime runs it, optimised as plain
     sidecar = json.loads((Path(os.environ["LEVIT_BENCH_HOME"]) / "models" / "tiny_net.json").read_text())
     assert sidecar["parity"]["passed"] and sidecar["parity"]["inputs"] == 64 and sidecar["reference"] == "onnxruntime"
-    refused = _cli("run", "--onnx", str(tiny_onnx), "--runtime", "torch", "--platform", "xeon", cwd=tmp_path)
-    assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
-        f"levit-bench run: error: tiny_net is the ONNX file {tiny_onnx}, with no PyTorch model: measure it with "
-        "onnxruntime, openvino or tvm"]
+    for runtime in ("torch", "executorch"):  # both run a PyTorch model, which a user's ONNX file is not
+        refused = _cli("run", "--onnx", str(tiny_onnx), "--runtime", runtime, "--platform", "xeon", cwd=tmp_path)
+        assert refused.returncode != 0 and refused.stderr.strip().splitlines() == [
+            f"levit-bench run: error: tiny_net is the ONNX file {tiny_onnx}, with no PyTorch model for {runtime}: "
+            "measure it with onnxruntime, openvino, tvm"]
 
     report = _cli("report", "--onnx", str(tiny_onnx), "--out", str(tmp_path / "report"), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
@@ -144,7 +145,8 @@ def test_a_fixed_batch_is_kept_and_another_is_refused(tmp_path):
 
 def test_sweep_skips_torch_measures_tvm_and_profile_tells_op_types(tiny_onnx, tmp_path):
     """A sweep's worker processes register the file again; TVM compiles a copy fixed to the batch."""
-    result = _cli("sweep", "--onnx", str(tiny_onnx), "--runtimes", "torch", "onnxruntime", "tvm:untuned",
+    result = _cli("sweep", "--onnx", str(tiny_onnx), "--runtimes", "torch", "torch:compiled", "executorch",
+                  "onnxruntime", "tvm:untuned",
                   "--platform", "xeon", "--batch", "4", "--rounds", "1", "--protocol", "smoke", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)

@@ -1,0 +1,218 @@
+"""PyTorch's own fast paths as runtimes: torch:compiled (AOTInductor) and executorch (XNNPACK).
+
+Parity through the gate, delegation and threads on levit_128s (one build each: Inductor and the
+XNNPACK lowering take half a minute or more for it); the mechanics of the built files (kept,
+reused with no compile, checked by hash, rebuilt for other weights) on a tiny net made here.
+"""
+
+import functools
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from levit_bench import registry
+from levit_bench.models.checkpoints import save_weights
+from levit_bench.platforms import get_platform
+from levit_bench.reports.store import open_store
+from levit_bench.runners import core_locks
+from levit_bench.runners.artifacts import find_artifact
+from levit_bench.runners.session import RunRequest, run_cell
+from levit_bench.runtimes import get_runtime
+from cli_support import run_cli
+
+TINY = "pathnet_s"
+
+
+def _tiny_net(num_classes: int = 1000, width: int = 8) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.Hardswish(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    """A registered tiny model (32 x 32 images) and two weight files of it."""
+    registry.register_family(registry.Family("pathnet", "PathNet", "#aa5500"))
+    registry.register_model(registry.ModelSpec(
+        name=TINY, family="pathnet", resolution=32, short_name="P-S", builder=functools.partial(_tiny_net, width=8),
+        preprocessing=registry.Preprocessing(resize=36, crop=32, interpolation="bilinear", source="a test"),
+        reported=registry.Reported(params_m=0.001, macs_m=None, top1=None, source="a test's tiny net"),
+    ))
+    weights = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        path = tmp_path / f"tiny-{seed}.safetensors"
+        save_weights(registry.get_spec(TINY).build(), path, TINY)
+        weights.append(path)
+    yield weights
+    registry.unregister_model(TINY)
+    registry.unregister_family("pathnet")
+
+
+def _run(work: Path, model: str, runtime: str, mode=None, weights=None, precision=None) -> dict:
+    request = RunRequest(model, runtime, "xeon", mode=mode, precision=precision, protocol="smoke",
+                         weights=str(weights) if weights else None)
+    record = run_cell(request, work)
+    open_store(work).insert(record)
+    return record
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _built(record: dict, key: str) -> tuple[dict, Path, dict]:
+    """The record's details, the built file, and the file's sidecar."""
+    details = record["runtime_info"]["details"]
+    path = Path(details[key])
+    return details, path, json.loads(path.with_suffix(".json").read_text())
+
+
+@pytest.mark.parametrize("runtime,mode,key", [("torch", "compiled", "pt2"), ("executorch", None, "pte")])
+def test_a_built_file_is_kept_reused_hash_checked_and_rebuilt_for_other_weights(tiny, tmp_path, runtime, mode, key):
+    work = tmp_path / "work"
+    first = _run(work, TINY, runtime, mode, tiny[0])
+    assert first["status"] == "ok", first.get("error")
+    details, path, sidecar = _built(first, key)
+    assert details["built_now"] is True and path.is_file() and path.parent.parent.parent.name in ("inductor",
+                                                                                                 "executorch")
+    assert sidecar["sha256"] == _sha256(path) == details[f"{key}_sha256"] and sidecar["build_s"] > 0
+    assert sidecar["from_sha256"] == first["artifact_sha256"] and sidecar["batch"] == 16
+    assert details[f"{key}_load_s"] < 5
+
+    again = _run(work, TINY, runtime, mode, tiny[0])  # found: loaded, nothing compiled
+    details, again_path, _ = _built(again, key)
+    assert again["status"] == "ok" and details["built_now"] is False and again_path == path
+    assert details[f"{key}_sha256"] == sidecar["sha256"]
+
+    path.write_bytes(path.read_bytes()[:-64] + bytes(64))  # damaged: its hash is not the sidecar's
+    repaired = _run(work, TINY, runtime, mode, tiny[0])
+    details, _, rebuilt = _built(repaired, key)
+    assert repaired["status"] == "ok" and details["built_now"] is True and rebuilt["sha256"] == _sha256(path)
+
+    other = _run(work, TINY, runtime, mode, tiny[1])  # other weights: another export, another build
+    details, other_path, other_sidecar = _built(other, key)
+    assert other["status"] == "ok" and details["built_now"] is True and other_path != path
+    assert other_sidecar["from_sha256"] == other["artifact_sha256"] != first["artifact_sha256"]
+    assert [r["status"] for r in open_store(work).records()] == ["ok"] * 4
+
+
+def test_executorch_runs_on_the_platforms_threads_and_gives_the_pool_back(tiny, tmp_path):
+    from executorch.extension.pybindings import portable_lib
+
+    work = tmp_path / "work"
+    assert _run(work, TINY, "onnxruntime", weights=tiny[0])["status"] == "ok"  # exports the artifact
+    artifact = find_artifact(work, TINY, 16)
+    before = portable_lib._threadpool_get_thread_count()
+    cls = get_runtime("executorch").runner_class()
+    platform = get_platform("xeon")
+    runner = cls(platform, cls.Options.make("executorch", "fp32", None, work))
+    with core_locks.pinned(platform):
+        runner.load(artifact, 16)
+        assert portable_lib._threadpool_get_thread_count() == 1 == runner.describe().threads
+        runner(runner.to_input(torch.zeros(16, 3, 32, 32).numpy()))
+    runner.close()
+    assert portable_lib._threadpool_get_thread_count() == before
+
+
+def test_levit_on_torch_compiled_passes_the_gate(workdir_with_artifact):
+    record = _run(workdir_with_artifact, "levit_128s", "torch", "compiled")
+    assert record["status"] == "ok", record.get("error")
+    assert record["mode"] == "compiled" and record["threads"] == 1 and record["busy_threads"] == 1
+    assert record["max_abs_diff"] <= 1e-4 * max(1.0, record["max_abs_logit"]) and record["top1_agreement"] == 1.0
+    details, path, sidecar = _built(record, "pt2")
+    assert details["compile_mode"] == "default" and details["compile_s"] == sidecar["build_s"] > 0
+    assert sidecar["inductor_configs"]["freezing"] is True and sidecar["threads"] == 1
+    assert sidecar["cpu_model"] == record["cpu_model"] and sidecar["torch_version"] == torch.__version__
+
+
+def test_levit_is_delegated_whole_to_xnnpack_and_passes_the_gate(workdir_with_artifact):
+    record = _run(workdir_with_artifact, "levit_128s", "executorch")
+    assert record["status"] == "ok", record.get("error")
+    assert record["max_abs_diff"] <= 1e-4 * max(1.0, record["max_abs_logit"]) and record["top1_agreement"] == 1.0
+    assert record["threads"] == 1 and record["busy_threads"] == 1  # the pinned core computed on one thread
+    delegation = record["runtime_info"]["details"]["delegation"]
+    # one delegate holds every op: no GEMM (nor anything else) left to portable kernels
+    assert delegation["delegates"] == 1 and delegation["portable_ops"] == 0 and delegation["portable"] == {}
+    assert delegation["delegated"]["linear"] + delegation["delegated"].get("mm", 0) >= 40
+    assert delegation["delegated_ops"] == sum(delegation["delegated"].values())
+    stored = open_store(workdir_with_artifact).records()[0]
+    assert stored["runtime_info"]["details"]["delegation"] == delegation
+
+
+def test_executorch_int8_is_quantized_by_pt2e_gated_and_stored(tiny, tmp_path):
+    """On the tiny net: PT2E's lowering of a LeViT takes minutes (benchmarks/pytorch_paths.py runs it)."""
+    work = tmp_path / "work"
+    record = _run(work, TINY, "executorch", weights=tiny[0], precision="int8")
+    stored = open_store(work).records()
+    assert [r["uid"] for r in stored] == [record["uid"]] and record["precision"] == "int8"
+    assert record["top1_agreement"] is not None and record["max_abs_diff"] is not None  # the gate ran
+    details, path, sidecar = _built(record, "pte")
+    assert path.name == f"{TINY}.xnnpack-int8.pte" and sidecar["precision"] == "int8"
+    assert details["calibration"] == sidecar["calibration"] == {"kind": "synthetic", "count": 64, "seed": 0}
+    delegated = details["delegation"]["delegated"]
+    assert any("quantize" in op for op in delegated) and "convolution" in delegated  # XNNPACK runs the int8 graph
+    if record["status"] == "ok":
+        assert record["top1_agreement"] >= 0.8 and record["fp32_artifact_sha256"] == record["artifact_sha256"]
+    else:
+        assert record["status"] == "failed" and "int8" in record["error"]
+
+
+def _hide_executorch(monkeypatch) -> None:
+    for name in [n for n in sys.modules if n == "executorch" or n.startswith("executorch.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "executorch", None)
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_a_missing_executorch_is_one_line_and_stores_nothing(workdir_with_artifact, capsys, monkeypatch, command):
+    _hide_executorch(monkeypatch)
+    code, _, err = run_cli(capsys, "--workdir", workdir_with_artifact, command,
+                           "--runtimes" if command == "sweep" else "--runtime", "executorch", "--platform", "xeon",
+                           "--models" if command == "sweep" else "--model", "levit_128s", "--protocol", "smoke")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert "executorch is not installed: pip install 'levit-bench[executorch]'" in lines[0]
+    assert not (workdir_with_artifact / "results.db").exists() or open_store(workdir_with_artifact).records() == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (("run", "--runtime", "onnxruntime", "--compile-mode", "max-autotune"),
+     "--compile-mode applies to torch:compiled (Inductor), not onnxruntime"),
+    (("run", "--runtime", "torch", "--mode", "eager", "--compile-mode", "default"),
+     "--compile-mode applies to torch:compiled (Inductor), not torch:eager"),
+    (("sweep", "--runtimes", "torch", "onnxruntime", "--compile-mode", "max-autotune"),
+     "--compile-mode applies to torch:compiled, which this sweep does not measure"),
+])
+def test_compile_mode_misuse_is_one_line(workdir_with_artifact, capsys, args, message):
+    models = ("--models" if args[0] == "sweep" else "--model", "levit_128s")
+    code, _, err = run_cli(capsys, "--workdir", workdir_with_artifact, *args, "--platform", "xeon", *models,
+                           "--protocol", "smoke")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and message in lines[0], err
+    assert not (workdir_with_artifact / "results.db").exists() or open_store(workdir_with_artifact).records() == []
+
+
+@pytest.mark.parametrize("runtime,mode", [("torch", "compiled"), ("executorch", None)])
+def test_both_refuse_the_gpu_platform_before_anything_is_built(runtime, mode):
+    from levit_bench.runners.base import RunnerError
+
+    cls = get_runtime(runtime).runner_class()
+    with pytest.raises(RunnerError, match=r"(compiled for|runs on) the CPU.*not gpu"):
+        cls(get_platform("gpu"), cls.Options.make(runtime, "fp32", mode, Path(".")))
+
+
+def test_a_sweep_by_default_measures_torch_compiled_and_executorch_and_max_autotune_when_asked(tmp_path):
+    from levit_bench.runners.sweep import compiled_as, plan
+    from levit_bench.runtimes import default_sweep
+
+    defaults = default_sweep()
+    assert defaults[:2] == ["torch", "torch:compiled"] and "executorch" in defaults
+    cells = plan(["levit_128s"], compiled_as(defaults, "max-autotune"), tmp_path)
+    assert {(c.runtime, c.mode) for c in cells} >= {("torch", "traced"), ("torch", "compiled-max-autotune"),
+                                                    ("executorch", None)}
+    assert ("torch", "compiled") not in {(c.runtime, c.mode) for c in cells}
