@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
 
+from levit_bench.models.checkpoints import sha256_of
 from levit_bench.workdir import atomic_path, write_atomic
 
 
@@ -34,14 +35,6 @@ class Built:
     @property
     def sha256(self) -> str:
         return self.sidecar["sha256"]
-
-
-def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def code_fingerprint(*modules: ModuleType) -> str:
@@ -60,7 +53,7 @@ def key_of(wanted: dict) -> str:
 def _reusable(path: Path, wanted: dict) -> dict | None:
     try:
         sidecar = json.loads(path.with_suffix(".json").read_text())
-        if all(sidecar.get(k) == v for k, v in wanted.items()) and sha256_of_file(path) == sidecar["sha256"]:
+        if all(sidecar.get(k) == v for k, v in wanted.items()) and sha256_of(path) == sidecar["sha256"]:
             return sidecar
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -80,7 +73,7 @@ def build_keyed(workdir: Path, kind: str, model: str, filename: str, wanted: dic
     t0 = time.perf_counter()
     with atomic_path(path) as staged:
         facts = build(staged)
-    sidecar = {**wanted, **facts, "file": path.name, "sha256": sha256_of_file(path),
+    sidecar = {**wanted, **facts, "file": path.name, "sha256": sha256_of(path),
                "build_s": round(time.perf_counter() - t0, 2),
                "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_atomic(path.with_suffix(".json"), (json.dumps(sidecar, indent=2, default=str) + "\n").encode())
