@@ -57,6 +57,7 @@ COLUMNS = {  # column -> (runtime, mode, precision)
 RATIOS = [("compiled", "traced"), ("max-autotune", "traced"), ("compiled", "ORT"), ("compiled", "OV"),
           ("et fp32", "ORT"), ("et int8", "et fp32")]
 ROUND = Protocol("round", warmup_calls=2, warmup_s=0.2, min_calls=5, min_s=1.0)
+BASELINES = ("efficientnet_b0", "deit_tiny", "mobilevit_xxs")  # one of each family the paper compares with
 GOAL_COMPILED, GOAL_ET, GOAL_INT8, GOAL_LOAD_S = 1.3, 0.9, 1.5, 5.0
 
 _LOAD_AGAIN = """
@@ -95,13 +96,18 @@ def measure(model: str, batch: int, columns: list[str], workdir: Path, rounds: i
     images = seeded_images(batch, artifact.resolution).numpy()
     with torch.no_grad():
         expected = artifact.reference_model(torch.from_numpy(images)).numpy()
-    runners, facts = {}, {}
+    runners, facts, failed = {}, {}, {}
     for column in columns:
         runtime, mode, precision = COLUMNS[column]
         cls = get_runtime(runtime).runner_class()
         runner = cls(platform, cls.Options.make(runtime, precision, mode, workdir))
         started = time.perf_counter()
-        runner.load(artifact, batch)
+        try:
+            runner.load(artifact, batch)
+        except Exception as error:  # a column that cannot be built is said, and the others still run
+            print(f"#   {model} b{batch} {column}: FAILED to build: {type(error).__name__}: {error}", flush=True)
+            failed[column] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            continue
         details = runner.describe().details
         fact = {"load_s": time.perf_counter() - started,
                 **_parity(runner.to_numpy(runner(runner.to_input(images))), expected)}
@@ -115,6 +121,7 @@ def measure(model: str, batch: int, columns: list[str], workdir: Path, rounds: i
                                                                           "portable")}
         runners[column], facts[column] = runner, fact
         print(f"#   {model} b{batch} {column}: ready ({fact['load_s']:.1f} s)", flush=True)
+    columns = [c for c in columns if c in runners]
     speeds: dict[str, list[np.ndarray]] = {column: [] for column in columns}
     rng = random.Random(batch * 1000 + len(model))
     for _ in range(rounds):
@@ -126,7 +133,7 @@ def measure(model: str, batch: int, columns: list[str], workdir: Path, rounds: i
             speeds[column].append(batch / np.asarray(timings.samples_s))
     for runner in runners.values():
         runner.close()
-    result = {"speed": {c: median_speed(speeds[c]) for c in columns}, "facts": facts, "ratios": {}}
+    result = {"speed": {c: median_speed(speeds[c]) for c in columns}, "facts": facts, "failed": failed, "ratios": {}}
     for a, b in RATIOS:
         if a in columns and b in columns:
             ratio = paired_ratio(speeds[b], speeds[a], seed=batch + len(model) + len(a))
@@ -140,19 +147,25 @@ def _print_tables(results: dict, columns: list[str]) -> None:
         print(f"\n## batch {batch}: images/s (median of rounds)\n")
         print("| model | " + " | ".join(columns) + " |\n| --- |" + " --- |" * len(columns))
         for model, r in rows:
-            print(f"| {model} | " + " | ".join(f"{r['speed'][c]:.1f}" for c in columns) + " |")
+            print(f"| {model} | " + " | ".join(f"{r['speed'][c]:.1f}" if c in r["speed"] else "failed"
+                                               for c in columns) + " |")
         names = [f"{a} / {b}" for a, b in RATIOS if a in columns and b in columns]
+
+        def shown(ratio: dict | None) -> str:
+            return f"{ratio['value']:.2f}x [{ratio['ci'][0]:.2f}, {ratio['ci'][1]:.2f}]" if ratio else "-"
+
         print(f"\n## batch {batch}: ratios [95% paired interval]\n")
         print("| model | " + " | ".join(names) + " |\n| --- |" + " --- |" * len(names))
         for model, r in rows:
-            cells = [f"{r['ratios'][n]['value']:.2f}x [{r['ratios'][n]['ci'][0]:.2f}, {r['ratios'][n]['ci'][1]:.2f}]"
-                     for n in names]
+            cells = [shown(r["ratios"].get(n)) for n in names]
             print(f"| {model} | " + " | ".join(cells) + " |")
         print(f"\n## batch {batch}: build, load, parity (max |diff| / max |logit|, top-1 agreement)\n")
         print("| model | column | built now | build s | load s (this process) | load s (new process) | "
               "max rel diff | top-1 | delegation |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for model, r in rows:
-            for column in columns:
+            for column, error in r["failed"].items():
+                print(f"| {model} | {column} | failed: {error} | | | | | | |")
+            for column in (c for c in columns if c in r["facts"]):
                 f = r["facts"][column]
                 delegation = f.get("delegation")
                 shown = (f"{delegation['delegates']} delegates, {delegation['delegated_ops']} ops, "
@@ -200,7 +213,7 @@ def _print_goals(results: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=[*LEVIT_CONFIGS, "efficientnet_b0"])
+    parser.add_argument("--models", nargs="+", default=[*LEVIT_CONFIGS, *BASELINES])
     parser.add_argument("--batches", nargs="+", type=int, default=[16, 1])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--columns", nargs="+", choices=list(COLUMNS), default=list(COLUMNS))

@@ -336,7 +336,8 @@ def test_a_gpu_sweep_finds_its_finished_cells_again(workdir_with_artifact):
 
 @pytest.mark.parametrize("argv,message", [
     (["run", "--runtime", "onnxruntime", "--mode", "eager"], "--mode applies to torch, tvm, not onnxruntime"),
-    (["run", "--runtime", "torch", "--mode", "tuned"], "torch modes are traced, eager, unfused, not tuned"),
+    (["run", "--runtime", "torch", "--mode", "tuned"],
+     "torch modes are traced, eager, unfused, compiled, compiled-max-autotune, not tuned"),
     (["sweep", "--runtimes", "onnxruntime", "--mcpu", "znver4"], "--mcpu: not an option of onnxruntime"),
 ])
 def test_a_refused_request_leaves_no_file_behind(tmp_path, capsys, argv, message):
