@@ -21,6 +21,8 @@ from torch import nn
 from levit_bench.exporters.fuse import fuse_for_inference
 
 COMPILE_MODES = ("default", "max-autotune")
+# max-autotune writes every GEMM's benchmarked choices to stderr: a table per shape, not the user's
+_QUIET = {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 
 
 def compile_package(reference: nn.Module, batch: int, resolution: int, compile_mode: str, out: Path) -> dict:
@@ -37,6 +39,7 @@ def compile_package(reference: nn.Module, batch: int, resolution: int, compile_m
         warnings.simplefilter("ignore")  # the exporter's own deprecation notices
         program = torch.export.export(model, (example,))
         package = Path(scratch) / "model.pt2"  # AOTInductor wants the .pt2 suffix
-        torch._inductor.aoti_compile_and_package(program, package_path=str(package), inductor_configs=configs)
+        with torch._inductor.config.patch(_QUIET):
+            torch._inductor.aoti_compile_and_package(program, package_path=str(package), inductor_configs=configs)
         os.replace(package, out)
     return {"inductor_configs": configs, "compiled_threads": torch.get_num_threads()}
