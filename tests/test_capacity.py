@@ -59,7 +59,11 @@ def test_capacity_finds_the_rate_of_a_runtime_of_known_service_time(paced_runtim
     (stored,) = store.capacity_records()
     assert stored == record
     runs = {r["uid"]: r for r in store.records()}
-    assert set(runs) == {record["offline_uid"], *(p["uid"] for p in record["probes"])}  # every probe stored
+    # every probe stored, with the runs of a rate early stopping could not judge and that ran again
+    stored_uids = {uid for p in record["probes"] for uid in (p["uid"], *p["earlier_uids"])}
+    assert set(runs) == {record["offline_uid"], *stored_uids}
+    for probe in record["probes"]:
+        assert all(runs[uid]["scenario"] == "server" and not runs[uid]["valid"] for uid in probe["earlier_uids"])
     assert runs[record["offline_uid"]]["scenario"] == "offline"
     for probe in record["probes"]:
         run = runs[probe["uid"]]
