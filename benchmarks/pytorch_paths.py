@@ -106,7 +106,8 @@ def measure(model: str, batch: int, columns: list[str], workdir: Path, rounds: i
             runner.load(artifact, batch)
         except Exception as error:  # a column that cannot be built is said, and the others still run
             print(f"#   {model} b{batch} {column}: FAILED to build: {type(error).__name__}: {error}", flush=True)
-            failed[column] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            failed[column] = f"{type(error).__name__}: {(str(error).splitlines() or [''])[0]}"
+            runner.close()
             continue
         details = runner.describe().details
         fact = {"load_s": time.perf_counter() - started,
@@ -141,6 +142,10 @@ def measure(model: str, batch: int, columns: list[str], workdir: Path, rounds: i
     return result
 
 
+def _ratio_cell(ratio: dict | None) -> str:
+    return f"{ratio['value']:.2f}x [{ratio['ci'][0]:.2f}, {ratio['ci'][1]:.2f}]" if ratio else "-"
+
+
 def _print_tables(results: dict, columns: list[str]) -> None:
     for batch in sorted({b for _, b in results}, reverse=True):
         rows = [(m, r) for (m, b), r in results.items() if b == batch]
@@ -151,13 +156,10 @@ def _print_tables(results: dict, columns: list[str]) -> None:
                                                for c in columns) + " |")
         names = [f"{a} / {b}" for a, b in RATIOS if a in columns and b in columns]
 
-        def shown(ratio: dict | None) -> str:
-            return f"{ratio['value']:.2f}x [{ratio['ci'][0]:.2f}, {ratio['ci'][1]:.2f}]" if ratio else "-"
-
         print(f"\n## batch {batch}: ratios [95% paired interval]\n")
         print("| model | " + " | ".join(names) + " |\n| --- |" + " --- |" * len(names))
         for model, r in rows:
-            cells = [shown(r["ratios"].get(n)) for n in names]
+            cells = [_ratio_cell(r["ratios"].get(n)) for n in names]
             print(f"| {model} | " + " | ".join(cells) + " |")
         print(f"\n## batch {batch}: build, load, parity (max |diff| / max |logit|, top-1 agreement)\n")
         print("| model | column | built now | build s | load s (this process) | load s (new process) | "
