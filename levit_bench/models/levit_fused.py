@@ -15,13 +15,19 @@ same arithmetic is laid out so that a runtime executes it with the fewest passes
 - The fused qkv Linear becomes three (q, k, v; its weights split at fuse time), so no Split
   copies their output apart: each is viewed per head and transposed once, K straight to K^T.
 
-Some runtimes delegate only some forms of the same arithmetic, so each layer that has a choice
-takes a graph form (`exporters.fuse.graph_form`): `gemm-adds`, the default above (ONNX, PyTorch,
-Inductor), or `xnnpack`, the form ExecuTorch's XNNPACK partitioner delegates whole: a residual
-as `stream + h @ W` (it delegates no `addmm` whose C is not a bias), attention products as 3-D
-`bmm` (a 4-D matmul decomposes into `expand_copy`s it does not take), the subsampling as
-stride-1 slices of the grid viewed in pairs (it slices with stride 1 only; a pad to even
-length would not quantize), and the mean over tokens as a 4-D mean keeping its dimensions.
+Some runtimes run only some forms of the same arithmetic well, so each layer that has a choice
+takes a graph form (`exporters.fuse.graph_form`):
+- `gemm-adds`, the default above (ONNX, TorchScript);
+- `inductor`, for torch:compiled: a residual as `stream + linear(h)`. Inductor packs a Linear
+  with constant weights for oneDNN and fuses the add into it as a post-op, but it sends an
+  `addmm` whose C is an activation to aten, that is to MKL, whose sgemm runs its AVX2 kernel on
+  AMD CPUs (half the FMA rate of AVX-512 where the cores have 512-bit units);
+- `xnnpack`, the form ExecuTorch's XNNPACK partitioner delegates whole: a residual as
+  `stream + linear(h)` (it delegates no `addmm` whose C is not a bias, and PT2E's XNNPACK
+  quantizer annotates `linear`, not `mm`: `h @ W` stayed fp32 in int8), attention products as 3-D
+  `bmm` (a 4-D matmul decomposes into `expand_copy`s it does not take), the subsampling as
+  stride-1 slices of the grid viewed in pairs (it slices with stride 1 only; a pad to even
+  length would not quantize), and the mean over tokens as a 4-D mean keeping its dimensions.
 
 Module paths follow the training model's (`stages.1.blocks.0.attn.proj`; the qkv Linear's parts
 are `attn.q`, `attn.k`, `attn.v`), so profiles and weight names read alike in both.
@@ -33,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FORMS = ("gemm-adds", "xnnpack")
+FORMS = ("gemm-adds", "inductor", "xnnpack")
 
 
 class Formed(nn.Module):
@@ -44,17 +50,17 @@ class Formed(nn.Module):
 
 
 class ResidualLinear(Formed):
-    """x + h W: the last Linear of a residual branch, adding into the stream (no bias: carried)."""
+    """x + h W^T: the last Linear of a residual branch, adding into the stream (no bias: carried)."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
-        self.register_buffer("weight", linear.weight.detach().t().contiguous())  # (in, out): Gemm's B
+        self.register_buffer("weight", linear.weight.detach().clone())  # (out, in), as the Linear's
         self.carried_bias = linear.bias.detach().clone()  # folded downstream by carry_residual_biases
 
     def forward(self, h: torch.Tensor, stream: torch.Tensor) -> torch.Tensor:
-        if self.form == "xnnpack":
-            return stream + h @ self.weight
-        return torch.addmm(stream, h, self.weight)
+        if self.form == "gemm-adds":
+            return torch.addmm(stream, h, self.weight.t())
+        return stream + F.linear(h, self.weight)
 
 
 def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ def profile_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], No
     try:
         artifact = ensure_artifact(workdir, request.model, settings.batch, request.weights, on_step)
         component_map = component_map_of(artifact.sidecar)  # an int8 twin keeps the fp32 graph's node names
-        if settings.precision == "int8":
+        if settings.precision == "int8" and runner.quantizes_onnx:  # else the runner quantizes as it loads
             artifact = ensure_quantized(artifact, request.runtime, on_step)
         with core_locks.pinned(platform, request.wait_timeout_s, on_step):
             on_step("load")

@@ -139,4 +139,5 @@ class TorchRunner(Runner):
         sidecar = self.built.sidecar
         return {"pt2": str(self.built.path), "pt2_sha256": self.built.sha256, "built_now": self.built.built_now,
                 "compile_mode": sidecar["compile_mode"], "compile_s": sidecar["build_s"],
+                "library_calls": sidecar["library_calls"],
                 "pt2_load_s": round(self.package_load_s, 4)}
