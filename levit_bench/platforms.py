@@ -60,8 +60,9 @@ class Platform:
         if self.base == "xeon" and host.architecture not in X86:
             raise PlatformError(f"platform {self.name} needs an x86-64 CPU; this host is {host.architecture}")
         if self.base == "arm" and (host.architecture not in ARM or "neon" not in host.isa):
-            hint = (" (`--runtime tvm` cross-compiles for ARM and runs it over RPC)" if runtime != "tvm"
-                    else " (give --rpc HOST:PORT of a device's TVM rpc_server, or --rpc emulator)")
+            hint = {"tvm": " (give --rpc HOST:PORT of a device's TVM rpc_server, or --rpc emulator)",
+                    "executorch": " (--rpc emulator checks its .pte on ExecuTorch's aarch64 runtime under QEMU)"}.get(
+                runtime, " (`--runtime tvm` cross-compiles for ARM and runs it over RPC)")
             raise PlatformError(
                 f"platform {self.name} needs an aarch64 CPU with NEON to run {runtime}; "
                 f"this host is {host.architecture} ({host.cpu_model}){hint}"

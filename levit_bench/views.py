@@ -174,6 +174,13 @@ def _host(row: dict) -> str:
     return f"{row.get('cpu_model') or '?'} ({row['host']})"
 
 
+def status_text(r: dict) -> str:
+    """ok; emulated (outputs checked, no speed kept); or the status in red with its reason."""
+    if r["status"] in ("ok", "emulated"):
+        return r["status"]
+    return f"[red]{r['status']}[/red]" + (f": {r['error']}" if r.get("error") else "")
+
+
 def _print_table(title: str, columns: list[Column], rows: list[dict], console: Console | None, wide: bool) -> None:
     console = console or stdout_console()
     print_fitted(console, fit(title, columns, rows, console, wide=wide, legend=_legend))
@@ -196,7 +203,7 @@ def print_records(records: list[dict], title: str = "Measurements", console: Con
         return
 
     def status(r: dict) -> str:
-        text = "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error') or ''}"
+        text = status_text(r)
         if r.get("valid") is False:
             text += f" [yellow]INVALID[/yellow] ({'; '.join(r.get('failed_constraints') or ())})"
         if r.get("noisy"):
@@ -325,8 +332,7 @@ def print_capacities(records: list[dict], console: Console | None = None, wide: 
         Column("INVALID at", lambda r: _fmt(r.get("lowest_invalid_qps"), ".4g"), "right", drop=4),
         Column("offline images/s", lambda r: _fmt(r.get("offline_qps"), ".1f"), "right", drop=3),
         Column("probes", lambda r: str(len(r.get("probes") or ())), "right", drop=7),
-        Column("status", lambda r: "ok" if r["status"] == "ok" else f"[red]{r['status']}[/red]: {r.get('error')}",
-               keep=True, fold=True),
+        Column("status", status_text, keep=True, fold=True),
         _HOST,
     ]
     _print_table("Server capacity (LoadGen, p99 within the bound)", columns, records, console, wide)

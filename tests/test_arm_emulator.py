@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from levit_bench.devices import arm_emulator
+from tiny_models import TINY, tiny  # noqa: F401 (a fixture)
 
 ARM_TARGET = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
 EM_AARCH64 = 183  # ELF e_machine
@@ -145,3 +146,41 @@ def test_stop_ends_the_server(emulator):
     assert not (arm_emulator.cache_dir() / "arm-emulator" / "state.json").exists()
     assert not arm_emulator.is_emulator_address(emulator.host, emulator.port)
     assert not arm_emulator.stop()
+
+
+def test_levit_128s_pte_matches_pytorch_on_executorchs_own_aarch64_runtime(workdir_with_artifact, capsys):
+    """The `.pte` built on this host, run by the aarch64 executorch wheel's runtime libraries (the
+    root has no torch) under QEMU as a Neoverse N1, through the gate; no timing is kept."""
+    from levit_bench.cli import main
+    from levit_bench.reports.store import open_store
+
+    code = main(["--workdir", str(workdir_with_artifact), "run", "--runtime", "executorch", "--platform", "arm",
+                 "--model", "levit_128s", "--batch", "1", "--protocol", "smoke", "--rpc", "emulator", "--json"])
+    assert code == 0, capsys.readouterr().err
+    (record,) = open_store(workdir_with_artifact).records(runtime="executorch")
+    assert record["status"] == "emulated" and record["platform"] == "arm" and record["threads"] == 1
+    assert record["max_abs_diff"] <= 1e-4 * max(1.0, record["max_abs_logit"]) and record["top1_agreement"] == 1.0
+    assert record.get("images_per_s") is None and not record.get("samples_ms")
+    assert record["cpu_model"] == "ARM Neoverse-N1"  # read off the emulated CPU's MIDR by the runner
+    assert {"neon", "asimddp"} <= set(record["host_info"]["isa"]) and "sve" not in record["host_info"]["isa"]
+    assert record["measuring_host"]["architecture"] == "x86_64"
+    info = record["runtime_info"]
+    assert info["device"] == "QEMU neoverse-n1 (XNNPACK, emulated)" and info["details"]["emulated_cpu"] == "neoverse-n1"
+    assert info["details"]["delegation"]["delegates"] == 1 and info["details"]["delegation"]["portable_ops"] == 0
+
+
+def test_executorch_int8_on_the_emulated_board_passes_the_int8_gate(tiny, tmp_path, capsys):
+    from levit_bench.cli import main
+    from levit_bench.exporters.parity import TOLERANCES
+    from levit_bench.reports.store import open_store
+
+    work = tmp_path / "work"
+    code = main(["--workdir", str(work), "run", "--runtime", "executorch", "--platform", "arm", "--rpc", "emulator",
+                 "--model", TINY, "--weights", str(tiny[0]), "--precision", "int8", "--batch", "1",
+                 "--protocol", "smoke", "--json"])
+    assert code == 0, capsys.readouterr().err
+    (record,) = open_store(work).records()
+    assert record["status"] == "emulated" and record["precision"] == "int8"
+    assert TOLERANCES["int8"].violation(record["max_abs_diff"], record["max_abs_logit"],
+                                        record["top1_agreement"]) is None
+    assert record["runtime_info"]["details"]["pte"].endswith(f"{TINY}.xnnpack-int8.pte")

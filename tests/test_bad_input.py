@@ -233,6 +233,8 @@ def _closed_port() -> int:
     ("tvm", "arm", "CLOSED", "no TVM RPC server at 127.0.0.1:"),
     ("tvm", "xeon", "127.0.0.1:9090", "use it with --platform arm, not xeon"),
     ("onnxruntime", "xeon", "127.0.0.1:9090", "--rpc: not an option of onnxruntime"),
+    ("executorch", "arm", "127.0.0.1:9090", "executorch has no RPC server: --rpc emulator runs its aarch64 runtime"),
+    ("executorch", "xeon", "emulator", "--rpc emulator runs executorch's aarch64 runtime: use it with --platform arm"),
 ])
 def test_bad_rpc_requests_are_refused_at_once_storing_nothing(workdir_with_artifact, capsys, runtime, platform,
                                                               rpc, message):

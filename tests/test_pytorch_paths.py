@@ -5,7 +5,6 @@ XNNPACK lowering take half a minute or more for it); the mechanics of the built 
 reused with no compile, checked by hash, rebuilt for other weights) on a tiny net made here.
 """
 
-import functools
 import hashlib
 import json
 import sys
@@ -16,9 +15,10 @@ import torch
 from torch import nn
 
 from levit_bench import registry
+from levit_bench.exporters.fuse import fuse_for_inference
 from levit_bench.exporters.parity import TOLERANCES
-from levit_bench.models.checkpoints import save_weights
 from levit_bench.models.components import LAYOUT, OTHER
+from levit_bench.models import levit_fused
 from levit_bench.models.levit import COMPONENTS as LEVIT_COMPONENTS
 from levit_bench.platforms import get_platform
 from levit_bench.reports.store import open_store
@@ -27,33 +27,7 @@ from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.session import RunRequest, run_cell
 from levit_bench.runtimes import get_runtime
 from cli_support import run_cli
-
-TINY = "pathnet_s"
-
-
-def _tiny_net(num_classes: int = 1000, width: int = 8) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.Hardswish(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
-
-
-@pytest.fixture()
-def tiny(tmp_path):
-    """A registered tiny model (32 x 32 images) and two weight files of it."""
-    registry.register_family(registry.Family("pathnet", "PathNet", "#aa5500"))
-    registry.register_model(registry.ModelSpec(
-        name=TINY, family="pathnet", resolution=32, short_name="P-S", builder=functools.partial(_tiny_net, width=8),
-        preprocessing=registry.Preprocessing(resize=36, crop=32, interpolation="bilinear", source="a test"),
-        reported=registry.Reported(params_m=0.001, macs_m=None, top1=None, source="a test's tiny net"),
-    ))
-    weights = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        path = tmp_path / f"tiny-{seed}.safetensors"
-        save_weights(registry.get_spec(TINY).build(), path, TINY)
-        weights.append(path)
-    yield weights
-    registry.unregister_model(TINY)
-    registry.unregister_family("pathnet")
+from tiny_models import TINY, tiny  # noqa: F401 (a fixture)
 
 
 def _run(work: Path, model: str, runtime: str, mode=None, weights=None, precision=None) -> dict:
@@ -145,6 +119,16 @@ def test_levit_on_torch_compiled_passes_the_gate_and_is_profiled(workdir_with_ar
     assert sidecar["inductor_configs"]["freezing"] is True and sidecar["threads"] == 1
     assert sidecar["cpu_model"] == record["cpu_model"] and sidecar["torch_version"] == torch.__version__
 
+    # every Linear runs on oneDNN, each residual's add fused into its Linear: none is left to aten's
+    # addmm or mm (MKL's sgemm, AVX2 on AMD CPUs); the attention products are aten's bmm
+    fused = fuse_for_inference(registry.get_spec("levit_128s").build())
+    residuals = sum(isinstance(m, levit_fused.ResidualLinear) for m in fused.modules())
+    linears = sum(isinstance(m, nn.Linear) for m in fused.modules())
+    calls = details["library_calls"]
+    assert calls == sidecar["library_calls"] and residuals == 20
+    assert calls == {"_linear_pointwise": linears, "_linear_pointwise_binary": residuals, "bmm_out": 22,
+                     "mkldnn__convolution_pointwise": 4}
+
     # Inductor's kernels carry no module path: data movement is `layout`, the rest `other`, all of it kept
     profile, rows = _profile(workdir_with_artifact, capsys, "torch", "--mode", "compiled")
     assert rows[LAYOUT]["ms"] > 0 and rows[OTHER]["ms"] > rows[LAYOUT]["ms"]
@@ -172,7 +156,7 @@ def test_levit_is_delegated_whole_to_xnnpack_passes_the_gate_and_is_profiled(wor
     assert rows[OTHER]["share"] < 0.05
 
 
-def test_executorch_int8_is_quantized_by_pt2e_gated_and_stored(tiny, tmp_path):
+def test_executorch_int8_is_quantized_by_pt2e_gated_stored_and_profiled(tiny, tmp_path, capsys):
     """On the tiny net: PT2E's lowering of a LeViT takes minutes (benchmarks/pytorch_paths.py runs it)."""
     work = tmp_path / "work"
     record = _run(work, TINY, "executorch", weights=tiny[0], precision="int8")
@@ -187,6 +171,16 @@ def test_executorch_int8_is_quantized_by_pt2e_gated_and_stored(tiny, tmp_path):
     assert details["calibration"] == sidecar["calibration"] == {"kind": "synthetic", "count": 64, "seed": 0}
     delegated = details["delegation"]["delegated"]
     assert any("quantize" in op for op in delegated) and "convolution" in delegated  # XNNPACK runs the int8 graph
+
+    # profiled as it was measured: the same int8 .pte, XNNPACK's own quantized operators
+    code, out, err = run_cli(capsys, "--workdir", work, "profile", "--model", TINY, "--runtime", "executorch",
+                             "--platform", "xeon", "--precision", "int8", "--weights", tiny[0], "--protocol", "smoke",
+                             "--json")
+    assert code == 0, err
+    profile = json.loads(out)
+    assert profile["precision"] == "int8" and profile["artifact_sha256"] == record["artifact_sha256"]
+    assert any("QC8" in kernel["name"] for kernel in profile["kernels"])  # int8 weights, per channel
+    assert sum(row["ms"] for row in profile["components"]) == pytest.approx(profile["kernels_ms"], rel=1e-3)
 
 
 def _hide_executorch(monkeypatch) -> None:
@@ -243,3 +237,34 @@ def test_a_sweep_by_default_measures_torch_compiled_and_executorch_and_max_autot
     assert {(c.runtime, c.mode) for c in cells} >= {("torch", "traced"), ("torch", "compiled-max-autotune"),
                                                     ("executorch", None)}
     assert ("torch", "compiled") not in {(c.runtime, c.mode) for c in cells}
+
+
+def test_every_levit_gemm_is_quantized_for_xnnpack_residuals_included():
+    """PT2E with XNNPACK's quantizer annotates `linear`, not `mm`: a residual written as
+    `stream + h @ W` stayed fp32 (26 of levit_128's 85 XNNPACK GEMMs), so the xnnpack form's
+    residuals are `stream + linear(h, W)`. Every linear reads a dequantized activation and weight."""
+    import numpy as np
+
+    from levit_bench.exporters import pte
+    from levit_bench.exporters.fuse import graph_form
+
+    torch.manual_seed(0)
+    model = graph_form(fuse_for_inference(registry.get_spec("levit_128s").build()), "xnnpack")
+    images = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    quantized = pte._quantized(model, torch.zeros(1, 3, 224, 224), images, 1)
+    linears = [node for node in quantized.graph.nodes if node.target == torch.ops.aten.linear.default]
+    assert len(linears) == sum(isinstance(m, (nn.Linear, levit_fused.ResidualLinear)) for m in model.modules()) == 67
+    for node in linears:
+        activation, weight = node.args[:2]
+        assert "dequantize" in str(activation.target) and "dequantize" in str(weight.target), node.name
+    assert not [node for node in quantized.graph.nodes if node.target in (torch.ops.aten.mm.default,
+                                                                         torch.ops.aten.matmul.default)]
+
+
+def test_executorch_on_the_arm_platform_of_an_x86_host_points_to_the_emulator(workdir_with_artifact, capsys):
+    code, _, err = run_cli(capsys, "--workdir", workdir_with_artifact, "run", "--runtime", "executorch",
+                           "--platform", "arm", "--model", "levit_128s", "--protocol", "smoke")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert "platform arm needs an aarch64 CPU with NEON to run executorch" in lines[0]
+    assert "(--rpc emulator checks its .pte on ExecuTorch's aarch64 runtime under QEMU)" in lines[0]

@@ -4,8 +4,9 @@ It checks that ARM builds (aarch64 + NEON, cross-compiled here) load and compute
 numbers without an ARM machine. Emulated timings say nothing about ARM speed.
 
 The board is a Debian bookworm arm64 root (debootstrap, built once into the cache) holding
-python3.11 and the aarch64 wheels of the TVM runtime. QEMU runs without binfmt_misc, so every
-aarch64 program is launched as `qemu-aarch64-static -L ROOT ...`.
+python3.11 and the aarch64 wheels of the TVM runtime and of ExecuTorch (whose runtime libraries
+`arm_executorch.py` runs without a server). QEMU runs without binfmt_misc, so every aarch64
+program is launched as `qemu-aarch64-static -L ROOT ...`.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ GUEST_PYTHON = "/usr/bin/python3.11"
 SITE_PACKAGES = "opt/levit-bench/site-packages"  # inside the root
 STAMP = ".levit-bench-root.json"
 # The aarch64 side of RPC: the TVM runtime, its FFI (0.1.15 segfaults: pinned like the host's),
-# what they import, and cloudpickle for the server's popen worker.
+# what they import, and cloudpickle for the server's popen worker; and ExecuTorch, whose runtime
+# libraries run a `.pte` built on this host (devices/arm_executorch.py: pinned like the host's).
 WHEELS = {"apache-tvm": "0.27.0.post1", "apache-tvm-ffi": "0.1.14.post1", "numpy": "2.4.6",
-          "typing_extensions": "4.16.0", "cloudpickle": "3.1.2"}
+          "typing_extensions": "4.16.0", "cloudpickle": "3.1.2", "executorch": "1.5.1"}
 WHEEL_PLATFORM = ["--platform", "manylinux_2_28_aarch64", "--python-version", "3.11",
                   "--only-binary=:all:", "--no-deps"]
 INSTALL_HINT = "apt-get install qemu-user-static debootstrap"
@@ -77,14 +79,15 @@ def _state_file() -> Path:
     return _run_dir() / "state.json"
 
 
-def _tool(name: str) -> str:
+def require_tool(name: str, hint: str = INSTALL_HINT) -> str:
+    """The path of the command `name`, or a one-line refusal saying how to install it."""
     found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
     if not found:
-        raise LevitBenchError(f"the ARM emulator needs {name}, which is not installed: {INSTALL_HINT}")
+        raise LevitBenchError(f"the ARM emulator needs {name}, which is not installed: {hint}")
     return found
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else "(no output)"
 
@@ -92,7 +95,7 @@ def _last_line(text: str) -> str:
 def _run(cmd: list[str], what: str, hint: str) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
-        raise LevitBenchError(f"{what} failed: {_last_line(done.stderr + done.stdout)} ({hint})")
+        raise LevitBenchError(f"{what} failed: {last_line(done.stderr + done.stdout)} ({hint})")
 
 
 @contextlib.contextmanager
@@ -120,7 +123,7 @@ def ensure_root(on_step: Callable[[str], None] = _quiet) -> Path:
     root = root_dir()
     if _root_is_current(root):
         return root
-    debootstrap, _, _ = _tool("debootstrap"), _tool("qemu-aarch64-static"), _tool("dpkg-deb")
+    debootstrap, _, _ = require_tool("debootstrap"), require_tool("qemu-aarch64-static"), require_tool("dpkg-deb")
     if os.geteuid() != 0:
         raise LevitBenchError(f"building the arm64 root ({root}) runs debootstrap, which needs "
                               "root: run `levit-bench arm-emulator start` once as root")
@@ -188,7 +191,7 @@ def _guest_python(root: Path) -> Path:
     pointed at this script, which goes through QEMU instead.
     """
     script = _run_dir() / "python3.11-aarch64"
-    qemu = _tool("qemu-aarch64-static")
+    qemu = require_tool("qemu-aarch64-static")
     text = (f"#!/bin/sh\nexec {shlex.quote(qemu)} -L {shlex.quote(str(root))} "
             f"{shlex.quote(str(root) + GUEST_PYTHON)} \"$@\"\n")
     write_atomic(script, text.encode())
@@ -280,7 +283,7 @@ def start(port: int | None = None, timeout_s: float = 300,
         log = _run_dir() / "server.log"
 
         def failure(what: str) -> LevitBenchError:
-            return LevitBenchError(f"the emulated RPC server {what}: {_last_line(log.read_text(errors='replace'))}")
+            return LevitBenchError(f"the emulated RPC server {what}: {last_line(log.read_text(errors='replace'))}")
 
         with open(log, "w") as out:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
