@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the tests need: headless Chromium renders the HTML report; the aarch64
 # cross compilers (C for TVM's libraries, C++ for the ExecuTorch runner), QEMU user mode and
-# debootstrap build and run ARM code without a board.
+# debootstrap build and run ARM code without a board; PostgreSQL's server binaries run the
+# throwaway servers of the store tests (never the system service).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SYSTEM_COMMANDS := chromium aarch64-linux-gnu-gcc aarch64-linux-gnu-g++ qemu-aarch64-static debootstrap
-SYSTEM_PACKAGES := chromium gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static debootstrap
+SYSTEM_COMMANDS := chromium aarch64-linux-gnu-gcc aarch64-linux-gnu-g++ qemu-aarch64-static debootstrap \
+	pg_ctlcluster
+SYSTEM_PACKAGES := chromium gcc-aarch64-linux-gnu g++-aarch64-linux-gnu qemu-user-static debootstrap \
+	postgresql
 
 # constraints.txt pins torch==2.13.0 (the local CPU wheel) and the runtime versions tested
 # together; without the pin pip would fetch a CUDA build of torch.

@@ -33,7 +33,7 @@ from levit_bench.models.checkpoints import save_weights  # noqa: E402
 from levit_bench.models.levit import LEVIT_CONFIGS  # noqa: E402
 from levit_bench.platforms import get_platform  # noqa: E402
 from levit_bench.registry import get_spec  # noqa: E402
-from levit_bench.reports.store import open_store  # noqa: E402
+from levit_bench.store import open_store  # noqa: E402
 from levit_bench.runners import core_locks  # noqa: E402
 from levit_bench.runners.calibrate import calibrate  # noqa: E402
 from levit_bench.runners.session import RunRequest, new_run_id, run_cell  # noqa: E402

@@ -30,7 +30,7 @@ from levit_bench.api import more_rounds
 from levit_bench.environment import host_info
 from levit_bench.models.levit import LEVIT_CONFIGS
 from levit_bench.reports.compare import compare
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.runners.calibrate import calibrate
 from levit_bench.runners.session import new_run_id
 from levit_bench.runners.sweep import plan, run_sweep, sweep_requests

@@ -32,7 +32,7 @@ from levit_bench.environment import host_info  # noqa: E402
 from levit_bench.exporters.pipeline import ExportOptions, export_model  # noqa: E402
 from levit_bench.models.checkpoints import save_weights  # noqa: E402
 from levit_bench.registry import get_spec  # noqa: E402
-from levit_bench.reports.store import open_store  # noqa: E402
+from levit_bench.store import open_store  # noqa: E402
 from levit_bench.runners.session import RunRequest, new_run_id, run_cell  # noqa: E402
 
 FIRST, SECOND, BATCH = "levit_128s", "levit_192", 16

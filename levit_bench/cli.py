@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $LEVIT_BENCH_HOME, else ./levit-bench-out)",
     )
     parser.add_argument(
+        "--store", metavar="URL",
+        help="the results store every command reads and writes: a file, sqlite:///PATH, or "
+        "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB (default: $LEVIT_BENCH_STORE, else <workdir>/results.db)",
+    )
+    parser.add_argument(
         "--platforms", dest="platforms_file", metavar="FILE",
         help="your own platforms (TOML tables [platforms.NAME] with base, cores, batch, streams, precision, "
         "description), beside those of <workdir>/platforms.toml; see `levit-bench platforms`",

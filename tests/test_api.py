@@ -6,7 +6,7 @@ import pytest
 
 from levit_bench import api, cli
 from levit_bench.errors import LevitBenchError
-from levit_bench.reports.store import StoreError
+from levit_bench.store import StoreError
 
 
 def test_run_results_compare_and_report_from_python(workdir_with_artifact, tmp_path):

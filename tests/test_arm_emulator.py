@@ -101,7 +101,7 @@ def test_arm_build_round_trip(emulator, tmp_path):
 def test_levit_128s_aarch64_build_matches_pytorch_under_emulation(emulator, workdir_with_artifact, capsys):
     """The whole path: cross-compiled by `run --platform arm`, uploaded over RPC, run under QEMU."""
     from levit_bench.cli import main
-    from levit_bench.reports.store import open_store
+    from levit_bench.store import open_store
 
     code = main(["--workdir", str(workdir_with_artifact), "run", "--runtime", "tvm", "--platform", "arm",
                  "--model", "levit_128s", "--batch", "1", "--protocol", "smoke", "--rpc", "emulator", "--json"])
@@ -152,7 +152,7 @@ def test_levit_128s_pte_matches_pytorch_on_executorchs_own_aarch64_runtime(workd
     """The `.pte` built on this host, run by the aarch64 executorch wheel's runtime libraries (the
     root has no torch) under QEMU as a Neoverse N1, through the gate; no timing is kept."""
     from levit_bench.cli import main
-    from levit_bench.reports.store import open_store
+    from levit_bench.store import open_store
 
     code = main(["--workdir", str(workdir_with_artifact), "run", "--runtime", "executorch", "--platform", "arm",
                  "--model", "levit_128s", "--batch", "1", "--protocol", "smoke", "--rpc", "emulator", "--json"])
@@ -172,7 +172,7 @@ def test_levit_128s_pte_matches_pytorch_on_executorchs_own_aarch64_runtime(workd
 def test_executorch_int8_on_the_emulated_board_passes_the_int8_gate(tiny, tmp_path, capsys):
     from levit_bench.cli import main
     from levit_bench.exporters.parity import TOLERANCES
-    from levit_bench.reports.store import open_store
+    from levit_bench.store import open_store
 
     work = tmp_path / "work"
     code = main(["--workdir", str(work), "run", "--runtime", "executorch", "--platform", "arm", "--rpc", "emulator",

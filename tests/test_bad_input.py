@@ -20,7 +20,7 @@ import torch
 
 from levit_bench.models.checkpoints import save_weights
 from levit_bench.registry import get_spec
-from levit_bench.reports.store import ResultsStore, open_store
+from levit_bench.store import ResultsStore, open_store
 from levit_bench.runners.session import RunRequest, RunSettings
 from levit_bench.runners.sweep import Cell, _resume_key
 from records import make_record as _record
@@ -390,10 +390,10 @@ def test_a_store_that_cannot_take_a_record_is_refused_before_measuring(workdir_w
 
 def _disk_full(monkeypatch) -> None:
     """The store opens and checks fine, then refuses to write: a full disk, as SQLite says it."""
-    from levit_bench.reports import store
+    from levit_bench import store
 
     def full(self, record, table="measurements"):
-        raise store._damaged(self.path, sqlite3.OperationalError("database or disk is full"))
+        raise store.StoreError(f"results store {self.path} cannot be used (database or disk is full)")
 
     monkeypatch.setattr(store.ResultsStore, "insert", full)
 
@@ -413,7 +413,7 @@ def test_a_measurement_the_store_refuses_afterwards_is_kept_and_said_where(workd
 
 def test_a_kept_record_goes_to_the_temporary_directory_when_its_folder_is_full_too(workdir_with_artifact, capsys,
                                                                                    monkeypatch, tmp_path):
-    from levit_bench.reports import store
+    from levit_bench.store import unsaved
     from levit_bench.workdir import write_atomic
 
     _disk_full(monkeypatch)
@@ -422,10 +422,10 @@ def test_a_kept_record_goes_to_the_temporary_directory_when_its_folder_is_full_t
 
     def beside_fails(path, data):
         if path.parent == workdir_with_artifact:
-            raise store.LevitBenchError(f"cannot write {path}: No space left on device")
+            raise unsaved.LevitBenchError(f"cannot write {path}: No space left on device")
         write_atomic(path, data)
 
-    monkeypatch.setattr(store, "write_atomic", beside_fails)
+    monkeypatch.setattr(unsaved, "write_atomic", beside_fails)
     code, err = _main(capsys, "--workdir", workdir_with_artifact, "run", *_MEASURE)
     kept = list((tmp_path / "tmp").glob("results.db.unsaved-*.json"))
     assert code == 1 and len(kept) == 1 and f"the record is kept in {kept[0]}" in _one_line(err)

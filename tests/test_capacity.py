@@ -8,7 +8,7 @@ import time
 import pytest
 
 from levit_bench import api, runtimes
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.runners.onnxruntime_runner import OnnxRuntimeRunner
 from levit_bench.scenarios.capacity import MOST_PROBES, RERUNS, Probe, find_capacity, search
 from cli_support import run_cli

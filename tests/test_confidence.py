@@ -9,7 +9,7 @@ from levit_bench.cli import main as cli
 from levit_bench.records import MAX_CV, MAX_ROUND_DEVIATION, cell_id, stability_flags
 from levit_bench.reports.compare import compare
 from levit_bench.reports.confidence import bootstrap, cell_ratio, estimate, group_cells, ratio
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from records import make_record
 
 BATCH = 16

@@ -15,7 +15,7 @@ import pytest
 
 from levit_bench import api, platforms
 from levit_bench.errors import LevitBenchError
-from levit_bench.reports.store import COLUMNS, SCHEMA_VERSION, ResultsStore, open_store
+from levit_bench.store import COLUMNS, SCHEMA_VERSION, ResultsStore, open_store
 from levit_bench.runners import core_locks
 from levit_bench.runners.measure import PROTOCOLS, measure_streams, summarise
 from cli_support import run_cli

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from levit_bench import cli
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.runtimes import RUNTIMES
 from cli_support import run_cli
 

@@ -11,7 +11,7 @@ from levit_bench import registry, runtimes
 from levit_bench.reports.dataset import report_points
 from levit_bench.reports.figures import family_style
 from levit_bench.reports.report import build_report
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.runners.base import Runner, RuntimeDescription
 from levit_bench.runners.session import new_run_id
 from levit_bench.runners.sweep import plan, run_sweep, sweep_requests

@@ -11,7 +11,7 @@ from test_user_onnx import RESOLUTION, TinyNet, _export
 from levit_bench import cli, registry
 from levit_bench.exporters.onnx_facts import graph_work_per_image, inspect_onnx
 from levit_bench.models.counting import count_macs
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 
 # TinyNet's multiply-adds per image, by op type: its two convolutions (output elements x C_in/groups
 # x kernel), its Linear (a Gemm) and its MatMul (their biases and ReLUs, fused into them, are in

@@ -21,7 +21,7 @@ from levit_bench.models.components import LAYOUT, OTHER
 from levit_bench.models import levit_fused
 from levit_bench.models.levit import COMPONENTS as LEVIT_COMPONENTS
 from levit_bench.platforms import get_platform
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.runners import core_locks
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.session import RunRequest, run_cell

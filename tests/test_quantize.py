@@ -16,7 +16,7 @@ from levit_bench.exporters.quantize import files_sha256
 from levit_bench.reports.compare import compare
 from levit_bench.reports.dataset import accuracy_for
 from levit_bench.reports.figures import _marker
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.reports.tables import precision_gains
 from levit_bench.train import synth
 

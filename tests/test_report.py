@@ -18,7 +18,7 @@ from levit_bench.reports.dataset import report_points
 from levit_bench.reports.figures import pareto_front
 from levit_bench.reports.html import png_size
 from levit_bench.reports.report import build_report
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.reports.tables import headline_claims
 from levit_bench.runners.profile_run import profile_cell
 from levit_bench.runners.session import RunRequest, run_cell
@@ -251,7 +251,7 @@ def test_roofline_points_are_measured_rates_at_their_models_intensity(measured_s
 def test_the_deployment_view_tables_scaling_scenarios_and_draws_latency(tmp_path):
     """Cores, streams and scenarios stored: a scaling row with the efficiency, a scenarios row
     with intervals over rounds, and a latency-throughput figure per model."""
-    from levit_bench.reports.store import open_store
+    from levit_bench.store import open_store
 
     store = open_store(tmp_path)
     for number in (1, 2, 3):
@@ -283,7 +283,7 @@ def test_the_deployment_view_tables_scaling_scenarios_and_draws_latency(tmp_path
 
 def test_compare_by_cores_streams_and_scenario(tmp_path):
     from levit_bench import api
-    from levit_bench.reports.store import open_store
+    from levit_bench.store import open_store
 
     store = open_store(tmp_path)
     for number in (1, 2, 3):

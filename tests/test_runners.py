@@ -12,7 +12,7 @@ from levit_bench.environment import host_info
 from levit_bench.exporters.parity import seeded_images
 from levit_bench.exporters.pipeline import model_from_sidecar
 from levit_bench.platforms import PlatformError, get_platform
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.runners import core_locks
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.base import RunnerError

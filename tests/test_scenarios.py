@@ -13,7 +13,7 @@ import pytest
 
 from levit_bench import api
 from levit_bench.errors import LevitBenchError
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.scenarios.loadgen import run_scenario
 from levit_bench.scenarios.settings import ScenarioError, ScenarioSettings
 from cli_support import run_cli

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from levit_bench import cli
-from levit_bench.reports.store import SCHEMA_VERSION, ResultsStore, StoreError, open_store
+from levit_bench.store import SCHEMA_VERSION, ResultsStore, StoreError, open_store
 from records import make_record as _record
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.runners.session import new_run_id
 from levit_bench.runners.sweep import plan, run_sweep, sweep_requests
 

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from levit_bench import views
-from levit_bench.reports.store import ResultsStore
+from levit_bench.store import ResultsStore
 from records import make_record
 
 CPU = "AMD EPYC 9R14 96-Core Processor"

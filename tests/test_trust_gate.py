@@ -13,7 +13,7 @@ import pytest
 
 from levit_bench import cli
 from levit_bench.exporters.parity import TOLERANCES
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.runners import core_locks, host_load
 from levit_bench.runners.core_locks import CoresBusy
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from levit_bench.cli import main
-from levit_bench.reports.store import open_store
+from levit_bench.store import open_store
 from levit_bench.runners.artifacts import ensure_artifact
 from levit_bench.runners.base import RunnerError
 from levit_bench.runners.session import RunRequest, run_cell

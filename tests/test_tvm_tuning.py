@@ -14,7 +14,7 @@ from onnx import helper, numpy_helper
 tvm = pytest.importorskip("tvm")
 
 from levit_bench.cli import main  # noqa: E402
-from levit_bench.reports.store import open_store  # noqa: E402
+from levit_bench.store import open_store  # noqa: E402
 from levit_bench.runners.artifacts import ensure_artifact  # noqa: E402
 from levit_bench.runners.session import RunRequest, run_cell  # noqa: E402
 from levit_bench.runners.tvm.tuning import ROUND, Budget, next_task  # noqa: E402

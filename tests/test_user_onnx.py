@@ -124,7 +124,7 @@ def test_run_on_onnxruntime_and_openvino_is_stored_and_drawn(tiny_onnx, tmp_path
     # drawn: the speed-accuracy figure with the user's points differs from the one without them
     from levit_bench.reports.dataset import report_points
     from levit_bench.reports.figures import tradeoff_figure
-    from levit_bench.reports.store import open_store
+    from levit_bench.store import open_store
 
     points = report_points(open_store(Path(os.environ["LEVIT_BENCH_HOME"])).records(), [])
     assert {(p["model"], p["family"], p["top1"]) for p in points} == {("tiny_net", "user", None)}

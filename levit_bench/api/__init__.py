@@ -15,7 +15,8 @@ the same records stored in the same store, and the same one-line errors, raised 
     api.report("out")                            # Path of out/index.html
 
 `workdir` is where artifacts go (default: $LEVIT_BENCH_HOME, else ./levit-bench-out); `store`
-is the results store file (default: <workdir>/results.db). `progress=True` shows the command
+is the results store: a file path, `sqlite:///PATH` or `postgresql://USER@HOST/DB` (default:
+$LEVIT_BENCH_STORE, else <workdir>/results.db). `progress=True` shows the command
 line's progress display on stderr.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 from levit_bench.api.capacity import capacity, capacity_settings
 from levit_bench.api.common import (
-    Measured, calibrate, platforms, scenario_settings, store_path, use_onnx, use_platforms)
+    Measured, calibrate, platforms, scenario_settings, store_location, use_onnx, use_platforms)
 from levit_bench.api.measuring import more_rounds, profile, run, sweep
 from levit_bench.api.reading import (
     aggregate, capacities, cells, compare, comparison, merge, records, report, report_result, results)
@@ -32,4 +33,4 @@ from levit_bench.errors import LevitBenchError
 __all__ = ["LevitBenchError", "Measured", "aggregate", "calibrate", "capacities", "capacity", "capacity_settings",
            "cells", "compare", "comparison", "merge",
            "more_rounds", "platforms", "profile", "records", "report", "report_result", "results", "run",
-           "scenario_settings", "store_path", "sweep", "use_onnx", "use_platforms"]
+           "scenario_settings", "store_location", "sweep", "use_onnx", "use_platforms"]

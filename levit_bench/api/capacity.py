@@ -13,7 +13,7 @@ from levit_bench.errors import LevitBenchError
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
 
 if TYPE_CHECKING:
-    from levit_bench.reports.store import ResultsStore
+    from levit_bench.store import ResultsStore
     from levit_bench.runners.session import RunRequest
 
 
@@ -84,7 +84,7 @@ def capacity(model: str | None, runtime: str, platform: str, *, latency_bound_ms
     (p99), found from the offline throughput by bisection to `tolerance` (default ±2%)
     (`levit-bench capacity`). Every run (the offline one, each probe) is stored as a
     measurement; the search's record, which names them, is stored and returned."""
-    from levit_bench.reports.store import ResultsStore, save_record
+    from levit_bench.store import ResultsStore, save_record
     from levit_bench.runners.session import RunRequest, checked_runner, new_run_id, run_cell
     from levit_bench.scenarios.capacity import TOLERANCE, find_capacity
 
@@ -96,12 +96,12 @@ def capacity(model: str | None, runtime: str, platform: str, *, latency_bound_ms
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     if bool(onnx_model) == bool(model):
         raise LevitBenchError("name the model to serve: --model NAME or --onnx FILE")
-    work, store_path = paths(workdir, store)
+    work, store_at = paths(workdir, store)
     request = RunRequest(onnx_model or model, runtime, platform, batch=batch, precision=precision, mode=mode,
                          weights=weights, run_id=run_id or new_run_id(), wait_timeout_s=wait_timeout, cores=cores,
                          streams=streams, scenario={**settings, "target_qps": 1.0})
     checked_runner(request, work).close()
-    ResultsStore(store_path, create=False).check()
+    ResultsStore(store_at, create=False).check()
     check_loadgen()
     from levit_bench.scenarios.cell import drive
 
@@ -111,7 +111,7 @@ def capacity(model: str | None, runtime: str, platform: str, *, latency_bound_ms
                 f" at {scenario['target_qps']:g} QPS" if scenario.get("target_qps") else "")
             record = run_cell(dataclasses.replace(request, scenario=scenario), work,
                               on_step=lambda what: view.step(f"{step}: {what}"), on_wait=view.log, drive=drive)
-            save_record(store_path, record)
+            save_record(store_at, record)
             return record
 
         def heard(probe) -> None:
@@ -120,5 +120,5 @@ def capacity(model: str | None, runtime: str, platform: str, *, latency_bound_ms
                      f"{'VALID' if probe.valid else 'INVALID'}")
 
         record = find_capacity(measure, settings, tolerance, on_probe=heard)
-    save_record(store_path, record, table="capacities")
+    save_record(store_at, record, table="capacities")
     return record

@@ -14,7 +14,7 @@ from levit_bench.errors import LevitBenchError
 from levit_bench.workdir import resolve_workdir
 
 if TYPE_CHECKING:
-    from levit_bench.reports.store import ResultsStore
+    from levit_bench.store import ResultsStore, StoreLocation
 
 PathLike = str | os.PathLike
 
@@ -45,21 +45,23 @@ class Measured(list):
                 if r["status"] == "failed"]
 
 
-def paths(workdir: PathLike | None, store: PathLike | None) -> tuple[Path, Path]:
-    from levit_bench.reports.store import DB_NAME
+def paths(workdir: PathLike | None, store: PathLike | None) -> tuple[Path, StoreLocation]:
+    """The work directory, and the store: `store` (a path, sqlite:///PATH or postgresql://...),
+    else $LEVIT_BENCH_STORE, else <workdir>/results.db."""
+    from levit_bench.store import default_location
 
     work = resolve_workdir(workdir)
-    return work, Path(store).expanduser() if store is not None else work / DB_NAME
+    return work, default_location(work, store)
 
 
-def store_path(workdir: PathLike | None = None, store: PathLike | None = None) -> Path:
-    """The results store file: `store`, else <workdir>/results.db."""
+def store_location(workdir: PathLike | None = None, store: PathLike | None = None) -> StoreLocation:
+    """The results store (see `paths`)."""
     return paths(workdir, store)[1]
 
 
 def reading_store(workdir: PathLike | None, store: PathLike | None) -> ResultsStore:
     """The store to read: a missing one reads as empty, and is not created."""
-    from levit_bench.reports.store import ResultsStore
+    from levit_bench.store import ResultsStore
 
     return ResultsStore(paths(workdir, store)[1], create=False)
 

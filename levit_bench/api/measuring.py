@@ -19,7 +19,7 @@ from levit_bench.workdir import resolve_workdir
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from levit_bench.reports.store import ResultsStore
+    from levit_bench.store import ResultsStore
     from levit_bench.runners.session import RunRequest
     from levit_bench.runners.sweep import Cell, MoreRounds
 
@@ -96,10 +96,10 @@ def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, 
               weights, wait_timeout, cores, streams, run_id, rpc, rpc_key, mcpu, workdir, store, progress,
               scenario: dict | None = None) -> Measured:
     """One round of each model in this process, each record stored as soon as it is measured."""
-    from levit_bench.reports.store import ResultsStore, save_record
+    from levit_bench.store import ResultsStore, save_record
     from levit_bench.runners.session import RunRequest, checked_runner, new_run_id, run_cell
 
-    work, store_path = paths(workdir, store)
+    work, store_at = paths(workdir, store)
     options = device_options(rpc, rpc_key, mcpu)
     measured = Measured(run_id=run_id or new_run_id())
     requests = [RunRequest(m, runtime, platform, batch=batch, precision=precision, mode=mode, protocol=protocol,
@@ -108,7 +108,7 @@ def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, 
                 for m in models]
     for request in requests:  # every request valid before the first is measured
         checked_runner(request, work).close()
-    ResultsStore(store_path, create=False).check()  # a store that cannot take the record: refused now
+    ResultsStore(store_at, create=False).check()  # a store that cannot take the record: refused now
     drive = None
     if scenario:
         from levit_bench.scenarios.cell import drive
@@ -120,7 +120,7 @@ def _run_here(models: list[str], runtime: str, mode: str | None, platform: str, 
             record = run_cell(request, work, on_step=lambda step, label=label: view.step(f"{label}: {step}"),
                               on_wait=lambda message, model=request.model: view.log(f"{model}: {message}"),
                               drive=drive)
-            save_record(store_path, record)
+            save_record(store_at, record)
             measured.append(record)
     return measured
 
@@ -184,25 +184,25 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     """The `planned` cells measured for `rounds` rounds (and more while `target` wants them), every
     cell-round in a worker process, every record stored."""
     from levit_bench.platforms import get_platform
-    from levit_bench.reports.store import ResultsStore
+    from levit_bench.store import ResultsStore
     from levit_bench.runners.session import new_run_id
     from levit_bench.runners.sweep import check_cell_timeout, check_target, run_sweep, sweep_requests
 
     check_target(target, rounds, max_rounds)
     check_cell_timeout(cell_timeout)
-    work, store_path = paths(workdir, store)
+    work, store_at = paths(workdir, store)
     options = device_options(rpc, rpc_key, mcpu)
     measured = Measured(run_id=run_id or new_run_id())
     requests = sweep_requests(planned, platform, work, measured.run_id, batch=batch, precision=precision,
                               protocol=protocol, weights=weights, runtime_options=options,
                               wait_timeout_s=wait_timeout, cores=cores, streams=streams,
                               scenario=scenario or capacity and {**capacity, "scenario": "offline"})
-    ResultsStore(store_path, create=False).check()
+    ResultsStore(store_at, create=False).check()
     if scenario or capacity:
         check_loadgen()
     if protocol != "smoke" and get_platform(platform).device == "cpu" and "rpc" not in options:
         calibrate(progress=progress)  # once per host, before the first cell: every record's peak_fraction reads it
-    results_store = ResultsStore(store_path)
+    results_store = ResultsStore(store_at)
     if capacity:
         sweep_capacities(requests, capacity, rounds, results_store, work, cell_timeout, measured, progress)
         return measured
@@ -272,7 +272,7 @@ def profile(model: str | None, runtime: str, platform: str, *,
             workdir: PathLike | None = None, store: PathLike | None = None, progress: bool = False) -> dict:
     """Where one cell's time goes, per model component, by the runtime's own profiler; the profile
     is stored and returned (`levit-bench profile`)."""
-    from levit_bench.reports.store import ResultsStore, save_record
+    from levit_bench.store import ResultsStore, save_record
     from levit_bench.runners.profile_run import profile_cell
     from levit_bench.runtimes import with_compile_mode
     from levit_bench.runners.session import RunRequest, checked_runner
@@ -282,12 +282,12 @@ def profile(model: str | None, runtime: str, platform: str, *,
     onnx_model, batch = use_onnx(onnx, name, resolution, batch, weights)
     if bool(onnx_model) == bool(model):
         raise LevitBenchError("name the model to profile: --model NAME or --onnx FILE")
-    work, store_path = paths(workdir, store)
+    work, store_at = paths(workdir, store)
     request = RunRequest(onnx_model or model, runtime, platform, batch=batch, precision=precision, mode=mode,
                          protocol=protocol, weights=weights, wait_timeout_s=wait_timeout, cores=cores, streams=streams)
     checked_runner(request, work).close()
-    ResultsStore(store_path, create=False).check()
+    ResultsStore(store_at, create=False).check()
     with progress_view("profile", progress) as view:
         result = profile_cell(request, work, on_step=lambda step: view.step(f"{request.model} on {runtime}: {step}"))
-    save_record(store_path, result, table="profiles")
+    save_record(store_at, result, table="profiles")
     return result

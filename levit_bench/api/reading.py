@@ -111,9 +111,9 @@ def report_result(out: PathLike | None = None, *, platforms=None, runtimes=None,
 
 
 def merge(other: PathLike, *, workdir: PathLike | None = None, store: PathLike | None = None) -> tuple[int, int]:
-    """Import every row of another results store that this one lacks, all or nothing:
-    (rows imported, rows already here)."""
-    from levit_bench.reports.store import ResultsStore, read_rows
+    """Import every row of another results store (a path or URL) that this one (`store`, as every
+    function takes it) lacks, all or nothing: (rows imported, rows already here)."""
+    from levit_bench.store import ResultsStore, read_rows
 
-    rows = read_rows(Path(other))  # all checked before this store is opened (or created)
+    rows = read_rows(other)  # all checked before this store is opened (or created)
     return ResultsStore(paths(workdir, store)[1]).insert_rows(rows)

@@ -17,7 +17,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
                           streams=args.streams, min_duration=args.min_duration, min_queries=args.min_queries,
                           max_wait_ms=args.max_wait_ms, tolerance=args.tolerance, wait_timeout=args.wait_timeout,
                           run_id=args.run_id, platforms_file=args.platforms_file, workdir=args.workdir,
-                          progress=True)
+                          store=args.store, progress=True)
     if args.json:
         print_json(record)
     else:

@@ -11,7 +11,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from levit_bench import api, views
 
     rows = api.comparison(args.by, args.a, args.b, models=args.model, platforms=args.platform,
-                          min_effect=args.min_effect, workdir=args.workdir)
+                          min_effect=args.min_effect, workdir=args.workdir, store=args.store)
     if args.json:
         print_json(rows)
     else:

@@ -34,15 +34,16 @@ def _print_record(record: dict) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from levit_bench import views
-    from levit_bench.api import store_path
-    from levit_bench.reports.store import ResultsStore, save_record
+    from levit_bench.api import store_location
+    from levit_bench.store import ResultsStore, save_record
     from levit_bench.runners.accuracy import EvalOptions, run_eval
 
     options = EvalOptions(model=args.model, weights=args.weights, data=Path(args.data).expanduser(),
                           runtime=args.runtime, batch_size=args.batch_size, workers=args.workers,
                           limit=args.limit, device=args.device, precision=args.precision)
     work = workdir(args)
-    ResultsStore(store_path(work), create=False).check()  # before evaluating: its result must have a place
+    where = store_location(work, args.store)
+    ResultsStore(where, create=False).check()  # before evaluating: its result must have a place
     label = f"{args.model} on {args.runtime}" + (f" {args.precision}" if args.precision != "fp32" else "")
     # a spinner while the checkpoint, dataset and runtime are prepared, then a bar over the images
     with views.ProgressView(f"{label}: starting") as progress:
@@ -51,7 +52,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             on_start=lambda total: progress.start(total, label),
             on_batch=lambda acc: progress.update(acc.images, info=f"top-1 {acc.top1:.1f}% top-5 {acc.top5:.1f}%"),
         )
-    save_record(store_path(work), record, table="accuracy")
+    save_record(where, record, table="accuracy")
     if args.json:
         print_json(record)
     else:

@@ -87,7 +87,7 @@ def _settings(args: argparse.Namespace) -> dict:
                 precision=args.precision, protocol=args.protocol, weights=args.weights, rounds=args.rounds,
                 target=args.target, max_rounds=args.max_rounds, run_id=args.run_id, wait_timeout=args.wait_timeout,
                 cores=args.cores, streams=args.streams, platforms_file=args.platforms_file, workdir=args.workdir,
-                progress=True, **rpc_options(args))
+                store=args.store, progress=True, **rpc_options(args))
 
 
 def _print_outcome(measured: Measured, args: argparse.Namespace, title: str) -> int:

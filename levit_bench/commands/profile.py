@@ -16,7 +16,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
                          compile_mode=args.compile_mode,
                          protocol=args.protocol, weights=args.weights, wait_timeout=args.wait_timeout,
                          cores=args.cores, streams=args.streams, platforms_file=args.platforms_file,
-                         workdir=args.workdir, progress=True)
+                         workdir=args.workdir, store=args.store, progress=True)
     if args.json:
         print_json(result)
     else:

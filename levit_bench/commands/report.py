@@ -10,7 +10,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from levit_bench import api, views
 
     result = api.report_result(args.out, platforms=args.platform, runtimes=args.runtime, onnx=args.onnx,
-                               name=args.name, resolution=args.resolution, workdir=args.workdir, progress=True)
+                               name=args.name, resolution=args.resolution, workdir=args.workdir, store=args.store,
+                               progress=True)
     views.print_note(f"{result.points} measured points, {len(result.figures)} figures, {result.csv.name}")
     print(result.index.resolve())
     return 0

@@ -15,10 +15,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     from levit_bench.reports.tables import write_csv
 
     filters = dict(model=args.model, runtime=args.runtime, platform=args.platform, status=args.status,
-                   host=args.host, run_id=args.run_id, workdir=args.workdir)
-    where = api.store_path(args.workdir)
+                   host=args.host, run_id=args.run_id, workdir=args.workdir, store=args.store)
+    where = api.store_location(args.workdir, args.store)
     if args.capacity:
-        searches = api.capacities(**{k: v for k, v in filters.items() if k != "workdir"}, workdir=args.workdir)
+        searches = api.capacities(**filters)
         if args.json:
             print_json(searches)
         else:
@@ -48,9 +48,10 @@ def cmd_results(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from levit_bench import api, views
 
-    imported, present = api.merge(args.other, workdir=args.workdir)
-    views.print_note(f"merged {args.other} into {api.store_path(args.workdir)}: {imported} new rows, "
-                     f"{present} already present")
+    into = args.into or args.store
+    imported, present = api.merge(args.other, workdir=args.workdir, store=into)
+    views.print_note(f"merged {api.store_location(args.workdir, args.other)} into "
+                     f"{api.store_location(args.workdir, into)}: {imported} new rows, {present} already present")
     return 0
 
 
@@ -60,9 +61,9 @@ def register(commands) -> None:
     results = commands.add_parser(
         "results",
         help="list, filter and export stored measurements; merge another store",
-        description="List the measurements stored in <workdir>/results.db (filtered), print them "
-        "as JSON, or write them as CSV. `results merge OTHER.db` imports another machine's store "
-        "without duplicating rows.",
+        description="List the measurements stored in the results store (filtered), print them "
+        "as JSON, or write them as CSV. `results merge SRC [--into DST]` copies one store's rows into "
+        "another without duplicating any.",
     )
     results.add_argument("--model", type=normalise_name)
     results.add_argument("--runtime")
@@ -83,7 +84,11 @@ def register(commands) -> None:
     wide_option(results)
     results.set_defaults(handler=cmd_results)
     actions = results.add_subparsers(dest="results_action", metavar="merge")
-    merge = actions.add_parser("merge", help="import another results.db",
-                               description="Import every row of OTHER.db that this store lacks.")
-    merge.add_argument("other", metavar="OTHER.db")
+    merge = actions.add_parser("merge", help="copy another store's rows in (any two stores, SQLite or PostgreSQL)",
+                               description="Import every row of the store SRC (a results.db path, sqlite:///PATH or "
+                               "postgresql://USER@HOST/DB) that the store DST lacks (default: this store, "
+                               "--store or $LEVIT_BENCH_STORE or <workdir>/results.db), in one transaction: all "
+                               "or nothing, and never a row twice.")
+    merge.add_argument("other", metavar="SRC")
+    merge.add_argument("--into", metavar="DST", help="the store to copy into (default: this store)")
     merge.set_defaults(handler=cmd_merge)

@@ -13,7 +13,7 @@ from levit_bench.errors import LevitBenchError
 from levit_bench.registry import REGISTRY
 from levit_bench.reports import breakdown, dataset, deployment, figures, html, tables
 from levit_bench.reports.dataset import report_points
-from levit_bench.reports.store import ResultsStore
+from levit_bench.store import ResultsStore
 from levit_bench.workdir import ensure_writable_dir, write_atomic
 
 
