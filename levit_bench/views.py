@@ -171,7 +171,9 @@ def _fmt(value, spec: str) -> str:
 
 
 def _host(row: dict) -> str:
-    return f"{row.get('cpu_model') or '?'} ({row['host']})"
+    """The CPU and fingerprint of the host a row was measured on, after its fleet label if any."""
+    label = f"{row['host_label']}: " if row.get("host_label") else ""
+    return f"{label}{row.get('cpu_model') or '?'} ({row['host']})"
 
 
 def status_text(r: dict) -> str:
@@ -336,6 +338,27 @@ def print_capacities(records: list[dict], console: Console | None = None, wide: 
         _HOST,
     ]
     _print_table("Server capacity (LoadGen, p99 within the bound)", columns, records, console, wide)
+
+
+def print_hosts(rows: list[dict], title: str, console: Console | None = None, wide: bool = False) -> None:
+    """One row per measuring host of a cluster: label, CPU, cores per platform (free / total), alive."""
+    if not rows:
+        (console or stdout_console()).print(f"{title}: no host joined with `levit-bench worker start`")
+        return
+
+    def cores(r: dict) -> str:
+        return ", ".join(f"{p} {c['free']:g}/{c['total']:g}" for p, c in sorted(r["cores"].items()))
+
+    columns = [
+        Column("label", lambda r: r["label"], keep=True),
+        Column("CPU", lambda r: r.get("cpu_model") or "-", keep=True),
+        Column("cores free/total", cores, keep=True),
+        Column("alive", lambda r: "yes" if r["alive"] else "[red]no[/red]", keep=True),
+        Column("address", lambda r: r["address"], drop=3),
+        Column("host", lambda r: r.get("host") or "-", drop=2),
+        Column("work directory", lambda r: r.get("workdir") or "-", drop=4, fold=True),
+    ]
+    _print_table(title, columns, rows, console, wide)
 
 
 def print_probes(record: dict, console: Console | None = None) -> None:

@@ -22,7 +22,7 @@ from levit_bench.models.checkpoints import save_weights
 from levit_bench.registry import get_spec
 from levit_bench.store import ResultsStore, open_store
 from levit_bench.runners.session import RunRequest, RunSettings
-from levit_bench.runners.sweep import Cell, _resume_key
+from levit_bench.runners.sweep import Cell, resume_key
 from records import make_record as _record
 from cli_support import run_cli
 
@@ -331,7 +331,7 @@ def test_a_gpu_sweep_finds_its_finished_cells_again(workdir_with_artifact):
     store.insert(_record(platform="gpu", batch=512, precision="fp32", cores=None, host=host.fingerprint,
                          artifact_sha256=sidecar["onnx_sha256"],
                          runtime_version=environment.package_versions()["onnxruntime"]))
-    key = _resume_key(Cell("levit_128s", "onnxruntime"), request, workdir_with_artifact, host)
+    key = resume_key(Cell("levit_128s", "onnxruntime"), request, workdir_with_artifact, host)
     assert store.has_ok(key)
     assert not store.has_ok({**key, "precision": "mixed"})  # what the request alone says: no match
 

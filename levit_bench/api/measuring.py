@@ -136,7 +136,8 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
           store: PathLike | None = None, progress: bool = False, scenario: str | None = None,
           target_qps: float | None = None, latency_bound_ms: float | None = None,
           samples_per_query: int | None = None, min_duration: float | None = None, min_queries: int | None = None,
-          max_wait_ms: float | None = None, capacity: bool = False) -> Measured:
+          max_wait_ms: float | None = None, capacity: bool = False, cluster: str | None = None,
+          hosts: Sequence[str] | None = None) -> Measured:
     """Measure every model x runtime cell on one platform, `rounds` times, every cell-round in a
     process of its own, the cells in a new random order each round, and store every record
     (`levit-bench sweep`). Cell-rounds already stored are skipped unless `force`; a cell that
@@ -146,7 +147,10 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
     the torch:compiled cells compile in that Inductor mode.
     `scenario` (and its settings, as `run`'s) measures every cell under LoadGen; `capacity`
     searches every cell's server capacity under `latency_bound_ms` once per round instead
-    (`Measured.capacities`; its runs are the records)."""
+    (`Measured.capacities`; its runs are the records).
+    `cluster` (HEAD:PORT, or ray://HEAD:PORT) measures every cell on every host of that Ray
+    cluster that measures the platform, or on those labelled in `hosts`; records come back here
+    and are stored here (`levit_bench/fleet`)."""
     from levit_bench.runtimes import default_sweep
     from levit_bench.runners.sweep import compiled_as, plan
 
@@ -174,13 +178,13 @@ def sweep(platform: str, models: Sequence[str] | None = None, runtimes: Sequence
                    rounds=rounds, target=target, max_rounds=max_rounds, force=force, cell_timeout=cell_timeout,
                    profile=profile, run_id=run_id, wait_timeout=wait_timeout, cores=cores, streams=streams,
                    rpc=rpc, rpc_key=rpc_key, mcpu=mcpu, workdir=workdir, store=store, progress=progress,
-                   **({"capacity": loadgen} if capacity else {"scenario": loadgen}))
+                   cluster=cluster, hosts=hosts, **({"capacity": loadgen} if capacity else {"scenario": loadgen}))
 
 
 def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, weights, rounds, target, max_rounds,
             force, run_id, wait_timeout, cores, streams, rpc, rpc_key, mcpu, workdir, store, progress,
             cell_timeout: float = DEFAULT_CELL_TIMEOUT_S, profile: bool = False, scenario: dict | None = None,
-            capacity: dict | None = None) -> Measured:
+            capacity: dict | None = None, cluster: str | None = None, hosts: Sequence[str] | None = None) -> Measured:
     """The `planned` cells measured for `rounds` rounds (and more while `target` wants them), every
     cell-round in a worker process, every record stored."""
     from levit_bench.platforms import get_platform
@@ -192,6 +196,11 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     check_cell_timeout(cell_timeout)
     work, store_at = paths(workdir, store)
     options = device_options(rpc, rpc_key, mcpu)
+    if cluster is not None and (capacity or profile or options):
+        raise LevitBenchError("a --cluster sweep measures cells on its hosts, closed loop or under a --scenario: "
+                              "--capacity, --profile and --rpc run from one host (sweep without --cluster)")
+    if hosts and cluster is None:
+        raise LevitBenchError("--hosts chooses among the hosts of a --cluster")
     measured = Measured(run_id=run_id or new_run_id())
     requests = sweep_requests(planned, platform, work, measured.run_id, batch=batch, precision=precision,
                               protocol=protocol, weights=weights, runtime_options=options,
@@ -200,13 +209,17 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     ResultsStore(store_at, create=False).check()
     if scenario or capacity:
         check_loadgen()
-    if protocol != "smoke" and get_platform(platform).device == "cpu" and "rpc" not in options:
+    calibrating = protocol != "smoke" and get_platform(platform).device == "cpu" and "rpc" not in options
+    if calibrating and cluster is None:
         calibrate(progress=progress)  # once per host, before the first cell: every record's peak_fraction reads it
     results_store = ResultsStore(store_at)
     if capacity:
         sweep_capacities(requests, capacity, rounds, results_store, work, cell_timeout, measured, progress)
         return measured
     more = more_rounds(target, max_rounds, results_store)
+    if cluster is not None:
+        return _on_the_fleet(cluster, hosts, requests, platform, rounds, more, target, results_store, force,
+                             cell_timeout, calibrating, scenario, measured, progress)
     with progress_view("sweep", progress, total=len(planned) * rounds) as view:
         def on_cell(cell, state):
             if state == "running":
@@ -214,13 +227,9 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
             else:
                 view.advance()
 
-        def on_round(number, count, wanting):
-            if number > rounds:
-                view.extend(count)
-                view.update(info=f"round {number}: every cell again, {wanting} wider than ±{target:.1%}")
-
         outcomes = run_sweep(requests, work, done_rounds=results_store.count_ok, on_record=results_store.insert_or_keep,
-                             force=force, on_cell=on_cell, rounds=rounds, more=more, on_round=on_round,
+                             force=force, on_cell=on_cell, rounds=rounds, more=more,
+                             on_round=_announce_rounds(view, rounds, target),
                              cell_timeout_s=cell_timeout, drive=scenario and DRIVE)
     measured.extend(o.record for o in outcomes if o.record)
     measured.skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
@@ -230,6 +239,61 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     if profile:
         _profile_cells(requests, outcomes, results_store, work, cell_timeout, measured, progress)
     return measured
+
+
+def _announce_rounds(view, rounds: int, target: float | None):
+    def on_round(number: int, count: int, wanting: int) -> None:
+        if number > rounds:
+            view.extend(count)
+            view.update(info=f"round {number}: every cell again, {wanting} wider than ±{target:.1%}")
+
+    return on_round
+
+
+def _on_the_fleet(cluster: str, hosts: Sequence[str] | None, requests: list[RunRequest], platform: str, rounds: int,
+                  more: MoreRounds | None, target: float | None, store: ResultsStore, force: bool,
+                  cell_timeout: float, calibrating: bool, scenario: dict | None, measured: Measured,
+                  progress: bool) -> Measured:
+    """The requests measured on the hosts of a Ray cluster (`levit_bench/fleet`), stored here."""
+    from levit_bench.fleet.nodes import connected, hosts as cluster_hosts
+    from levit_bench.fleet.sweep import choose_hosts, describe_targets, run_fleet_sweep
+    from levit_bench.platforms import get_platform
+
+    with connected(cluster):
+        chosen = choose_hosts(cluster_hosts(), listed(hosts), get_platform(platform).name)
+        targets = describe_targets(chosen, platform)
+        if calibrating:
+            _calibrate_hosts(targets)
+        with progress_view("sweep", progress, total=len(requests) * rounds * len(targets)) as view:
+            def on_cell(label: str, state: str) -> None:
+                if state == "running":
+                    view.step(label)
+                elif not state.startswith("moved"):
+                    view.advance()
+
+            outcomes = run_fleet_sweep(requests, targets, done_rounds=store.count_ok, on_record=store.insert_or_keep,
+                                       force=force, cell_timeout_s=cell_timeout, on_cell=on_cell, rounds=rounds,
+                                       drive=scenario and DRIVE, more=more,
+                                       on_round=_announce_rounds(view, rounds, target))
+    measured.extend(o.record for o in outcomes if o.record)
+    measured.skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
+    measured.refused = [(o.cell.label, o.error) for o in outcomes if o.status == "refused"]
+    if more is not None:
+        measured.still_wide = _still_wide(outcomes, more)
+    return measured
+
+
+def _calibrate_hosts(targets: list) -> None:
+    """Every host's peaks, measured there once and cached (its records' rooflines read them)."""
+    from levit_bench.fleet import tasks
+    from levit_bench.fleet.nodes import FleetError
+    from levit_bench.fleet.sweep import HostLeft, answer, on_host
+
+    for target, ref in [(t, on_host(tasks.calibrate_host, t.label).remote()) for t in targets]:
+        try:
+            answer(ref, target.node_id)
+        except HostLeft as e:
+            raise FleetError(f"host {target.label} left the cluster before the sweep began ({e})") from None
 
 
 def _still_wide(outcomes: list, more: MoreRounds) -> list[str]:

@@ -152,7 +152,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     measured = api.sweep(args.platform, args.models, args.runtimes, compile_mode=args.compile_mode,
                          force=args.force, cell_timeout=args.cell_timeout,
-                         profile=args.profile, capacity=args.capacity, **scenario_args(args), **_settings(args))
+                         profile=args.profile, capacity=args.capacity, cluster=args.cluster, hosts=args.hosts,
+                         **scenario_args(args), **_settings(args))
     if args.capacity:
         return _print_capacities(measured, args)
     status = _print_outcome(measured, args, f"Sweep on {args.platform} ({measured.run_id})")
@@ -218,6 +219,12 @@ def register(commands) -> None:
     sweep.add_argument("--capacity", action="store_true",
                        help="instead of measuring, search every cell's server capacity under --latency-bound-ms "
                        "once per round (as `levit-bench capacity`), every run in a process of its own")
+    sweep.add_argument("--cluster", metavar="HEAD:PORT",
+                       help="measure on the hosts of this Ray cluster (`levit-bench worker start`): every cell on every "
+                       "host that measures the platform, each cell-round placed by Ray on a free core there, the "
+                       "records stored here; HEAD:PORT from one of its hosts, ray://HEAD:10001 from outside it")
+    sweep.add_argument("--hosts", nargs="+", metavar="LABEL",
+                       help="with --cluster: only these hosts, by label (default: all; see `levit-bench cluster status`)")
     _request_options(sweep)
     _rounds_option(sweep, 3)
     tvm_options(sweep)

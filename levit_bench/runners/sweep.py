@@ -97,7 +97,7 @@ def plan(models: Iterable[str], runtimes: Iterable[str], workdir: Path) -> list[
     return cells
 
 
-def _resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | None:
+def resume_key(cell: Cell, request: RunRequest, workdir: Path, host) -> dict | None:
     """The stored columns a finished twin of this cell would have; None if its artifact is missing.
 
     Settings are the effective ones (session.RunSettings); a batch of None (the GPU's
@@ -153,6 +153,14 @@ def run_isolated(request: RunRequest, workdir: Path, timeout_s: float, task: str
     if process.returncode < 0:
         return Isolated(None, f"crashed with {signal.Signals(-process.returncode).name}")
     return Isolated(None, last)
+
+
+def failed_record(request: RunRequest, host, error: str, key: dict | None) -> dict:
+    """The record of a cell-round whose worker returned none (a crash, a timeout), on `host`."""
+    record = new_record(request, host)
+    record.update(error=error, artifact_sha256=key and key["artifact_sha256"])
+    record["cell"] = cell_id(record)
+    return record
 
 
 def sweep_requests(
@@ -276,7 +284,7 @@ def run_sweep(
         for number in range(1, (more.most if more else rounds) + 1):
             wanting = 0
             if number > rounds:
-                keys = {i: _resume_key(cells[i], requests[i], workdir, host) for i in range(len(requests))}
+                keys = {i: resume_key(cells[i], requests[i], workdir, host) for i in range(len(requests))}
                 pending = [i for i, key in keys.items() if key is not None]
                 wanting = sum(1 for i in pending if more.wanted(keys[i]))
                 if not wanting:
@@ -291,7 +299,7 @@ def run_sweep(
 def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, number: int,
                 done_rounds: Callable[[dict], int], on_record: Callable[[dict], None], force: bool,
                 cell_timeout_s: float, on_cell: Callable[[Cell, str], None], drive: str | None = None) -> CellOutcome:
-    key = _resume_key(cell, request, workdir, host)
+    key = resume_key(cell, request, workdir, host)
     if not force and request.weights is None and key is not None and done_rounds(key) >= number:
         on_cell(cell, "skipped")
         return CellOutcome(cell, "skipped")
@@ -300,11 +308,7 @@ def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, number: in
     if outcome.refused:
         on_cell(cell, "refused")
         return CellOutcome(cell, "refused", error=outcome.error)
-    record = outcome.record
-    if record is None:
-        record = new_record(request, host)
-        record.update(error=outcome.error, artifact_sha256=key and key["artifact_sha256"])
-        record["cell"] = cell_id(record)
+    record = outcome.record or failed_record(request, host, outcome.error, key)
     record["round"] = number
     on_record(record)
     on_cell(cell, record["status"])

@@ -30,13 +30,27 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 def request_payload(request: RunRequest, workdir: Path, task: str = "measure", drive: str | None = None) -> str:
     """What the parent writes to a worker's stdin: the task and its request, what drives a
     request with a scenario ("module:function", the caller's: this layer imports no scenario), and
-    what the worker needs to see the parent's runtimes (those registered beyond the built-in
-    ones, and where to import them), its users' ONNX models and its users' platforms."""
+    what the worker needs to see as the parent does (`registrations`)."""
     return json.dumps({"task": task, "parent": os.getpid(), "request": dataclasses.asdict(request), "drive": drive,
-                       "workdir": str(workdir),
-                       "runtimes": runtimes.added_runtimes(), "onnx_models": registry.added_onnx_models(),
-                       "platforms": platforms.added_platforms(),
-                       "sys_path": sys.path})
+                       "workdir": str(workdir), **registrations()})
+
+
+def registrations() -> dict:
+    """What this process knows beyond the built-in: its runtimes (and where to import them), its
+    users' ONNX models and platforms, and its import path."""
+    return {"runtimes": runtimes.added_runtimes(), "onnx_models": registry.added_onnx_models(),
+            "platforms": platforms.added_platforms(), "sys_path": sys.path}
+
+
+def register(known: dict) -> None:
+    """Know in this process what `registrations` said of another."""
+    sys.path.extend(p for p in known["sys_path"] if p not in sys.path)  # this process's own come first
+    for spec in known["runtimes"]:
+        runtimes.register_runtime(spec, replace=True)
+    for platform in known.get("platforms", ()):
+        platforms.register_platform(platform)
+    for model in known.get("onnx_models", ()):
+        register_file(Path(model["onnx"]), model["name"], model["resolution"])
 
 
 def _imported(path: str | None):
@@ -61,13 +75,7 @@ def main() -> int:
     try:
         payload = json.loads(sys.stdin.read())
         die_with(payload["parent"])
-        sys.path.extend(p for p in payload["sys_path"] if p not in sys.path)  # this process's own come first
-        for spec in payload["runtimes"]:
-            runtimes.register_runtime(spec, replace=True)
-        for platform in payload.get("platforms", ()):
-            platforms.register_platform(platform)
-        for model in payload.get("onnx_models", ()):
-            register_file(Path(model["onnx"]), model["name"], model["resolution"])
+        register(payload)
         request, workdir = RunRequest(**payload["request"]), Path(payload["workdir"])
         if payload.get("task") == "profile":
             from levit_bench.runners.profile_run import profile_cell

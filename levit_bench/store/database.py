@@ -45,7 +45,8 @@ class ResultsStore:
         self.path = self.location.path
         self.retries = retries
         self._engine: Engine | None = None
-        if not create and not self._exists():
+        self.absent = not create and not self._exists()  # reads as empty; nothing created
+        if self.absent:
             return
         if self.path is not None:
             try:
@@ -78,8 +79,8 @@ class ResultsStore:
 
     @contextmanager
     def _reading(self) -> Iterator[Connection | None]:
-        """A connection to read from, or None where the store does not exist yet (it reads as empty)."""
-        if self._engine is None and not self._exists():
+        """A connection to read from, or None where the store did not exist when opened (it reads as empty)."""
+        if self.absent:
             yield None
             return
         with self._connection() as db:
@@ -245,6 +246,7 @@ class ResultsStore:
         of None matches any batch: the GPU's batch is searched, and the row holds the one found."""
         columns = schema.tables["measurements"].c
         names = [k for k in RESUME_KEY if not (k == "batch" and key.get(k) is None)]
+        names += ["host_label"] if "host_label" in key else []  # a fleet's: two of its hosts may be one machine
         return _all([columns.status == "ok", *(columns[name].is_not_distinct_from(key.get(name)) for name in names)])
 
     def count_ok(self, key: Mapping) -> int:

@@ -3,7 +3,7 @@ record kept whole as JSON beside the scalar columns that filter and sort it, and
 `meta`.
 
 Migrations are SQLAlchemy's own DDL, not Alembic: every change so far adds columns (schema 2
-added `cores`, `streams`, `scenario`, `scenario_settings`), which `database._upgrade` adds in
+added `cores`, `streams`, `scenario`, `scenario_settings`; 3 `host_label`), which `database._upgrade` adds in
 place and fills from each row's JSON, inside the transaction that opens the store. One version
 number in the store and no migration scripts to ship keep a store readable by exactly the
 versions that know its schema; Alembic would earn its place with a change that rewrites a table.
@@ -15,7 +15,7 @@ from sqlalchemy import Column, Float, Index, Integer, MetaData, Table, Text
 
 from levit_bench.records import CELL_KEY
 
-SCHEMA_VERSION = 2  # 2: measurements carry cores, streams and their LoadGen scenario
+SCHEMA_VERSION = 3  # 2: measurements carry cores, streams and their LoadGen scenario; 3: a fleet host's label
 
 # Scalar columns, for filtering and sorting; the whole record is kept as JSON beside them.
 COLUMNS = {
@@ -35,6 +35,7 @@ COLUMNS = {
     "scenario": "TEXT",
     "scenario_settings": "TEXT",
     "host": "TEXT NOT NULL",
+    "host_label": "TEXT",  # the host's label in a fleet (`worker start --label`); None when measured alone
     "cpu_model": "TEXT",
     "artifact_sha256": "TEXT",
     "protocol": "TEXT",
@@ -97,7 +98,7 @@ CAPACITY_COLUMNS = {
 }
 TABLES = {"measurements": COLUMNS, "accuracy": ACCURACY_COLUMNS, "profiles": PROFILE_COLUMNS,
           "capacities": CAPACITY_COLUMNS}
-FILTERS = ("model", "runtime", "platform", "status", "host", "run_id", "precision")
+FILTERS = ("model", "runtime", "platform", "status", "host", "host_label", "run_id", "precision")
 RESUME_KEY = CELL_KEY  # a finished cell is found again by what makes it the same cell
 
 _TYPES = {"TEXT": Text, "INTEGER": Integer, "REAL": Float}

@@ -1,0 +1,124 @@
+"""A fleet on this machine: a real Ray cluster of a head and two measuring hosts (`levit-bench
+worker start`, each offering one core), run inside a network namespace the test makes
+(`unshare -n`, only `lo` up), so that Ray listens and connects on loopback only; the records go
+into a real PostgreSQL (a unix socket, reachable from inside the namespace)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from levit_bench.store import ResultsStore
+from postgres_server import new_database, running_postgres
+
+BIN = Path(sys.executable).parent
+PORT = 6391
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    with running_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("fleet") / "tiny.onnx"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 10)).eval()
+    torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), str(path), dynamo=True, verbose=False,
+                      input_names=["pixels"], dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+    return path
+
+
+def _in_namespace(script: str, tmp_path: Path, timeout: int = 400) -> str:
+    """`script` (bash) inside a new network namespace with a head and hosts `a` and `b` started
+    (`$LB` runs levit-bench), the cluster stopped after; its output, checked to have succeeded."""
+    header = f"""
+        set -euo pipefail
+        ip link set lo up
+        export RAY_USAGE_STATS_ENABLED=0 RAY_health_check_period_ms=1000 RAY_health_check_failure_threshold=10
+        export LEVIT_BENCH_LOCKS={tmp_path / "locks"}
+        LB="{BIN / "levit-bench"}"
+        trap '"{BIN / "ray"}" stop --force >/dev/null 2>&1 || true' EXIT
+        "{BIN / "ray"}" start --head --node-ip-address=127.0.0.1 --port={PORT} --num-cpus=0 \\
+            --include-dashboard=false --disable-usage-stats >/dev/null
+        for host in a b; do
+            $LB --workdir {tmp_path}/$host worker start --address 127.0.0.1:{PORT} --label $host --cores 1 \\
+                --node-ip-address 127.0.0.1 >/dev/null
+        done
+    """
+    done = subprocess.run(["unshare", "-n", "bash", "-c", textwrap.dedent(header) + textwrap.dedent(script)],
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_a_fleet_sweep_stores_every_row_once_with_its_hosts_label_and_resumes(postgres, tiny_onnx, tmp_path):
+    store = new_database(postgres, "fleet_sweep")
+    sweep = (f'$LB --workdir {tmp_path}/driver --store "{store}" sweep --cluster 127.0.0.1:{PORT} --platform xeon '
+             f'--onnx {tiny_onnx} --runtimes onnxruntime openvino --rounds 2 --protocol smoke')
+    out = _in_namespace(f"""
+        $LB cluster status --cluster 127.0.0.1:{PORT} --json > status.json
+        ss -Htan > sockets.txt
+        {sweep} --json > first.json
+        {sweep} > second.txt 2>&1
+        $LB --store "{store}" sweep --cluster 127.0.0.1:{PORT} --hosts c --platform xeon --onnx {tiny_onnx} \\
+            --runtimes onnxruntime --protocol smoke 2> missing.txt && exit 1 || true
+    """, tmp_path)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert sorted(h["label"] for h in status) == ["a", "b"] and all(h["alive"] for h in status)
+    assert all(h["cores"]["xeon"]["total"] == 1 and h["workdir"] == str(tmp_path / h["label"]) for h in status)
+    for line in (tmp_path / "sockets.txt").read_text().splitlines():  # every socket on loopback (or unbound)
+        local, peer = line.split()[3:5]
+        assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "0.0.0.0", "*", "[::]"), line
+        assert peer.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "0.0.0.0", "*", "[::]"), line
+
+    records = ResultsStore(store, create=False).records()
+    assert len(records) == 2 * 2 * 2 and len({r["uid"] for r in records}) == 8  # hosts x runtimes x rounds
+    cells = sorted((r["host_label"], r["runtime"], r["round"]) for r in records)
+    assert cells == sorted((h, rt, n) for h in "ab" for rt in ("onnxruntime", "openvino") for n in (1, 2))
+    assert all(r["status"] == "ok" and r["max_abs_diff"] < 1e-4 for r in records)
+    assert len(json.loads((tmp_path / "first.json").read_text())) == 8
+    second = (tmp_path / "second.txt").read_text()
+    assert "8 cell-rounds already measured, skipped" in second, second
+    missing = (tmp_path / "missing.txt").read_text().strip().splitlines()
+    assert len(missing) == 1 and "no host labelled c in the cluster (its hosts: a, b)" in missing[0], missing
+    assert out == ""
+
+
+def test_a_host_killed_during_its_cell_loses_no_cell(postgres, tiny_onnx, tmp_path):
+    """Host b's raylet is killed while b measures: its cells go to a, the other host of its CPU."""
+    store = new_database(postgres, "fleet_kill")
+    _in_namespace(f"""
+        here=$(readlink /proc/$$/ns/net)  # b's raylet: in this namespace, with b's resource
+        raylet=$(for p in $(pgrep -x raylet); do [ "$(readlink /proc/$p/ns/net)" = "$here" ] \\
+            && tr '\\0' ' ' < /proc/$p/cmdline | grep -q 'host/b' && echo $p; done)
+        [ -n "$raylet" ]
+        $LB calibrate >/dev/null  # once, before: two hosts calibrating at once on two cores starve Ray's heartbeats
+        $LB --workdir {tmp_path}/driver --store "{store}" sweep --cluster 127.0.0.1:{PORT} --platform xeon \\
+            --onnx {tiny_onnx} --runtimes onnxruntime openvino --protocol default --rounds 1 > sweep.txt 2>&1 &
+        sweep=$!
+        for _ in $(seq 1200); do  # until both hosts are measuring a cell (after calibrating)
+            [ "$(pgrep -fc "levit_bench[.]runners[.]worker" || true)" -ge 2 ] && break
+            sleep 0.1
+        done
+        [ "$(pgrep -fc "levit_bench[.]runners[.]worker" || true)" -ge 2 ]
+        sleep 1
+        kill -9 $raylet
+        wait $sweep
+    """, tmp_path)
+    records = ResultsStore(store, create=False).records()
+    assert sorted(r["runtime"] for r in records) == ["onnxruntime", "onnxruntime", "openvino", "openvino"]
+    assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
+    assert len({r["uid"] for r in records}) == 4
+    labels = [r["host_label"] for r in records]
+    assert labels.count("a") >= 3, labels  # b's cell in progress (and any b had not begun) measured on a
