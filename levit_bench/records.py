@@ -15,9 +15,10 @@ from collections.abc import Iterable, Mapping
 
 # The fields that make two records measurements of the same thing: the same artifact in the
 # same runtime build and mode, under the same settings (cores, streams, the LoadGen scenario and
-# its settings too) and protocol, on the same host.
+# its settings too) and protocol, on the same host (and, in a fleet, the same host label: two
+# hosts of a fleet may be one machine, each on its own cores).
 CELL_KEY = ("model", "runtime", "runtime_version", "mode", "platform", "precision", "batch", "cores", "streams",
-            "scenario", "scenario_settings", "host", "artifact_sha256", "protocol")
+            "scenario", "scenario_settings", "host", "artifact_sha256", "protocol", "host_label")
 
 # Stability thresholds (pyperf-like): a cell breaking any of them is flagged `unstable`.
 MAX_CV = 0.10  # the spread of one round's samples: std / mean
@@ -25,9 +26,12 @@ MAX_ROUND_DEVIATION = 0.10  # a round's images/s against the median of the other
 
 
 def cell_id(record: Mapping) -> str:
-    """A short stable id of the record's cell (its CELL_KEY fields)."""
-    key = json.dumps([record.get(field) for field in CELL_KEY], default=str)
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    """A short stable id of the record's cell (its CELL_KEY fields; a record measured outside a
+    fleet has the id it had before fleets had labels)."""
+    fields = [record.get(field) for field in CELL_KEY]
+    if fields[-1] is None:
+        fields.pop()
+    return hashlib.sha256(json.dumps(fields, default=str).encode()).hexdigest()[:16]
 
 
 def stability_flags(rounds: Iterable[Mapping]) -> list[str]:

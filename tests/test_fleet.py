@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from levit_bench.store import ResultsStore
+from cli_support import run_cli
 from postgres_server import new_database, running_postgres
 
 BIN = Path(sys.executable).parent
@@ -62,7 +63,8 @@ def _in_namespace(script: str, tmp_path: Path, timeout: int = 400) -> str:
     return done.stdout
 
 
-def test_a_fleet_sweep_stores_every_row_once_with_its_hosts_label_and_resumes(postgres, tiny_onnx, tmp_path):
+def test_a_fleet_sweep_stores_every_row_once_with_its_hosts_label_resumes_and_reports(postgres, tiny_onnx, tmp_path,
+                                                                                       capsys):
     store = new_database(postgres, "fleet_sweep")
     sweep = (f'$LB --workdir {tmp_path}/driver --store "{store}" sweep --cluster 127.0.0.1:{PORT} --platform xeon '
              f'--onnx {tiny_onnx} --runtimes onnxruntime openvino --rounds 2 --protocol smoke')
@@ -93,6 +95,16 @@ def test_a_fleet_sweep_stores_every_row_once_with_its_hosts_label_and_resumes(po
     missing = (tmp_path / "missing.txt").read_text().strip().splitlines()
     assert len(missing) == 1 and "no host labelled c in the cluster (its hosts: a, b)" in missing[0], missing
     assert out == ""
+
+    # reports across hosts, from the shared store: each host apart, and one compared with the other
+    code, _, err = run_cli(capsys, "--workdir", tmp_path / "driver", "--store", store, "report", "--out",
+                           tmp_path / "report")
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert code == 0 and f"<td>a ({records[0]['host']})</td>" in page and f"<td>b ({records[0]['host']})</td>" in page
+    code, out, err = run_cli(capsys, "--workdir", tmp_path / "driver", "--store", store, "compare", "--by", "host",
+                             "a", "b", "--json")
+    rows = json.loads(out)
+    assert code == 0 and sorted(r["runtime"] for r in rows) == ["onnxruntime", "openvino"], err
 
 
 def test_a_host_killed_during_its_cell_loses_no_cell(postgres, tiny_onnx, tmp_path):

@@ -12,11 +12,13 @@ def cmd_worker_start(args: argparse.Namespace) -> int:
     from levit_bench import views
     from levit_bench.fleet.nodes import start_worker
 
-    joined = start_worker(args.address, args.platforms, args.label, args.cores, args.node_ip_address, args.workdir)
+    joined = start_worker(args.address, args.platforms, args.label, args.cores, args.node_ip_address, args.workdir,
+                          head_port=args.port if args.head else None)
     if args.json:
         print_json(joined)
     else:
-        views.print_note(f"{joined['label']} ({joined['cpu_model']}, host {joined['host']}) joined {args.address}: "
+        views.print_note(f"{joined['label']} ({joined['cpu_model']}, host {joined['host']}) "
+                         f"{'started the cluster at' if args.head else 'joined'} {joined['address']}: "
                          f"{joined['cores']} cores of {', '.join(joined['platforms'])}")
     return 0
 
@@ -65,11 +67,15 @@ def register(commands) -> None:
     )
     actions = worker.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    start = actions.add_parser("start", help="join the cluster at --address (ray start)",
+    start = actions.add_parser("start", help="join the cluster at --address, or start one (--head) (ray start)",
                                description="Join this host to the Ray cluster at --address, advertising what it "
-                               "measures. Its cells run in its own work directory (--workdir, else "
+                               "measures, or with --head start a cluster with this host as its head (and a measuring "
+                               "host too). Its cells run in its own work directory (--workdir, else "
                                "$LEVIT_BENCH_HOME, else ./levit-bench-out where it starts).")
-    start.add_argument("--address", required=True, metavar="HEAD:PORT", help="the head's address (ray start --head)")
+    joining = start.add_mutually_exclusive_group(required=True)
+    joining.add_argument("--address", metavar="HEAD:PORT", help="the head's address (ray start --head)")
+    joining.add_argument("--head", action="store_true", help="start the cluster here, this host its head")
+    start.add_argument("--port", type=int, default=6379, metavar="N", help="with --head: its port (default 6379)")
     start.add_argument("--platforms", nargs="+", metavar="PLATFORM",
                        help="the platforms it measures (default: every built-in one this host can: xeon on x86-64, "
                        "arm on aarch64 with NEON, gpu with a CUDA GPU)")

@@ -58,19 +58,24 @@ def measurable_platforms(host: environment.HostInfo) -> list[str]:
     return found
 
 
-def worker_command(address: str, platforms: list[str], label: str, cores: int, node_ip: str | None,
-                   ray: str) -> list[str]:
-    """`ray start` joining the cluster at `address` with this host's levit-bench resources."""
+def worker_command(address: str | None, platforms: list[str], label: str, cores: int, node_ip: str | None,
+                   ray: str, head_port: int | None = None) -> list[str]:
+    """`ray start` joining the cluster at `address` (or, with `head_port`, starting one with this
+    host as its head) with this host's levit-bench resources."""
     resources = {platform_resource(p): cores for p in platforms} | {host_resource(label): 1}
-    command = [ray, "start", f"--address={address}", f"--resources={json.dumps(resources)}",
-               f"--num-cpus={cores}", "--disable-usage-stats"]
+    joining = [f"--address={address}"] if head_port is None else ["--head", f"--port={head_port}",
+                                                                    "--include-dashboard=false"]
+    command = [ray, "start", *joining, f"--resources={json.dumps(resources)}", f"--num-cpus={cores}",
+               "--disable-usage-stats"]
     return command + ([f"--node-ip-address={node_ip}"] if node_ip else [])
 
 
-def start_worker(address: str, platforms: list[str] | None = None, label: str | None = None,
-                 cores: int | None = None, node_ip: str | None = None, workdir: Path | None = None) -> dict:
-    """Join this host to the cluster at `address` (HEAD:PORT of `ray start --head`); what it
-    advertised. Platforms it cannot measure and more cores than it has are refused in one line."""
+def start_worker(address: str | None, platforms: list[str] | None = None, label: str | None = None,
+                 cores: int | None = None, node_ip: str | None = None, workdir: Path | None = None,
+                 head_port: int | None = None) -> dict:
+    """Join this host to the cluster at `address` (HEAD:PORT of `ray start --head`), or with
+    `head_port` start a cluster with this host as its head; what it advertised. Platforms it
+    cannot measure and more cores than it has are refused in one line."""
     host = environment.host_info()
     measurable = measurable_platforms(host)
     platforms = list(platforms or measurable)
@@ -86,13 +91,23 @@ def start_worker(address: str, platforms: list[str] | None = None, label: str | 
     ray = _ray_command()
     # the cells' work directory: Ray's workers inherit ray start's environment
     environment_ = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", LEVIT_BENCH_HOME=str(resolve_workdir(workdir).absolute()))
-    done = subprocess.run(worker_command(address, platforms, label, cores, node_ip, ray), capture_output=True,
-                          text=True, env=environment_, stdin=subprocess.DEVNULL)
+    done = subprocess.run(worker_command(address, platforms, label, cores, node_ip, ray, head_port),
+                          capture_output=True, text=True, env=environment_, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        raise FleetError(f"ray start could not join {address}: {lines[-1] if lines else 'no output'}")
+        what = f"join {address}" if head_port is None else f"start a head on port {head_port}"
+        raise FleetError(f"ray start could not {what}: {lines[-1] if lines else 'no output'}")
+    if head_port is not None:
+        address = f"{node_ip or _own_address()}:{head_port}"
     return {"address": address, "label": label, "platforms": platforms, "cores": cores,
             "host": host.fingerprint, "cpu_model": host.cpu_model}
+
+
+def _own_address() -> str:
+    """This host's address as Ray's head took it (what other hosts join)."""
+    from ray._private.services import get_node_ip_address
+
+    return get_node_ip_address()
 
 
 def stop_worker() -> None:

@@ -30,7 +30,7 @@ class Dimension:
 DIMENSIONS = {
     "runtime": Dimension("variant", ("runtime", "runtime_version", "mode")),
     "run": Dimension("run_id", ()),
-    "host": Dimension("host", ("host",)),
+    "host": Dimension("host", ("host", "host_label")),  # a fleet host by its label, else by fingerprint
     "precision": Dimension("precision", ("precision",)),
     "version": Dimension("runtime_version", ("runtime_version",)),
     "cores": Dimension("cores", ("cores",)),
@@ -53,6 +53,8 @@ def _side(record: Mapping, dimension: Dimension) -> str | None:
         return variant_name(record["runtime"], record.get("mode"))
     if dimension.side == "scenario":
         return record.get("scenario") or CLOSED_LOOP
+    if dimension.side == "host":
+        return record.get("host_label") or record.get("host")
     value = record.get(dimension.side)
     return None if value is None else str(value)  # cores and streams as the command line gives them
 

@@ -50,7 +50,9 @@ def variant_order(label: str) -> tuple:
 
 
 def host_label(record: dict) -> str:
-    return f"{record.get('cpu_model') or 'unknown CPU'} ({record['host'][:6]})"
+    """The CPU and fingerprint of the host, after its fleet label if it has one."""
+    label = f"{record['host_label']}: " if record.get("host_label") else ""
+    return f"{label}{record.get('cpu_model') or 'unknown CPU'} ({record['host'][:6]})"
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,10 @@ def report_points(records: list[dict], evaluations: list[dict], platforms: list[
             continue
         if runtimes and record["runtime"] not in runtimes:
             continue
-        latest[(record["host"], record["platform"], record["model"], variant(record))] = record
+        latest[(record["host"], record.get("host_label"), record["platform"], record["model"], variant(record))] = record
         rounds.setdefault(cell_id(record), []).append(record)
     points = []
-    for (host, platform, model, label), record in latest.items():
+    for (host, _, platform, model, label), record in latest.items():
         spec = REGISTRY.get(model)
         wid = weights_id(record.get("weights"))
         accuracy = accuracy_for(model, wid, record["runtime"], record.get("precision"), evaluations)

@@ -65,7 +65,7 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
                  on_step: Callable[[str], None] = lambda step: None) -> ReportResult:
     records = store.records()
     if not records:
-        raise LevitBenchError(f"{store.path} holds no measurements; run `levit-bench run` or `levit-bench sweep` first")
+        raise LevitBenchError(f"{store.location} holds no measurements; run `levit-bench run` or `levit-bench sweep` first")
     selected = [r for r in records if (not platforms or r["platform"] in platforms)
                 and (not runtimes or r["runtime"] in runtimes)]
     # an emulator's rows are parity checks: their timings are not speeds of anything
@@ -122,7 +122,7 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
     page = html.render({
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "version": __version__,
-        "store": str(store.path),
+        "store": str(store.location),
         "filters": filters,
         "n_points": len(points),
         "provenance": tables.provenance(points),

@@ -154,12 +154,14 @@ def headline_claims(points: list[dict]) -> list[dict]:
 
 
 def provenance(points: list[dict]) -> list[dict]:
-    """One entry per (platform, host): the machine, versions, protocols and dates behind it."""
+    """One entry per (platform, host, fleet label): the machine, its calibrated FMA peak per core,
+    versions, protocols and dates behind it."""
     sets: dict[tuple, list[dict]] = defaultdict(list)
     for p in points:
-        sets[(p["platform"], p["host"])].append(p["record"])
+        sets[(p["platform"], p["host"], p["record"].get("host_label"))].append(p["record"])
     out = []
-    for (platform, host), records in sets.items():
+    for (platform, host, label), records in sets.items():
+        peaks = [r["peak_fma_gflops"] / (r.get("cores") or 1) for r in records if r.get("peak_fma_gflops")]
         info = records[-1].get("host_info") or {}
         versions: dict[str, set] = defaultdict(set)
         for record in records:
@@ -167,7 +169,8 @@ def provenance(points: list[dict]) -> list[dict]:
                 versions[name].add(version or "not installed")
         dates = sorted(r["created_at"] for r in records)
         out.append({
-            "platform": platform, "host": host, "cpu_model": records[-1].get("cpu_model"),
+            "platform": platform, "host": host, "host_label": label, "cpu_model": records[-1].get("cpu_model"),
+            "fma_peak": peaks[-1] if peaks else None,
             "cores": info.get("logical_cores"), "isa": " ".join(info.get("isa") or []),
             "memory_gib": info.get("memory_gib"), "os": info.get("os"), "gpu": info.get("gpu"),
             "versions": {k: ", ".join(sorted(v)) for k, v in sorted(versions.items())},

@@ -246,7 +246,6 @@ class ResultsStore:
         of None matches any batch: the GPU's batch is searched, and the row holds the one found."""
         columns = schema.tables["measurements"].c
         names = [k for k in RESUME_KEY if not (k == "batch" and key.get(k) is None)]
-        names += ["host_label"] if "host_label" in key else []  # a fleet's: two of its hosts may be one machine
         return _all([columns.status == "ok", *(columns[name].is_not_distinct_from(key.get(name)) for name in names)])
 
     def count_ok(self, key: Mapping) -> int:
