@@ -5,6 +5,7 @@ into a real PostgreSQL (a unix socket, reachable from inside the namespace)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -101,10 +102,17 @@ def test_a_fleet_sweep_stores_every_row_once_with_its_hosts_label_resumes_and_re
                            tmp_path / "report")
     page = (tmp_path / "report" / "index.html").read_text()
     assert code == 0 and f"<td>a ({records[0]['host']})</td>" in page and f"<td>b ({records[0]['host']})</td>" in page
+    for label in "ab":  # a Figure 1 of each host: no line joins two hosts' points
+        assert (tmp_path / "report" / f"tradeoff-xeon-{label}-{_slug(records[0])}.png").is_file()
     code, out, err = run_cli(capsys, "--workdir", tmp_path / "driver", "--store", store, "compare", "--by", "host",
                              "a", "b", "--json")
     rows = json.loads(out)
     assert code == 0 and sorted(r["runtime"] for r in rows) == ["onnxruntime", "openvino"], err
+
+
+def _slug(record: dict) -> str:
+    """The CPU and fingerprint part of a host's figure name (`tradeoff-xeon-a-AMD-EPYC-c7179b.png`)."""
+    return re.sub(r"[^A-Za-z0-9.]+", "-", f"{record['cpu_model']} ({record['host'][:6]})").strip("-.")
 
 
 def test_a_host_killed_during_its_cell_loses_no_cell(postgres, tiny_onnx, tmp_path):

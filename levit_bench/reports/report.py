@@ -36,6 +36,20 @@ def _title(points: list[dict], platform: str) -> str:
     return f"{platform} on {hosts} — batch {batches}; measured {dates[0]}" + (f" to {dates[-1]}" if dates[-1] != dates[0] else "")
 
 
+def _figure_sets(points: list[dict]) -> list[tuple[str, str | None, list[dict]]]:
+    """(platform, host, its points) for each Figure 1: one per platform, or one per host of a
+    platform measured on several (a fleet), so that no line joins two machines' points."""
+    sets = []
+    for platform in dict.fromkeys(p["platform"] for p in points):
+        on_platform = [p for p in points if p["platform"] == platform]
+        hosts = list(dict.fromkeys(p["host_label"] for p in on_platform))
+        if len(hosts) == 1:
+            sets.append((platform, None, on_platform))
+        else:
+            sets += [(platform, host, [p for p in on_platform if p["host_label"] == host]) for host in hosts]
+    return sets
+
+
 def _breakdown(store: ResultsStore, points: list[dict], out_dir: Path, platforms: list[str] | None,
                runtimes: list[str] | None) -> tuple[list[dict], list[dict]]:
     """(a stacked-bar figure per profiled model, a roofline figure per platform), embedded."""
@@ -79,19 +93,20 @@ def build_report(store: ResultsStore, out_dir: Path, platforms: list[str] | None
 
     on_step("figures")
     written, figure_blocks = [], []
-    for platform in dict.fromkeys(p["platform"] for p in points):
-        on_platform = [p for p in points if p["platform"] == platform]
-        path = out_dir / f"tradeoff-{_slug(platform)}.png"
-        figures.tradeoff_figure(on_platform, platform, _title(on_platform, platform), path)
+    for platform, host, on_host in _figure_sets(points):
+        name = _slug(platform) + (f"-{_slug(host)}" if host else "")
+        where = f"{platform} on {host}" if host else platform
+        path = out_dir / f"tradeoff-{name}.png"
+        figures.tradeoff_figure(on_host, platform, _title(on_host, platform), path)
         written.append(path)
-        block = html.embed(path, f"{platform}: every runtime")
+        block = html.embed(path, f"{where}: every runtime")
         block["per_runtime"] = []
-        for variant in dict.fromkeys(p["variant"] for p in on_platform):
-            subset = [p for p in on_platform if p["variant"] == variant]
-            path = out_dir / f"tradeoff-{_slug(platform)}-{_slug(variant)}.png"
+        for variant in dict.fromkeys(p["variant"] for p in on_host):
+            subset = [p for p in on_host if p["variant"] == variant]
+            path = out_dir / f"tradeoff-{name}-{_slug(variant)}.png"
             figures.tradeoff_figure(subset, platform, f"{variant} — " + _title(subset, platform), path)
             written.append(path)
-            block["per_runtime"].append(html.embed(path, f"{platform}: {variant}"))
+            block["per_runtime"].append(html.embed(path, f"{where}: {variant}"))
         figure_blocks.append(block)
 
     on_step("profiles")
