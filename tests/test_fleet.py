@@ -142,3 +142,22 @@ def test_a_host_killed_during_its_cell_loses_no_cell(postgres, tiny_onnx, tmp_pa
     assert len({r["uid"] for r in records}) == 4
     labels = [r["host_label"] for r in records]
     assert labels.count("a") >= 3, labels  # b's cell in progress (and any b had not begun) measured on a
+    moved = [r for r in records if r.get("planned_on")]
+    assert moved and all(r["planned_on"] == "b" and r["host_label"] == "a" for r in moved)
+
+
+@pytest.mark.parametrize("found,wanted,message", [
+    ([("a", True), ("a", True)], None, "more than one host of the cluster is labelled a: give each host its own"),
+    ([("a", True), ("b", False)], ["b"], "no host labelled b in the cluster (its hosts: a)"),
+    ([("a", True)], ["a", "c"], "no host labelled c in the cluster (its hosts: a)"),
+    ([("g", True)], None, "no host of the cluster measures xeon (hosts: g)"),
+])
+def test_the_hosts_a_fleet_sweep_takes_are_checked_in_one_line(found, wanted, message):
+    from levit_bench.fleet.nodes import FleetError, Host
+    from levit_bench.fleet.sweep import choose_hosts
+
+    hosts = [Host(label, f"node-{i}", "127.0.0.1", alive, {"gpu": (1, 1)} if label == "g" else {"xeon": (2, 2)})
+             for i, (label, alive) in enumerate(found)]
+    with pytest.raises(FleetError) as refused:
+        choose_hosts(hosts, wanted, "xeon")
+    assert message in str(refused.value) and "\n" not in str(refused.value)

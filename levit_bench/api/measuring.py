@@ -205,7 +205,8 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     requests = sweep_requests(planned, platform, work, measured.run_id, batch=batch, precision=precision,
                               protocol=protocol, weights=weights, runtime_options=options,
                               wait_timeout_s=wait_timeout, cores=cores, streams=streams,
-                              scenario=scenario or capacity and {**capacity, "scenario": "offline"})
+                              scenario=scenario or capacity and {**capacity, "scenario": "offline"},
+                              here=cluster is None)
     ResultsStore(store_at, create=False).check()
     if scenario or capacity:
         check_loadgen()
@@ -259,9 +260,10 @@ def _on_the_fleet(cluster: str, hosts: Sequence[str] | None, requests: list[RunR
     from levit_bench.fleet.sweep import choose_hosts, describe_targets, run_fleet_sweep
     from levit_bench.platforms import get_platform
 
+    base = get_platform(platform).base  # what hosts advertise: a user's platform is settings of one
     with connected(cluster):
-        chosen = choose_hosts(cluster_hosts(), listed(hosts), get_platform(platform).name)
-        targets = describe_targets(chosen, platform)
+        chosen = choose_hosts(cluster_hosts(), listed(hosts), base)
+        targets = describe_targets(chosen, base)
         if calibrating:
             _calibrate_hosts(targets)
         with progress_view("sweep", progress, total=len(requests) * rounds * len(targets)) as view:
@@ -276,8 +278,8 @@ def _on_the_fleet(cluster: str, hosts: Sequence[str] | None, requests: list[RunR
                                        drive=scenario and DRIVE, more=more,
                                        on_round=_announce_rounds(view, rounds, target))
     measured.extend(o.record for o in outcomes if o.record)
-    measured.skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
-    measured.refused = [(o.cell.label, o.error) for o in outcomes if o.status == "refused"]
+    measured.skipped = [o.label for o in outcomes if o.status == "skipped"]
+    measured.refused = [(o.label, o.error) for o in outcomes if o.status == "refused"]
     if more is not None:
         measured.still_wide = _still_wide(outcomes, more)
     return measured
@@ -291,7 +293,7 @@ def _calibrate_hosts(targets: list) -> None:
 
     for target, ref in [(t, on_host(tasks.calibrate_host, t.label).remote()) for t in targets]:
         try:
-            answer(ref, target.node_id)
+            answer(ref, target.node_id, target.label)
         except HostLeft as e:
             raise FleetError(f"host {target.label} left the cluster before the sweep began ({e})") from None
 
@@ -300,7 +302,7 @@ def _still_wide(outcomes: list, more: MoreRounds) -> list[str]:
     """The cells whose last record the rule for more rounds still wants."""
     from levit_bench.records import CELL_KEY
 
-    last = {o.cell.label: o.record for o in outcomes if o.record and o.record["status"] == "ok"}
+    last = {o.label: o.record for o in outcomes if o.record and o.record["status"] == "ok"}
     return [label for label, record in last.items() if more.wanted({k: record.get(k) for k in CELL_KEY})]
 
 

@@ -44,7 +44,7 @@ def cmd_cluster_status(args: argparse.Namespace) -> int:
         described = {}
         for host, ref in asked:
             try:
-                described[host.label] = answer(ref, host.node_id)
+                described[host.label] = answer(ref, host.node_id, host.label)
             except HostLeft:
                 continue  # gone while asked: it shows without what only it could say
     rows = [{**h.as_dict(), **({k: described[h.label][k] for k in ("host", "cpu_model", "workdir")}

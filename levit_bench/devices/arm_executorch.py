@@ -99,7 +99,10 @@ def run_pte(pte: Path, images: np.ndarray, threads: int, root: Path, runner: Pat
             failures = [line for line in done.stderr.splitlines() if line.startswith("pte_runner:")]
             reason = failures[-1] if failures else arm_emulator.last_line(done.stderr)
             raise LevitBenchError(f"the emulated ExecuTorch run failed (exit {done.returncode}): {reason}")
-        said = json.loads(done.stdout.strip().splitlines()[-1])
+        try:
+            said = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise LevitBenchError(f"the emulated ExecuTorch run said nothing it should: {done.stdout[-200:]!r}") from None
         outputs = np.fromfile(taken, np.float32).reshape(said["shape"])
     return outputs, said
 

@@ -59,10 +59,12 @@ def measurable_platforms(host: environment.HostInfo) -> list[str]:
 
 
 def worker_command(address: str | None, platforms: list[str], label: str, cores: int, node_ip: str | None,
-                   ray: str, head_port: int | None = None) -> list[str]:
+                   ray: str, head_port: int | None = None, gpus: int = 0) -> list[str]:
     """`ray start` joining the cluster at `address` (or, with `head_port`, starting one with this
-    host as its head) with this host's levit-bench resources."""
-    resources = {platform_resource(p): cores for p in platforms} | {host_resource(label): 1}
+    host as its head) with this host's levit-bench resources: `cores` units of each CPU platform,
+    a unit per GPU of the gpu platform (a GPU cell takes the whole device)."""
+    resources = {platform_resource(p): gpus if BUILT_IN[p].device == "cuda" else cores for p in platforms}
+    resources[host_resource(label)] = 1
     joining = [f"--address={address}"] if head_port is None else ["--head", f"--port={head_port}",
                                                                     "--include-dashboard=false"]
     command = [ray, "start", *joining, f"--resources={json.dumps(resources)}", f"--num-cpus={cores}",
@@ -83,7 +85,9 @@ def start_worker(address: str | None, platforms: list[str] | None = None, label:
     if refused:
         raise FleetError(f"this host ({host.cpu_model}, {host.architecture}) cannot measure {', '.join(refused)}; "
                          f"it can measure {', '.join(measurable) or 'no built-in platform'}")
-    most = host.physical_cores or host.usable_cores
+    from levit_bench.runners.core_locks import usable_physical_cores
+
+    most = usable_physical_cores()  # those this process may pin (affinity, cgroups), as core locks count
     cores = most if cores is None else cores
     if isinstance(cores, bool) or not isinstance(cores, int) or not 1 <= cores <= most:
         raise FleetError(f"--cores must be from 1 to this host's {most} physical cores, not {cores}")
@@ -91,7 +95,8 @@ def start_worker(address: str | None, platforms: list[str] | None = None, label:
     ray = _ray_command()
     # the cells' work directory: Ray's workers inherit ray start's environment
     environment_ = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", LEVIT_BENCH_HOME=str(resolve_workdir(workdir).absolute()))
-    done = subprocess.run(worker_command(address, platforms, label, cores, node_ip, ray, head_port),
+    gpus = _gpu_count() if "gpu" in platforms else 0
+    done = subprocess.run(worker_command(address, platforms, label, cores, node_ip, ray, head_port, gpus),
                           capture_output=True, text=True, env=environment_, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
@@ -108,6 +113,12 @@ def _own_address() -> str:
     from ray._private.services import get_node_ip_address
 
     return get_node_ip_address()
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def stop_worker() -> None:

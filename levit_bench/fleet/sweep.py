@@ -16,12 +16,14 @@ import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from levit_bench import environment
 from levit_bench.errors import LevitBenchError
 from levit_bench.fleet.nodes import FleetError, Host, host_resource, platform_resource
 from levit_bench.interrupts import sigterm_as_interrupt
 from levit_bench.platforms import get_platform
+from levit_bench.records import cell_id
 from levit_bench.runners.session import RunRequest
 from levit_bench.runners.worker import registrations
 from levit_bench.runners.sweep import (
@@ -44,6 +46,11 @@ class Target:
 def choose_hosts(found: list[Host], wanted: list[str] | None, platform: str) -> list[Host]:
     """The live hosts that measure `platform`, all of them or those `wanted` by label; a label the
     cluster does not have, or one whose host cannot measure the platform, is refused in one line."""
+    alive = [h.label for h in found if h.alive]
+    twice = sorted({label for label in alive if alive.count(label) > 1})
+    if twice:
+        raise FleetError(f"more than one host of the cluster is labelled {', '.join(twice)}: give each host its own "
+                         "(worker start --label)")
     offering = [h for h in found if h.alive and h.cores.get(platform, (0, 0))[0] >= 1]
     if not wanted or wanted == ["all"]:
         if not offering:
@@ -68,7 +75,7 @@ def describe_targets(hosts: list[Host], platform: str) -> list[Target]:
     targets = []
     for h in hosts:
         try:
-            described = answer(on_host(tasks.describe_host, h.label).remote(), h.node_id)
+            described = answer(on_host(tasks.describe_host, h.label).remote(), h.node_id, h.label)
         except HostLeft as e:
             raise FleetError(f"host {h.label} left the cluster before the sweep began ({e})") from None
         targets.append(Target(h.label, h.node_id, _host_info(described["host_info"]), int(h.cores[platform][0])))
@@ -79,9 +86,9 @@ class HostLeft(Exception):
     """The host a task was placed on left the cluster before it answered."""
 
 
-def answer(ref, node_id: str):
+def answer(ref, node_id: str, label: str):
     """`ref`'s result, or HostLeft once its node is dead: a task placed on a host that is gone
-    would wait for it for ever."""
+    would wait for it for ever. A task that raised there is one line naming the host."""
     import ray
 
     while True:
@@ -91,6 +98,8 @@ def answer(ref, node_id: str):
                 return ray.get(ready[0])
             except ray.exceptions.NodeDiedError as e:
                 raise HostLeft(_reason(e)) from None
+            except ray.exceptions.RayTaskError as e:
+                raise FleetError(f"on host {label}: {_reason(e)}") from None
         if node_id not in _alive_nodes():
             ray.cancel(ref, force=True)
             raise HostLeft("Ray found the host dead")
@@ -108,10 +117,14 @@ def on_host(task, label: str, cores: dict | None = None):
 
 
 def cores_needed(request: RunRequest, target: Target) -> int:
-    """The platform's cores a cell takes on `target`: `--cores all` is all it offers."""
-    if request.cores == "all":
+    """The platform's cores a cell takes on `target` (`--cores all`: all it offers; a GPU cell:
+    its one unit, the device)."""
+    threads = get_platform(request.platform).threads
+    if request.cores == "all" or (request.cores is None and threads == "all"):
         return target.cores
-    return int(request.cores) if request.cores is not None else get_platform(request.platform).threads or 1
+    if request.cores is not None:
+        return int(request.cores)
+    return threads if isinstance(threads, int) else 1
 
 
 def run_fleet_sweep(
@@ -141,6 +154,14 @@ def run_fleet_sweep(
     return run.outcomes
 
 
+class _Placed(NamedTuple):
+    """A cell-round in flight: the cell, the host measuring it, and the host it was planned on."""
+
+    index: int
+    target: Target
+    planned_on: str
+
+
 class _FleetRun:
     """The state of one fleet sweep: the hosts it has lost, and the outcomes so far."""
 
@@ -152,6 +173,7 @@ class _FleetRun:
         self.known = registrations()  # the driver's users' models and platforms, for the hosts to know too
         self.cells = [Cell(r.model, r.runtime, r.mode) for r in requests]
         self.lost: dict[str, str] = {}  # label -> why it left
+        self.taken: dict[tuple[str, int], int] = {}  # (label, cell) -> rows it measured for a lost host
         self.outcomes: list[CellOutcome] = []
 
     def _label(self, index: int, target: Target) -> str:
@@ -168,13 +190,13 @@ class _FleetRun:
         for target in self._live():
             try:
                 keys[target.label] = answer(on_host(tasks.resume_keys, target.label).remote(self.payloads, self.known),
-                                            target.node_id)
+                                            target.node_id, target.label)
             except HostLeft as e:
                 self.lost[target.label] = str(e)
                 for cell in self.cells:  # not begun: named, nothing stored (a round later, it is not planned)
                     self.on_cell(f"{cell.label} on {target.label}", "refused")
                     self.outcomes.append(CellOutcome(cell, "refused", error=f"host {target.label} left the cluster "
-                                                                            f"before round {number} ({e})"))
+                                                     f"before round {number} ({e})", host_label=target.label))
         every = range(len(self.requests))
         keys = {label: [key and {**key, "host_label": label} for key in found] for label, found in keys.items()}
         pending = {label: [i for i in every if more is None or found[i] is not None] for label, found in keys.items()}
@@ -187,18 +209,18 @@ class _FleetRun:
         for target in self._live():
             for index in shuffled(pending[target.label], self.rng, group=lambda i: self.cells[i].model):
                 key = keys[target.label][index]
-                if (not self.force and self.requests[index].weights is None and key is not None
-                        and self.done_rounds(key) >= number):
+                # the rows of a lost host's cells this host took count for that host, not for its own rounds
+                done = key is not None and self.done_rounds(key) - self.taken.get((target.label, index), 0)
+                if not self.force and self.requests[index].weights is None and key is not None and done >= number:
                     self.on_cell(self._label(index, target), "skipped")
-                    self.outcomes.append(CellOutcome(self.cells[index], "skipped"))
+                    self.outcomes.append(CellOutcome(self.cells[index], "skipped", host_label=target.label))
                     continue
-                running[self._submit(index, target)] = (index, target)
+                running[self._submit(index, target)] = _Placed(index, target, target.label)
         try:
             while running:
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_S)
                 for ref in ready:
-                    index, target = running.pop(ref)
-                    self._finish(ref, index, target, number, running)
+                    self._finish(ref, running.pop(ref), number, running)
                 if not ready:
                     self._move_off_dead_hosts(running, number)
         except BaseException:  # Ctrl-C, SIGTERM: no cell goes on measuring without a driver to store it
@@ -214,60 +236,71 @@ class _FleetRun:
         from levit_bench.fleet import tasks
 
         request = self.requests[index]
-        cores = {platform_resource(get_platform(request.platform).name): cores_needed(request, target)}
+        cores = {platform_resource(get_platform(request.platform).base): cores_needed(request, target)}
         self.on_cell(self._label(index, target), "running")
         return on_host(tasks.measure_cell, target.label, cores).remote(self.payloads[index], self.known,
                                                                        self.cell_timeout_s, self.drive)
 
-    def _finish(self, ref, index: int, target: Target, number: int, running: dict) -> None:
+    def _finish(self, ref, placed: _Placed, number: int, running: dict) -> None:
         import ray
 
+        index, target = placed.index, placed.target
         try:
             result = ray.get(ref)
         except ray.exceptions.RayError as e:  # the host went (Ray says so, or no longer has it), or the task failed
             if isinstance(e, ray.exceptions.NodeDiedError) or target.node_id not in _alive_nodes():
                 self.lost[target.label] = _reason(e)
-                self._elsewhere(index, target, number, running)
+                self._elsewhere(placed, number, running)
             else:
                 self._store(self._failed(index, target, f"the task failed on {target.label}: {_reason(e)}"),
-                            index, target, number)
+                            placed, number)
             return
         if "refused" in result:
             self.on_cell(self._label(index, target), "refused")
-            self.outcomes.append(CellOutcome(self.cells[index], "refused", error=result["refused"]))
+            self.outcomes.append(CellOutcome(self.cells[index], "refused", error=result["refused"],
+                                             host_label=placed.planned_on))
             return
-        self._store(result["record"], index, target, number)
+        self._store(result["record"], placed, number)
 
     def _move_off_dead_hosts(self, running: dict, number: int) -> None:
         import ray
 
         alive = _alive_nodes()
-        for ref, (index, target) in list(running.items()):
-            if target.node_id not in alive:
+        for ref, placed in list(running.items()):
+            if placed.target.node_id not in alive:
                 ray.cancel(ref, force=True)
                 del running[ref]
-                self.lost.setdefault(target.label, "Ray found the host dead")
-                self._elsewhere(index, target, number, running)
+                self.lost.setdefault(placed.target.label, "Ray found the host dead")
+                self._elsewhere(placed, number, running)
 
-    def _elsewhere(self, index: int, target: Target, number: int, running: dict) -> None:
+    def _elsewhere(self, placed: _Placed, number: int, running: dict) -> None:
         """The cell of a host that left, moved to another host of the same CPU model, or failed."""
+        index, target = placed.index, placed.target
         twins = [t for t in self._live() if t.host.cpu_model == target.host.cpu_model]
         if twins:
             twin = self.rng.choice(twins)
             self.on_cell(self._label(index, target), f"moved to {twin.label}")
-            running[self._submit(index, twin)] = (index, twin)
+            running[self._submit(index, twin)] = _Placed(index, twin, placed.planned_on)
             return
         reason = f"host {target.label} left the cluster during the cell ({self.lost[target.label]})"
-        self._store(self._failed(index, target, reason), index, target, number)
+        self._store(self._failed(index, target, reason), placed, number)
 
     def _failed(self, index: int, target: Target, error: str) -> dict:
         return failed_record(self.requests[index], target.host, error, None)
 
-    def _store(self, record: dict, index: int, target: Target, number: int) -> None:
+    def _store(self, record: dict, placed: _Placed, number: int) -> None:
+        """The record to the caller, labelled with the host that measured it (and, for a lost host's
+        cell measured elsewhere, the host it was planned on)."""
+        index, target = placed.index, placed.target
         record.update(host_label=target.label, round=number)
+        if placed.planned_on != target.label:
+            record["planned_on"] = placed.planned_on
+            self.taken[(target.label, index)] = self.taken.get((target.label, index), 0) + (record["status"] == "ok")
+        record["cell"] = cell_id(record)  # its host's label is part of its cell
         self.on_record(record)
         self.on_cell(self._label(index, target), record["status"])
-        self.outcomes.append(CellOutcome(self.cells[index], record["status"], record, record.get("error")))
+        self.outcomes.append(CellOutcome(self.cells[index], record["status"], record, record.get("error"),
+                                         host_label=placed.planned_on))
 
 
 def _alive_nodes() -> set[str]:
@@ -277,5 +310,9 @@ def _alive_nodes() -> set[str]:
 
 
 def _reason(error: BaseException) -> str:
+    """One line of what went wrong: a task's own exception rather than Ray's wrapping of it."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, BaseException):
+        error = cause
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -20,6 +20,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -207,6 +208,15 @@ def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInf
     and only for a request that can be a cell: an unknown model, platform or protocol, a
     precision or mode the runtime lacks, weights that cannot be read, a host the platform
     refuses or an unreachable device raises here, in one line, before any record exists."""
+    cls, settings, options = checked_options(request, workdir)
+    if not cls.runs_elsewhere(options):  # a remote device is measured, not this host
+        settings.platform.check_host(host or environment.host_info(), request.runtime)
+    return cls(settings.platform, options)
+
+
+def checked_options(request: RunRequest, workdir: Path) -> tuple[type[Runner], RunSettings, Any]:
+    """`checked_runner`'s checks of the request itself, wherever it will run (a fleet's hosts
+    check their own CPU): its runner class, effective settings and runtime options."""
     spec = get_spec(request.model)
     cls = get_runtime(request.runtime).runner_class()
     if spec.onnx is not None and cls.needs_pytorch_model:
@@ -219,16 +229,14 @@ def checked_runner(request: RunRequest, workdir: Path, host: environment.HostInf
     settings = RunSettings.of(request)
     options = cls.Options.make(request.runtime, settings.precision, settings.mode, workdir, request.runtime_options,
                                streams=settings.streams)
-    if cls.runs_elsewhere(options):  # a remote device is measured, not this host
+    if cls.runs_elsewhere(options):
         if request.cores is not None or settings.streams > 1:
             raise LevitBenchError("--cores and --streams hold this host's cores; a device behind --rpc runs "
                                   "the threads its rpc_server was started with (TVM_NUM_THREADS)")
         if request.scenario:
             raise LevitBenchError("--scenario runs on this host's runtimes; a device behind --rpc keeps the "
                                   "closed-loop protocol")
-    else:
-        settings.platform.check_host(host or environment.host_info(), request.runtime)
-    return cls(settings.platform, options)
+    return cls, settings, options
 
 
 def new_record(request: RunRequest, host: environment.HostInfo | None = None) -> dict:

@@ -30,7 +30,7 @@ from levit_bench.registry import get_spec
 from levit_bench.runners.artifacts import find_artifact
 from levit_bench.runners.base import as_flags
 from levit_bench.runners.core_locks import DEFAULT_WAIT_TIMEOUT_S
-from levit_bench.runners.session import RunRequest, RunSettings, checked_runner, new_record
+from levit_bench.runners.session import RunRequest, RunSettings, checked_options, checked_runner, new_record
 from levit_bench.runners.worker import EXIT_REFUSED, request_payload
 from levit_bench.runtimes import COMPILE_MODES, RUNTIMES, get_runtime, with_compile_mode
 
@@ -57,6 +57,11 @@ class CellOutcome:
     status: str  # ok | failed | skipped | refused (nothing measured, nothing stored)
     record: dict | None = None
     error: str | None = None
+    host_label: str | None = None  # the fleet host it was planned on
+
+    @property
+    def label(self) -> str:
+        return self.cell.label + (f" on {self.host_label}" if self.host_label else "")
 
 
 def parse_runtime(entry: str) -> tuple[str, str | None]:
@@ -168,12 +173,13 @@ def sweep_requests(
     batch: int | None = None, precision: str | None = None, protocol: str = "default",
     weights: str | None = None, runtime_options: dict | None = None,
     wait_timeout_s: float = DEFAULT_WAIT_TIMEOUT_S, cores: int | str | None = None, streams: int | None = None,
-    scenario: dict | None = None,
+    scenario: dict | None = None, here: bool = True,
 ) -> list[RunRequest]:
     """Each cell's request, checked: an invalid one refuses the whole sweep before any cell runs.
 
     `runtime_options` (e.g. tvm's rpc) go to the cells of the runtimes that take them; one
-    that no runtime of the sweep takes is refused.
+    that no runtime of the sweep takes is refused. Not `here` (a fleet's hosts measure them):
+    the requests are checked, not this host's CPU against their platform, and no runner is made.
     """
     host = environment.host_info()
     given = {k: v for k, v in (runtime_options or {}).items() if v is not None}
@@ -190,7 +196,10 @@ def sweep_requests(
     checked = set()
     for request in requests:  # one runner per runtime variant proves the settings valid
         if (request.runtime, request.mode) not in checked:
-            checked_runner(request, workdir, host).close()
+            if here:
+                checked_runner(request, workdir, host).close()
+            else:
+                checked_options(request, workdir)
             checked.add((request.runtime, request.mode))
     return requests
 

@@ -33,6 +33,7 @@ from levit_bench.store.validation import measurement, parse_row, upgraded
 # One creator of the schema at a time on a server: CREATE TABLE IF NOT EXISTS from two hosts at
 # once can still collide in PostgreSQL's catalogue. The key is arbitrary, the same everywhere.
 _SCHEMA_LOCK = 0x1E517BE4C
+_WRITING = "levit_bench_writing"  # a connection's info key: its transaction writes
 
 
 class ResultsStore:
@@ -110,6 +111,7 @@ class ResultsStore:
                 db = self._engine_now().connect()
             except SQLAlchemyError as e:
                 raise self._error(e) from None
+            db.info[_WRITING] = True  # SQLite: this transaction takes the write lock as it begins
             try:
                 return db, db.begin()
             except DBAPIError as e:
@@ -155,10 +157,13 @@ class ResultsStore:
 
     def _insert(self, db: Connection, table: str, record: Mapping, record_json: str) -> bool:
         values = {name: record.get(name) for name in TABLES[table]} | {"record_json": record_json}
-        dialect = postgresql if self.path is None else sqlite
         rows = schema.tables[table]
-        statement = dialect.insert(rows).values(values).on_conflict_do_nothing(index_elements=["uid"])
-        return db.execute(statement.returning(rows.c.id)).first() is not None  # no row back: it was there
+        if self.path is not None:  # SQLite's rowcount is exact (and RETURNING needs SQLite 3.35)
+            statement = sqlite.insert(rows).values(values).on_conflict_do_nothing(index_elements=["uid"])
+            return db.execute(statement).rowcount == 1
+        # through SQLAlchemy, psycopg reports no rowcount for it: a row back says it was written
+        statement = postgresql.insert(rows).values(values).on_conflict_do_nothing(index_elements=["uid"])
+        return db.execute(statement.returning(rows.c.id)).first() is not None
 
     def insert_or_keep(self, record: Mapping, table: str = "measurements") -> None:
         """Insert; if the store cannot take it, keep the record as JSON and say where."""
@@ -320,17 +325,20 @@ def _make_engine(location: StoreLocation, read_only: bool = False) -> Engine:
                              "pip install 'levit-bench[postgresql]'") from None
     if read_only:
         return _read_only_sqlite(location.path)
-    engine = create_engine(location.url, poolclass=NullPool, connect_args={"timeout": 30})
+    path = str(location.path)  # the file itself: a '?' or '%' in its name is part of the name, not a URL's
+    engine = create_engine("sqlite://", poolclass=NullPool, creator=lambda: sqlite3.connect(path, timeout=30))
 
     @event.listens_for(engine, "connect")
     def _on_connect(connection, _record) -> None:
-        connection.isolation_level = None  # transactions are ours (BEGIN IMMEDIATE below), not pysqlite's
+        connection.isolation_level = None  # transactions are ours (BEGIN below), not pysqlite's
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # a writer takes the lock at once (so a busy store is retried before any work); a reader
+        # never waits for writers under WAL
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.info.get(_WRITING) else "BEGIN")
 
     return engine
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,18 +51,24 @@ def locate(where: str | os.PathLike | StoreLocation) -> StoreLocation:
         try:
             parsed = make_url(url)
         except (ArgumentError, ValueError) as e:
-            raise StoreError(f"not a PostgreSQL URL: {text} ({e})") from None
+            raise StoreError(f"not a PostgreSQL URL: {_hide_password(text)} ({e})") from None
         if not parsed.database:
-            raise StoreError(f"{text} names no database: postgresql://USER@HOST[:PORT]/DATABASE")
+            raise StoreError(f"{_hide_password(text)} names no database: postgresql://USER@HOST[:PORT]/DATABASE")
         return StoreLocation(url)
     if text.startswith("sqlite:///"):
         text = text.removeprefix("sqlite:///")  # sqlite:///relative/path, sqlite:////absolute/path
     elif "://" in text:
-        raise StoreError(f"unknown store {text}: give sqlite:///PATH, postgresql://USER@HOST/DB or a file path")
+        raise StoreError(f"unknown store {_hide_password(text)}: give sqlite:///PATH, postgresql://USER@HOST/DB "
+                         "or a file path")
     if not text:
         raise StoreError("sqlite:/// names no file: sqlite:///PATH")
     path = Path(text).expanduser().absolute()
     return StoreLocation(f"sqlite:///{path}", path)
+
+
+def _hide_password(url: str) -> str:
+    """`scheme://user:secret@host` as `scheme://user:***@host`."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def default_location(workdir: Path, store: str | os.PathLike | None = None) -> StoreLocation:
