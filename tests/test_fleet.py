@@ -6,6 +6,7 @@ into a real PostgreSQL (a unix socket, reachable from inside the namespace)."""
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -161,3 +162,17 @@ def test_the_hosts_a_fleet_sweep_takes_are_checked_in_one_line(found, wanted, me
     with pytest.raises(FleetError) as refused:
         choose_hosts(hosts, wanted, "xeon")
     assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_fleet_sweeps_cells_behind_rpc_from_the_driver_not_on_its_hosts(tmp_path, capsys):
+    """TVM's ARM boards are reached through their RPC address (or tracker) as in a sweep without
+    --cluster: with only such cells, no cluster is asked for (none answers at this address), and
+    the device's address is what is checked, in one line."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    code, _, err = run_cli(capsys, "--workdir", tmp_path, "sweep", "--cluster", "127.0.0.1:9", "--platform", "arm",
+                           "--models", "levit_128s", "--runtimes", "tvm", "--rpc", f"127.0.0.1:{closed}",
+                           "--protocol", "smoke")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and f"no TVM RPC server at 127.0.0.1:{closed}" in lines[0], err

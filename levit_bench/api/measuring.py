@@ -196,9 +196,9 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     check_cell_timeout(cell_timeout)
     work, store_at = paths(workdir, store)
     options = device_options(rpc, rpc_key, mcpu)
-    if cluster is not None and (capacity or profile or options):
+    if cluster is not None and (capacity or profile):
         raise LevitBenchError("a --cluster sweep measures cells on its hosts, closed loop or under a --scenario: "
-                              "--capacity, --profile and --rpc run from one host (sweep without --cluster)")
+                              "--capacity and --profile run on one host (sweep without --cluster)")
     if hosts and cluster is None:
         raise LevitBenchError("--hosts chooses among the hosts of a --cluster")
     measured = Measured(run_id=run_id or new_run_id())
@@ -210,31 +210,37 @@ def _rounds(planned: list[Cell], platform: str, *, batch, precision, protocol, w
     ResultsStore(store_at, create=False).check()
     if scenario or capacity:
         check_loadgen()
-    calibrating = protocol != "smoke" and get_platform(platform).device == "cpu" and "rpc" not in options
-    if calibrating and cluster is None:
+    calibrating = protocol != "smoke" and get_platform(platform).device == "cpu"
+    if calibrating and cluster is None and "rpc" not in options:
         calibrate(progress=progress)  # once per host, before the first cell: every record's peak_fraction reads it
     results_store = ResultsStore(store_at)
     if capacity:
         sweep_capacities(requests, capacity, rounds, results_store, work, cell_timeout, measured, progress)
         return measured
     more = more_rounds(target, max_rounds, results_store)
-    if cluster is not None:
-        return _on_the_fleet(cluster, hosts, requests, platform, rounds, more, target, results_store, force,
-                             cell_timeout, calibrating, scenario, measured, progress)
-    with progress_view("sweep", progress, total=len(planned) * rounds) as view:
-        def on_cell(cell, state):
-            if state == "running":
-                view.step(cell.label)
-            else:
-                view.advance()
+    # a fleet's hosts measure the cells they can; a device behind --rpc (TVM's boards, through their
+    # tracker) is measured from here, as in a sweep without --cluster
+    here = requests if cluster is None else [r for r in requests if r.runtime_options]
+    on_hosts = [] if cluster is None else [r for r in requests if not r.runtime_options]
+    outcomes = []
+    if on_hosts:
+        outcomes += _on_the_fleet(cluster, hosts, on_hosts, platform, rounds, more, target, results_store, force,
+                                  cell_timeout, calibrating, scenario, progress)
+    if here:
+        with progress_view("sweep", progress, total=len(here) * rounds) as view:
+            def on_cell(cell, state):
+                if state == "running":
+                    view.step(cell.label)
+                else:
+                    view.advance()
 
-        outcomes = run_sweep(requests, work, done_rounds=results_store.count_ok, on_record=results_store.insert_or_keep,
-                             force=force, on_cell=on_cell, rounds=rounds, more=more,
-                             on_round=_announce_rounds(view, rounds, target),
-                             cell_timeout_s=cell_timeout, drive=scenario and DRIVE)
+            outcomes += run_sweep(here, work, done_rounds=results_store.count_ok,
+                                  on_record=results_store.insert_or_keep, force=force, on_cell=on_cell, rounds=rounds,
+                                  more=more, on_round=_announce_rounds(view, rounds, target),
+                                  cell_timeout_s=cell_timeout, drive=scenario and DRIVE)
     measured.extend(o.record for o in outcomes if o.record)
-    measured.skipped = [o.cell.label for o in outcomes if o.status == "skipped"]
-    measured.refused = [(o.cell.label, o.error) for o in outcomes if o.status == "refused"]
+    measured.skipped = [o.label for o in outcomes if o.status == "skipped"]
+    measured.refused = [(o.label, o.error) for o in outcomes if o.status == "refused"]
     if more is not None:
         measured.still_wide = _still_wide(outcomes, more)
     if profile:
@@ -253,9 +259,9 @@ def _announce_rounds(view, rounds: int, target: float | None):
 
 def _on_the_fleet(cluster: str, hosts: Sequence[str] | None, requests: list[RunRequest], platform: str, rounds: int,
                   more: MoreRounds | None, target: float | None, store: ResultsStore, force: bool,
-                  cell_timeout: float, calibrating: bool, scenario: dict | None, measured: Measured,
-                  progress: bool) -> Measured:
-    """The requests measured on the hosts of a Ray cluster (`levit_bench/fleet`), stored here."""
+                  cell_timeout: float, calibrating: bool, scenario: dict | None, progress: bool) -> list:
+    """The requests measured on the hosts of a Ray cluster (`levit_bench/fleet`), stored here; their
+    outcomes."""
     from levit_bench.fleet.nodes import connected, hosts as cluster_hosts
     from levit_bench.fleet.sweep import choose_hosts, describe_targets, run_fleet_sweep
     from levit_bench.platforms import get_platform
@@ -273,16 +279,9 @@ def _on_the_fleet(cluster: str, hosts: Sequence[str] | None, requests: list[RunR
                 elif not state.startswith("moved"):
                     view.advance()
 
-            outcomes = run_fleet_sweep(requests, targets, done_rounds=store.count_ok, on_record=store.insert_or_keep,
-                                       force=force, cell_timeout_s=cell_timeout, on_cell=on_cell, rounds=rounds,
-                                       drive=scenario and DRIVE, more=more,
-                                       on_round=_announce_rounds(view, rounds, target))
-    measured.extend(o.record for o in outcomes if o.record)
-    measured.skipped = [o.label for o in outcomes if o.status == "skipped"]
-    measured.refused = [(o.label, o.error) for o in outcomes if o.status == "refused"]
-    if more is not None:
-        measured.still_wide = _still_wide(outcomes, more)
-    return measured
+            return run_fleet_sweep(requests, targets, done_rounds=store.count_ok, on_record=store.insert_or_keep,
+                                   force=force, cell_timeout_s=cell_timeout, on_cell=on_cell, rounds=rounds,
+                                   drive=scenario and DRIVE, more=more, on_round=_announce_rounds(view, rounds, target))
 
 
 def _calibrate_hosts(targets: list) -> None:

@@ -196,7 +196,7 @@ def sweep_requests(
     checked = set()
     for request in requests:  # one runner per runtime variant proves the settings valid
         if (request.runtime, request.mode) not in checked:
-            if here:
+            if here or request.runtime_options:  # a device behind --rpc is measured from here, fleet or not
                 checked_runner(request, workdir, host).close()
             else:
                 checked_options(request, workdir)
