@@ -69,7 +69,7 @@ def test_a_fleet_sweep_stores_every_row_once_with_its_hosts_label_resumes_and_re
                                                                                        capsys):
     store = new_database(postgres, "fleet_sweep")
     sweep = (f'$LB --workdir {tmp_path}/driver --store "{store}" sweep --cluster 127.0.0.1:{PORT} --platform xeon '
-             f'--onnx {tiny_onnx} --runtimes onnxruntime openvino --rounds 2 --protocol smoke')
+             f'--models levit_128s --runtimes onnxruntime openvino --rounds 2 --protocol smoke')
     out = _in_namespace(f"""
         $LB cluster status --cluster 127.0.0.1:{PORT} --json > status.json
         ss -Htan > sockets.txt
@@ -90,7 +90,7 @@ def test_a_fleet_sweep_stores_every_row_once_with_its_hosts_label_resumes_and_re
     assert len(records) == 2 * 2 * 2 and len({r["uid"] for r in records}) == 8  # hosts x runtimes x rounds
     cells = sorted((r["host_label"], r["runtime"], r["round"]) for r in records)
     assert cells == sorted((h, rt, n) for h in "ab" for rt in ("onnxruntime", "openvino") for n in (1, 2))
-    assert all(r["status"] == "ok" and r["max_abs_diff"] < 1e-4 for r in records)
+    assert all(r["status"] == "ok" and r["max_abs_diff"] < 1e-4 and r["model"] == "levit_128s" for r in records)
     assert len(json.loads((tmp_path / "first.json").read_text())) == 8
     second = (tmp_path / "second.txt").read_text()
     assert "8 cell-rounds already measured, skipped" in second, second
@@ -136,6 +136,20 @@ def test_a_host_killed_during_its_cell_loses_no_cell(postgres, tiny_onnx, tmp_pa
         sleep 1
         kill -9 $raylet
         wait $sweep
+        # SIGTERM (Ctrl-C's path: a background job of this shell ignores SIGINT) while a cell runs on a:
+        # the sweep ends at once (130), its cell's process with it
+        $LB --workdir {tmp_path}/driver --store "{store}" sweep --cluster 127.0.0.1:{PORT} --platform xeon \
+            --onnx {tiny_onnx} --runtimes onnxruntime --protocol default --force > interrupted.txt 2>&1 &
+        sweep=$!
+        for _ in $(seq 600); do
+            [ "$(pgrep -fc "levit_bench[.]runners[.]worker" || true)" -ge 1 ] && break
+            sleep 0.1
+        done
+        kill -TERM $sweep
+        status=0; wait $sweep || status=$?
+        echo "interrupted: $status" >> interrupted.txt
+        sleep 3
+        echo "workers left: $(pgrep -fc "levit_bench[.]runners[.]worker" || true)" >> interrupted.txt
     """, tmp_path)
     records = ResultsStore(store, create=False).records()
     assert sorted(r["runtime"] for r in records) == ["onnxruntime", "onnxruntime", "openvino", "openvino"]
@@ -145,6 +159,10 @@ def test_a_host_killed_during_its_cell_loses_no_cell(postgres, tiny_onnx, tmp_pa
     assert labels.count("a") >= 3, labels  # b's cell in progress (and any b had not begun) measured on a
     moved = [r for r in records if r.get("planned_on")]
     assert moved and all(r["planned_on"] == "b" and r["host_label"] == "a" for r in moved)
+    interrupted = (tmp_path / "interrupted.txt").read_text()
+    assert "interrupted: 130" in interrupted and "workers left: 0" in interrupted, interrupted
+    assert "levit-bench sweep: interrupted" in interrupted
+    assert len(ResultsStore(store, create=False).records()) == 4  # nothing stored of the cell it stopped
 
 
 @pytest.mark.parametrize("found,wanted,message", [
