@@ -8,7 +8,8 @@ import pytest
 from levit_bench.cli import main
 from levit_bench.models.checkpoints import read_checkpoint, save_weights, weights_id
 from levit_bench.registry import get_spec
-from levit_bench.store import ACCURACY_COLUMNS, open_store
+from levit_bench.store import open_store
+from levit_bench.store.schema import ACCURACY_COLUMNS
 from levit_bench.train import synth
 
 
