@@ -75,6 +75,7 @@ def test_a_fleet_sweep_stores_every_row_once_with_its_hosts_label_resumes_and_re
         ss -Htan > sockets.txt
         {sweep} --json > first.json
         {sweep} > second.txt 2>&1
+        {sweep.replace(" openvino", "").replace("--rounds 2", "--rounds 3")} --target 0.001 --max-rounds 4 > third.txt 2>&1
         $LB --store "{store}" sweep --cluster 127.0.0.1:{PORT} --hosts c --platform xeon --onnx {tiny_onnx} \\
             --runtimes onnxruntime --protocol smoke 2> missing.txt && exit 1 || true
     """, tmp_path)
@@ -86,10 +87,15 @@ def test_a_fleet_sweep_stores_every_row_once_with_its_hosts_label_resumes_and_re
         assert local.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "0.0.0.0", "*", "[::]"), line
         assert peer.rsplit(":", 1)[0] in ("127.0.0.1", "[::ffff:127.0.0.1]", "0.0.0.0", "*", "[::]"), line
 
+    # hosts x runtimes x 2 rounds, then onnxruntime's rounds 3 and 4 on each host: --target asks for
+    # more rounds while an interval is wider than ±0.1%, which three smoke rounds never reach
     records = ResultsStore(store, create=False).records()
-    assert len(records) == 2 * 2 * 2 and len({r["uid"] for r in records}) == 8  # hosts x runtimes x rounds
+    assert len(records) == 2 * 2 * 2 + 2 * 2 and len({r["uid"] for r in records}) == 12
     cells = sorted((r["host_label"], r["runtime"], r["round"]) for r in records)
-    assert cells == sorted((h, rt, n) for h in "ab" for rt in ("onnxruntime", "openvino") for n in (1, 2))
+    assert cells == sorted([(h, rt, n) for h in "ab" for rt in ("onnxruntime", "openvino") for n in (1, 2)]
+                           + [(h, "onnxruntime", n) for h in "ab" for n in (3, 4)])
+    third = (tmp_path / "third.txt").read_text()
+    assert "4 cell-rounds already measured, skipped" in third and "still wider than ±0.1% after 4 rounds" in third, third
     assert all(r["status"] == "ok" and r["max_abs_diff"] < 1e-4 and r["model"] == "levit_128s" for r in records)
     assert len(json.loads((tmp_path / "first.json").read_text())) == 8
     second = (tmp_path / "second.txt").read_text()

@@ -22,7 +22,7 @@ from levit_bench.runners import core_locks
 from levit_bench.runners.artifacts import ensure_artifact, ensure_quantized
 from levit_bench.runners.measure import get_protocol, summarise
 from levit_bench.runners.memory import keep_freed_memory
-from levit_bench.runners.profiling import by_component, component_map_of
+from levit_bench.runners.profiling import MS_DIGITS, by_component, component_map_of
 from levit_bench.runners.session import RunRequest, RunSettings, checked_runner
 
 
@@ -73,17 +73,17 @@ def profile_cell(request: RunRequest, workdir: Path, on_step: Callable[[str], No
         "cores": settings.cores, "streams": settings.streams,
         "host": host.fingerprint, "cpu_model": host.cpu_model, "artifact_sha256": artifact.sha256,
         "protocol": protocol.name, "calls": profile.calls,
-        "median_ms": round(median_ms, 4),  # unprofiled
-        "total_ms": round(profile.total_ms, 4),  # the profiler's own total per call
-        "kernels_ms": round(kernels_ms, 4),  # the sum of the kernels' times per call
+        "median_ms": round(median_ms, MS_DIGITS),  # unprofiled
+        "total_ms": round(profile.total_ms, MS_DIGITS),  # the profiler's own total per call
+        "kernels_ms": round(kernels_ms, MS_DIGITS),  # the sum of the kernels' times per call
         # the runtime's own work between its kernels while profiling, its profiler's included
-        "outside_kernels_ms": round(profile.total_ms - kernels_ms, 4),
+        "outside_kernels_ms": round(profile.total_ms - kernels_ms, MS_DIGITS),
         "overhead": round(profile.total_ms / median_ms - 1, 4),
         "components": components,
         # the ceilings a roofline draws: this host's calibrated FMA peak and copy bandwidth, for its cores
         "peak_fma_gflops": calibration.fma_gflops(host, description.threads or 1) if peak else None,
         "memory_gbps": peak.get("memory_gbps") if peak else None,
-        "kernels": [{"name": k.name, "op": k.op, "ms": round(k.ms, 4)}
+        "kernels": [{"name": k.name, "op": k.op, "ms": round(k.ms, MS_DIGITS)}
                     for k in sorted(profile.kernels, key=lambda k: -k.ms)],
         "profiler": profile.details, "malloc": malloc, "versions": environment.package_versions(),
     }
