@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 from rich.console import Console
 
@@ -22,3 +24,18 @@ def stdout_console() -> Console:
 
 def stderr_console() -> Console:
     return Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=_log_width())
+
+
+@contextlib.contextmanager
+def native_stderr_quiet() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for a while: native libraries (Ray's core, ExecuTorch's
+    cpuinfo) log their start-up there, below Python's sys.stderr; what a failure says still
+    comes back as its exception."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -13,12 +13,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
 from levit_bench.store import ResultsStore
 from cli_support import run_cli
 from postgres_server import new_database, running_postgres
+from tiny_models import write_tiny_onnx
 
 BIN = Path(sys.executable).parent
 PORT = 6391
@@ -33,11 +32,7 @@ def postgres():
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("fleet") / "tiny.onnx"
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(8, 10)).eval()
-    torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), str(path), dynamo=True, verbose=False,
-                      input_names=["pixels"], dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
+    write_tiny_onnx(path)
     return path
 
 

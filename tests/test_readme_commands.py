@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
 from levit_bench import cli
 from levit_bench.devices import arm_emulator
+from tiny_models import write_tiny_onnx
 
 README = Path(__file__).parent.parent / "README.md"
 MARKER = "<!-- tests/test_readme_commands.py runs the next block -->"
@@ -105,15 +104,6 @@ def _tour() -> list[str]:
     following = [body for offset, body in _blocks(section) if offset > marker]
     assert following, "no block after the marker in the README's Commands section"
     return _command_lines(following[0])
-
-
-def _tiny_onnx(path: Path) -> None:
-    """`my_net.onnx`: a small conv net with a symbolic batch, as a user's own model."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(8, 10)).eval()
-    torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), str(path), dynamo=True, verbose=False,
-                      input_names=["pixels"], dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +190,7 @@ def test_every_readme_command_runs_as_written(tmp_path, arm_root, namespace):
     cache.mkdir(parents=True, exist_ok=True)
     (cache / "arm64-root").symlink_to(arm_root, target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if k != "LEVIT_BENCH_HOME"}  # ./levit-bench-out, as a user's
-    _tiny_onnx(tmp_path / "my_net.onnx")
+    write_tiny_onnx(tmp_path / "my_net.onnx")  # `my_net.onnx`, a user's own model
     parsers = _parser_commands()
     faults, times, with_json = [], [], set()
     try:

@@ -2,6 +2,7 @@
 builds of a LeViT take minutes: a test module imports the `tiny` fixture from here."""
 
 import functools
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,15 @@ TINY = "pathnet_s"
 def _tiny_net(num_classes: int = 1000, width: int = 8) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.Hardswish(),
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+
+def write_tiny_onnx(path: Path) -> None:
+    """A small conv net as a user's own ONNX file: one input `pixels`, a symbolic batch, 32 x 32 images."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 10)).eval()
+    torch.onnx.export(model, (torch.randn(2, 3, 32, 32),), str(path), dynamo=True, verbose=False,
+                      input_names=["pixels"], dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},))
 
 
 @pytest.fixture()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from levit_bench import environment
+from levit_bench.console import native_stderr_quiet
 from levit_bench.errors import LevitBenchError
 from levit_bench.platforms import BUILT_IN, PlatformError
 from levit_bench.workdir import resolve_workdir
@@ -147,7 +148,7 @@ def connected(address: str) -> Iterator[None]:
         raise FleetError(f"Ray is not installed: {INSTALL_HINT}") from None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
-        with _native_stderr_quiet():  # Ray's C++ core logs its start-up (network probes) on stderr
+        with native_stderr_quiet():  # Ray's C++ core logs its start-up (network probes) on stderr
             ray.init(address=address, logging_level="ERROR", log_to_driver=False, **_local_driver(address))
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise FleetError(f"no Ray cluster at {address}: {str(e).strip().splitlines()[0] if str(e).strip() else e}"
@@ -156,20 +157,6 @@ def connected(address: str) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-
-
-@contextmanager
-def _native_stderr_quiet() -> Iterator[None]:
-    """File descriptor 2 to /dev/null while Ray starts its driver (what it says of a failure comes
-    back as the exception)."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _local_driver(address: str) -> dict:

@@ -28,6 +28,7 @@ from levit_bench.models import levit_fused
 from levit_bench.registry import family, get_spec
 from levit_bench.runners.artifacts import Artifact
 from levit_bench import environment
+from levit_bench.console import native_stderr_quiet
 from levit_bench.devices import arm_emulator, arm_executorch
 from levit_bench.runners.base import Runner, RunnerError, RunnerOptions, RuntimeDescription
 from levit_bench.runners.measure import Protocol, measure
@@ -43,19 +44,6 @@ def missing() -> str:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Keep ExecuTorch's native start-up log lines (cpuinfo's probing of ARM registers) off stderr."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@contextlib.contextmanager
 def _torch_threads(threads: int) -> Iterator[None]:
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -67,7 +55,7 @@ def _torch_threads(threads: int) -> Iterator[None]:
 
 def _portable_lib():
     try:
-        with _quiet_stderr():
+        with native_stderr_quiet():
             from executorch.extension.pybindings import portable_lib
 
             portable_lib._threadpool_get_thread_count()  # the pool starts, and logs, on first use
@@ -97,7 +85,7 @@ def ensure_pte(artifact: Artifact, batch: int, precision: str, workdir) -> keyed
         if calibration is not None:
             images = calibration_images(get_spec(artifact.model), None, DEFAULT_CALIB_SIZE, batch,
                                         CALIBRATION_SEED).images
-        with _quiet_stderr():
+        with native_stderr_quiet():
             return pte.lower_to_pte(artifact.reference_model, batch, artifact.resolution, precision, out, images)
 
     suffix = ".xnnpack.pte" if precision == "fp32" else f".xnnpack-{precision}.pte"
@@ -147,7 +135,7 @@ class ExecuTorchRunner(Runner):
         return options.rpc is not None
 
     def load(self, artifact: Artifact, batch: int) -> None:
-        with _quiet_stderr():
+        with native_stderr_quiet():
             from executorch.runtime import Runtime
 
         if artifact.batch not in (batch, None):
@@ -163,10 +151,10 @@ class ExecuTorchRunner(Runner):
             return
         threads = self.stream_threads or os.cpu_count()
         if self.lib._threadpool_get_thread_count() != threads:
-            with _quiet_stderr():
+            with native_stderr_quiet():
                 self.lib._unsafe_reset_threadpool(threads)
         t0 = time.perf_counter()
-        with _quiet_stderr():
+        with native_stderr_quiet():
             self.method = Runtime.get().load_program(self.built.path).load_method("forward")
         self.package_load_s = time.perf_counter() - t0
         self.threads = self.lib._threadpool_get_thread_count()
@@ -198,19 +186,19 @@ class ExecuTorchRunner(Runner):
         from levit_bench.runners.executorch_profile import profile_module
 
         self.measure(inputs, replace(protocol, min_calls=0, min_s=0.0))  # the warm-up, unprofiled
-        with _quiet_stderr():
+        with native_stderr_quiet():
             module = self.lib._load_for_executorch(str(self.built.path), enable_etdump=True, debug_buffer_size=0)
         rules = family(get_spec(self.model).family).components
 
         def measure_calls(call) -> list[float]:
             return measure(call, replace(protocol, warmup_calls=1, warmup_s=0.0)).samples_s
 
-        with _quiet_stderr():  # the Inspector's own notices
+        with native_stderr_quiet():  # the Inspector's own notices
             return profile_module(module, [inputs], measure_calls, self.built.sidecar["delegation"]["nodes"], rules)
 
     def close(self) -> None:
         if self.lib._threadpool_get_thread_count() != self._saved_threads:
-            with _quiet_stderr():
+            with native_stderr_quiet():
                 self.lib._unsafe_reset_threadpool(self._saved_threads)
 
     def device_host(self) -> environment.HostInfo | None:
