@@ -27,7 +27,7 @@ from levit_bench.records import cell_id
 from levit_bench.runners.session import RunRequest
 from levit_bench.runners.worker import registrations
 from levit_bench.runners.sweep import (
-    Cell, CellOutcome, MoreRounds, check_cell_timeout, check_rounds, failed_record, shuffled)
+    Cell, CellOutcome, MoreRounds, check_cell_timeout, check_rounds, failed_record, round_stored, shuffled)
 
 POLL_S = 0.5  # how often a round in progress looks for hosts that left
 _ANYWHERE = 0.001  # a sliver of a host's label resource: places the task there, takes nothing from it
@@ -208,10 +208,10 @@ class _FleetRun:
         running: dict = {}
         for target in self._live():
             for index in shuffled(pending[target.label], self.rng, group=lambda i: self.cells[i].model):
-                key = keys[target.label][index]
                 # the rows of a lost host's cells this host took count for that host, not for its own rounds
-                done = key is not None and self.done_rounds(key) - self.taken.get((target.label, index), 0)
-                if not self.force and self.requests[index].weights is None and key is not None and done >= number:
+                taken = self.taken.get((target.label, index), 0)
+                if round_stored(self.requests[index], keys[target.label][index], number,
+                                lambda key: self.done_rounds(key) - taken, self.force):
                     self.on_cell(self._label(index, target), "skipped")
                     self.outcomes.append(CellOutcome(self.cells[index], "skipped", host_label=target.label))
                     continue

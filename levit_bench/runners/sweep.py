@@ -305,11 +305,18 @@ def run_sweep(
     return outcomes
 
 
+def round_stored(request: RunRequest, key: dict | None, number: int, rounds_stored: Callable[[dict], int],
+                 force: bool) -> bool:
+    """Round `number` of the cell whose resume key is `key` is in the store, so a sweep skips it:
+    never when forced, and never for a weights file of the user's (its key does not name it)."""
+    return not force and request.weights is None and key is not None and rounds_stored(key) >= number
+
+
 def _sweep_cell(cell: Cell, request: RunRequest, workdir: Path, host, number: int,
                 done_rounds: Callable[[dict], int], on_record: Callable[[dict], None], force: bool,
                 cell_timeout_s: float, on_cell: Callable[[Cell, str], None], drive: str | None = None) -> CellOutcome:
     key = resume_key(cell, request, workdir, host)
-    if not force and request.weights is None and key is not None and done_rounds(key) >= number:
+    if round_stored(request, key, number, done_rounds, force):
         on_cell(cell, "skipped")
         return CellOutcome(cell, "skipped")
     on_cell(cell, "running")
